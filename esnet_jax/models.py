@@ -1,0 +1,273 @@
+"""ESNet (Wang, Zhou, Wu 2019, arXiv:1906.09826) as Flax linen modules.
+
+Layout, names and numerics follow the authors' PyTorch layer definitions so that
+their state dicts convert one-to-one (see `esnet_jax.convert`): module names mirror
+the PyTorch attribute names (`encoder/layers_3/bn` is `encoder.layers.3.bn`).
+
+Tensors are NHWC. BatchNorm uses eps 1e-3 and momentum 0.9 (PyTorch's 0.1) and
+takes an `axis_name` for cross-replica statistics under `pmap`. With
+`bn_folded=True` the network expects parameters produced by
+`esnet_jax.folding.fold_batch_norm`: every BatchNorm is merged into the conv in
+front of it, which removes the normalisation work from inference.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ModuleDef = Callable[..., nn.Module]
+Dtype = Any
+
+# Dropout rates of the original: encoder FCUs, PFCUs (decoder FCUs have none).
+ENCODER_FCU_DROPOUT = 0.03
+PFCU_DROPOUT = 0.3
+PFCU_DILATIONS = (2, 5, 9)
+
+
+def _spatial_dropout(rate: float, train: bool) -> nn.Dropout:
+  """PyTorch `Dropout2d`: drops whole channels (mask shared over H and W)."""
+  return nn.Dropout(rate, broadcast_dims=(1, 2), deterministic=not train)
+
+
+def _factorized_conv(features: int, kernel: int, vertical: bool, dilation: int,
+                     dtype: Dtype, name: str) -> nn.Conv:
+  """A kx1 (vertical) or 1xk convolution with 'same' padding, as in the original."""
+  pad = (kernel - 1) // 2 * dilation
+  if vertical:
+    return nn.Conv(features, (kernel, 1), padding=((pad, pad), (0, 0)),
+                   kernel_dilation=(dilation, 1), dtype=dtype, name=name)
+  return nn.Conv(features, (1, kernel), padding=((0, 0), (pad, pad)),
+                 kernel_dilation=(1, dilation), dtype=dtype, name=name)
+
+
+def _maybe_norm(norm: ModuleDef | None, x: jax.Array, name: str) -> jax.Array:
+  """BatchNorm, or nothing when the network runs on BN-folded parameters."""
+  return x if norm is None else norm(name=name)(x)
+
+
+def _subpixel_taps(kernel: int, padding: int) -> tuple[int, np.ndarray]:
+  """Index table that rewrites a stride-2 transposed conv as a stride-1 conv.
+
+  Output pixel 2m+a of a stride-2 transposed convolution with padding p sums
+  x[m+d] * w[j] over the taps j with a + p - j even, d = (a + p - j) / 2. Returns
+  the smallest offset d and a table idx[a, t] of kernel indices for the tap at
+  offset d_min + t of phase a; `kernel` (an index into the zero slot) marks "no tap".
+  """
+  taps = [[((a + padding - j) // 2, j) for j in range(kernel)
+           if (a + padding - j) % 2 == 0] for a in (0, 1)]
+  offsets = [d for phase in taps for d, _ in phase]
+  d_min, d_max = min(offsets), max(offsets)
+  idx = np.full((2, d_max - d_min + 1), kernel, dtype=np.int32)
+  for a, phase in enumerate(taps):
+    for d, j in phase:
+      idx[a, d - d_min] = j
+  return d_min, idx
+
+
+class ConvTranspose2x(nn.Module):
+  """PyTorch `ConvTranspose2d(stride=2, padding, output_padding)` doubling H and W.
+
+  The kernel is stored as (kH, kW, in, out) with PyTorch's scatter semantics
+  (`y[2i - p + k] += x[i] * w[k]`). It is evaluated in sub-pixel form: one
+  stride-1 convolution to 4x the channels and a depth-to-space shuffle. That is
+  the same function as the input-dilated transposed convolution, and its
+  gradient is several times cheaper on CPU.
+  """
+  features: int
+  kernel_size: int
+  padding: int
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    d_min, idx = _subpixel_taps(k, self.padding)
+    taps = idx.shape[1]
+    # Append a zero tap so that "no tap" entries gather zeros.
+    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+    sub = padded[idx[:, :, None, None], idx[None, None, :, :]]  # (a, ty, b, tx, in, out)
+    sub = sub.transpose(1, 3, 4, 0, 2, 5).reshape(taps, taps, x.shape[-1], 4 * self.features)
+    dtype = self.dtype or x.dtype
+    y = jax.lax.conv_general_dilated(
+        x.astype(dtype), sub.astype(dtype), window_strides=(1, 1),
+        padding=((-d_min, d_min + taps - 1),) * 2,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    n, h, w, _ = y.shape
+    y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+    return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(dtype)
+
+
+class DownsamplerBlock(nn.Module):
+  """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU."""
+  features: int
+  norm: ModuleDef | None
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    in_features = x.shape[-1]
+    conv = nn.Conv(self.features - in_features, (3, 3), strides=(2, 2),
+                   padding=((1, 1), (1, 1)), dtype=self.dtype, name='conv')(x)
+    pool = nn.max_pool(x, (2, 2), strides=(2, 2))
+    if self.norm is None:
+      # Folded BN: the conv carries its share; the pooled channels keep an affine.
+      scale = self.param('pool_scale', nn.initializers.ones, (in_features,), jnp.float32)
+      shift = self.param('pool_bias', nn.initializers.zeros, (in_features,), jnp.float32)
+      pool = pool * scale.astype(pool.dtype) + shift.astype(pool.dtype)
+    y = jnp.concatenate([conv, pool.astype(conv.dtype)], axis=-1)
+    return nn.relu(_maybe_norm(self.norm, y, 'bn'))
+
+
+class FCU(nn.Module):
+  """Factorized convolution unit: two residual (kx1, ReLU, 1xk, BN) pairs."""
+  kernel_size: int
+  dropout: float
+  norm: ModuleDef | None
+  dilation: int = 1
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c, k = x.shape[-1], self.kernel_size
+    y = _factorized_conv(c, k, True, 1, self.dtype, 'conv3x1_1')(x)
+    y = _factorized_conv(c, k, False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
+    y = nn.relu(_maybe_norm(self.norm, y, 'bn1'))
+    y = _factorized_conv(c, k, True, self.dilation, self.dtype, 'conv3x1_2')(y)
+    y = _factorized_conv(c, k, False, self.dilation, self.dtype, 'conv1x3_2')(nn.relu(y))
+    y = _maybe_norm(self.norm, y, 'bn2')
+    if self.dropout:
+      y = _spatial_dropout(self.dropout, train)(y)
+    return nn.relu(x + y)
+
+
+class PFCU(nn.Module):
+  """Parallel FCU: a factorized pair, then dilated branches sharing ONE BatchNorm."""
+  dropout: float
+  norm: ModuleDef | None
+  dilations: Sequence[int] = PFCU_DILATIONS
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    c = x.shape[-1]
+    y = _factorized_conv(c, 3, True, 1, self.dtype, 'conv3x1_1')(x)
+    y = _factorized_conv(c, 3, False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
+    y = nn.relu(_maybe_norm(self.norm, y, 'bn1'))
+    # The original applies the same `bn2` (and dropout module) to every branch.
+    shared_bn = None if self.norm is None else self.norm(name='bn2')
+    drop = _spatial_dropout(self.dropout, train) if self.dropout else None
+    out = x
+    for rate in self.dilations:
+      b = _factorized_conv(c, 3, True, rate, self.dtype, f'conv3x1_2{rate}')(y)
+      b = _factorized_conv(c, 3, False, rate, self.dtype, f'conv1x3_2{rate}')(nn.relu(b))
+      if shared_bn is not None:
+        b = shared_bn(b)
+      if drop is not None:
+        b = drop(b)
+      out = out + b
+    return nn.relu(out)
+
+
+class UpsamplerBlock(nn.Module):
+  """3x3 stride-2 transposed conv (PyTorch padding=1, output_padding=1), BN, ReLU."""
+  features: int
+  norm: ModuleDef | None
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    y = ConvTranspose2x(self.features, 3, padding=1, dtype=self.dtype, name='conv')(x)
+    return nn.relu(_maybe_norm(self.norm, y, 'bn'))
+
+
+class Encoder(nn.Module):
+  """initial_block | 3 FCU(16, k3) | down 64 | 2 FCU(64, k5) | down 128 | 3 PFCU(128)."""
+  norm: ModuleDef | None
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    fcu = functools.partial(FCU, norm=self.norm, dtype=self.dtype)
+    x = DownsamplerBlock(16, self.norm, self.dtype, name='initial_block')(x)
+    down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype)
+    pfcu = functools.partial(PFCU, PFCU_DROPOUT, self.norm, dtype=self.dtype)
+    layers = ([functools.partial(fcu, 3, ENCODER_FCU_DROPOUT)] * 3 + [functools.partial(down, 64)]
+              + [functools.partial(fcu, 5, ENCODER_FCU_DROPOUT)] * 2
+              + [functools.partial(down, 128)] + [pfcu] * 3)
+    return _run_layers(layers, x, train)
+
+
+class Decoder(nn.Module):
+  """up 64 | 2 FCU(64, k5) | up 16 | 2 FCU(16, k3) | 2x2 stride-2 transposed conv."""
+  num_classes: int
+  norm: ModuleDef | None
+  dtype: Dtype | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    fcu = functools.partial(FCU, dropout=0.0, norm=self.norm, dtype=self.dtype)
+    up = functools.partial(UpsamplerBlock, norm=self.norm, dtype=self.dtype)
+    layers = ([functools.partial(up, 64)] + [functools.partial(fcu, 5)] * 2
+              + [functools.partial(up, 16)] + [functools.partial(fcu, 3)] * 2)
+    x = _run_layers(layers, x, train)
+    return ConvTranspose2x(self.num_classes, 2, padding=0, dtype=self.dtype,
+                           name='output_conv')(x)
+
+
+def _run_layers(factories: Sequence[ModuleDef], x: jax.Array, train: bool) -> jax.Array:
+  """Build and apply a stack named `layers_i`, like the original's `nn.ModuleList`."""
+  for i, make in enumerate(factories):
+    layer = make(name=f'layers_{i}')
+    x = layer(x, train) if isinstance(layer, (FCU, PFCU)) else layer(x)
+  return x
+
+
+class ESNet(nn.Module):
+  """ESNet for `num_classes`-way segmentation.
+
+  `apply(variables, x, train=False, encoder_only=False)` maps float images
+  (N, H, W, 3), H and W multiples of 8, to logits (N, H, W, num_classes) in
+  float32; `encoder_only=True` returns the encoder's 1x1 head at 1/8 resolution
+  (the original's `encoder_output_conv`, used for encoder pre-training).
+  `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters.
+  """
+  num_classes: int = 19
+  dtype: Dtype = jnp.float32
+  bn_axis_name: str | None = None
+  bn_momentum: float = 0.9
+  bn_epsilon: float = 1e-3
+  bn_folded: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False,
+               encoder_only: bool = False) -> jax.Array:
+    if x.ndim != 4 or x.shape[-1] != 3:
+      raise ValueError(f'ESNet expects images of shape (N, H, W, 3); got {x.shape}.')
+    if x.shape[1] % 8 or x.shape[2] % 8:
+      raise ValueError(
+          f'ESNet needs H and W that are multiples of 8 (three stride-2 stages); got '
+          f'H={x.shape[1]}, W={x.shape[2]}. Pad or resize the input, or use '
+          f'esnet_jax.inference.Segmenter, which pads and crops back.')
+    if self.bn_folded and train:
+      raise ValueError('BN-folded parameters are for inference only; train=False.')
+    norm = None if self.bn_folded else functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
+    x = x.astype(self.dtype)
+    features = Encoder(norm, self.dtype, name='encoder')(x, train)
+    head = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='encoder_output_conv')
+    if encoder_only:
+      return head(features).astype(jnp.float32)
+    if self.is_initializing():
+      head(features)  # Create the encoder-only head's parameters too.
+    logits = Decoder(self.num_classes, norm, self.dtype, name='decoder')(features, train)
+    return logits.astype(jnp.float32)
