@@ -25,6 +25,7 @@ CHECKPOINTS_DIR = 'checkpoints'
 BEST_DIR = 'best'
 STATE_ITEM = 'state'
 META_ITEM = 'meta'
+DATA_ITEM = 'data'
 
 
 class CheckpointNotFoundError(FileNotFoundError):
@@ -110,3 +111,77 @@ def restore_variables(path: str | os.PathLike[str], which: str = 'latest') -> Va
                            for k, v in tree.items()}
   return {'params': to_numpy(state['params']),
           'batch_stats': to_numpy(state.get('batch_stats', {}))}
+
+
+class TrainCheckpointer:
+  """The checkpoints of one training workdir: the last N, and the best by mIoU.
+
+  `workdir/checkpoints/<step>` keeps the latest `keep` steps; `workdir/best/<step>`
+  keeps the single best evaluation. Each step holds the train state, the data
+  iterator state (`data`, per process) and `meta`. Orbax writes every step to a
+  temporary directory and renames it when complete, so a killed run never leaves
+  a half-written checkpoint behind, and existing steps are never overwritten.
+  """
+
+  def __init__(self, workdir: str | os.PathLike[str], keep: int):
+    workdir = Path(workdir).absolute()
+    self._latest = ocp.CheckpointManager(
+        workdir / CHECKPOINTS_DIR, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True))
+    self._best = ocp.CheckpointManager(
+        workdir / BEST_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._latest.latest_step()
+
+  def best_miou(self) -> float | None:
+    step = self._best.latest_step()
+    if step is None:
+      return None
+    meta = self._best.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
+    return meta[META_ITEM].get('miou')
+
+  @staticmethod
+  def _save_args(state: Any, data_iterator: Any, meta: Mapping[str, Any]) -> ocp.args.Composite:
+    import grain
+    return ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardSave(state),
+        DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
+        META_ITEM: ocp.args.JsonSave(dict(meta)),
+    })
+
+  def save(self, step: int, state: Any, data_iterator: Any, meta: Mapping[str, Any]) -> None:
+    """Save `state` (host arrays) and the iterator's position after `step` steps."""
+    if step in self._latest.all_steps():
+      return
+    self._latest.save(step, args=self._save_args(state, data_iterator, meta), force=True)
+
+  def save_if_best(self, step: int, state: Any, data_iterator: Any,
+                   meta: Mapping[str, Any], miou: float) -> bool:
+    best = self.best_miou()
+    if best is not None and miou <= best:
+      return False
+    if step in self._best.all_steps():
+      return False
+    self._best.save(step, args=self._save_args(state, data_iterator, {**meta, 'miou': miou}),
+                    force=True)
+    return True
+
+  def restore_latest(self, state_template: Any, data_iterator: Any) -> tuple[int, Any]:
+    """Restore the latest step into `state_template`'s structure and the iterator."""
+    import grain
+    step = self._latest.latest_step()
+    restored = self._latest.restore(step, args=ocp.args.Composite(**{
+        STATE_ITEM: ocp.args.StandardRestore(state_template),
+        DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+    }))
+    return step, restored[STATE_ITEM]
+
+  def wait_until_finished(self) -> None:
+    self._latest.wait_until_finished()
+    self._best.wait_until_finished()
+
+  def close(self) -> None:
+    self.wait_until_finished()
+    self._latest.close()
+    self._best.close()

@@ -193,15 +193,18 @@ class Encoder(nn.Module):
   """initial_block | 3 FCU(16, k3) | down 64 | 2 FCU(64, k5) | down 128 | 3 PFCU(128)."""
   norm: ModuleDef | None
   dtype: Dtype | None = None
+  use_dropout: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    fcu_drop = ENCODER_FCU_DROPOUT if self.use_dropout else 0.0
     fcu = functools.partial(FCU, norm=self.norm, dtype=self.dtype)
     x = DownsamplerBlock(16, self.norm, self.dtype, name='initial_block')(x)
     down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype)
-    pfcu = functools.partial(PFCU, PFCU_DROPOUT, self.norm, dtype=self.dtype)
-    layers = ([functools.partial(fcu, 3, ENCODER_FCU_DROPOUT)] * 3 + [functools.partial(down, 64)]
-              + [functools.partial(fcu, 5, ENCODER_FCU_DROPOUT)] * 2
+    pfcu = functools.partial(PFCU, PFCU_DROPOUT if self.use_dropout else 0.0, self.norm,
+                             dtype=self.dtype)
+    layers = ([functools.partial(fcu, 3, fcu_drop)] * 3 + [functools.partial(down, 64)]
+              + [functools.partial(fcu, 5, fcu_drop)] * 2
               + [functools.partial(down, 128)] + [pfcu] * 3)
     return _run_layers(layers, x, train)
 
@@ -238,7 +241,8 @@ class ESNet(nn.Module):
   (N, H, W, 3), H and W multiples of 8, to logits (N, H, W, num_classes) in
   float32; `encoder_only=True` returns the encoder's 1x1 head at 1/8 resolution
   (the original's `encoder_output_conv`, used for encoder pre-training).
-  `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters.
+  `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters;
+  `use_dropout=False` turns the original's spatial dropout off.
   """
   num_classes: int = 19
   dtype: Dtype = jnp.float32
@@ -246,6 +250,7 @@ class ESNet(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-3
   bn_folded: bool = False
+  use_dropout: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
@@ -263,7 +268,7 @@ class ESNet(nn.Module):
         nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
         epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
-    features = Encoder(norm, self.dtype, name='encoder')(x, train)
+    features = Encoder(norm, self.dtype, self.use_dropout, name='encoder')(x, train)
     head = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='encoder_output_conv')
     if encoder_only:
       return head(features).astype(jnp.float32)

@@ -1,0 +1,53 @@
+"""Defaults shared by every config: the paper's optimisation recipe on synthetic data.
+
+Not meant to be run as is (use quickstart.py, camvid.py or cityscapes.py);
+every other config starts from `get_config()` here and changes a few fields.
+"""
+
+import ml_collections
+
+from esnet_jax.datasets import default_dataset_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.mode = 'train'  # 'train' (with periodic evaluation) or 'eval'
+  config.seed = 0
+  config.batch_size = 8  # global, over all devices and hosts
+  config.eval_batch_size = 8  # global
+  config.num_train_steps = 1000
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 250
+  config.log_every_steps = 50
+  config.keep_checkpoints = 3  # last N; the best by mIoU is kept apart in workdir/best
+
+  config.model = ml_collections.ConfigDict()
+  config.model.dtype = 'float32'  # or 'bfloat16' (compute; parameters stay float32)
+  config.model.dropout = True  # the original's spatial dropout (0.03 encoder, 0.3 PFCU)
+
+  config.dataset = default_dataset_config()
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.class_weights = 'enet'  # 'enet' (1/ln(1.02+p_c)), 'none', or 'w0,w1,...'
+  config.loss.ohem = False
+  config.loss.ohem_threshold = 0.7  # OHEM keeps pixels whose true-class prob is below
+  config.loss.ohem_min_kept = 100000  # ... and at least this many per device
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.learning_rate = 5e-4
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  # 'coupled': L2 added to the gradient before Adam, as torch.optim.Adam(weight_decay=...)
+  # in the ERFNet/ESNet training code; 'decoupled': AdamW.
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.weight_decay_mode = 'coupled'
+  config.optimizer.poly_power = 0.9
+  config.optimizer.warmup_steps = 0
+
+  config.eval = ml_collections.ConfigDict()
+  config.eval.checkpoint = ''  # eval mode: a checkpoint path; '' = this workdir
+  config.eval.which = 'latest'  # eval mode: 'latest' or 'best' checkpoint of a workdir
+  config.eval.flip = False  # test-time augmentation: average with the mirrored image
+  config.eval.scales = (1.0,)  # test-time augmentation: e.g. (0.75, 1.0, 1.25)
+  return config

@@ -1,0 +1,64 @@
+"""Command line entry point: `python -m esnet_jax.main --config configs/NAME.py --workdir DIR`.
+
+Parses flags, joins the multi-host runtime when asked to, and hands the config
+to the function for `config.mode`. Override any config field on the command
+line, e.g. `--config.num_train_steps=2000 --config.dataset.root=/data/camvid`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
+flags.DEFINE_string('coordinator_address', None,
+                    'Multi-host: host:port of process 0, passed to jax.distributed.initialize.')
+flags.DEFINE_integer('num_processes', None, 'Multi-host: total number of processes.')
+flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
+flags.DEFINE_bool('distributed', False,
+                  'Call jax.distributed.initialize() with auto-detection (SLURM, ...), '
+                  'for clusters that set the environment for it.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _initialize_distributed() -> None:
+  import jax
+  explicit = FLAGS.coordinator_address is not None
+  if not (explicit or FLAGS.distributed):
+    return
+  # CPU processes need gloo for cross-process collectives; GPU backends ignore it.
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if explicit:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
+  else:
+    jax.distributed.initialize()
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  from esnet_jax import checkpointing, convert, train
+  from esnet_jax.config_validation import ConfigError
+  from esnet_jax.datasets import DatasetError
+
+  _initialize_distributed()
+  config = FLAGS.config
+  run = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint}
+  try:
+    if config.mode not in run:
+      raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
+    run[config.mode](config, FLAGS.workdir)
+  except (ConfigError, DatasetError, checkpointing.CheckpointNotFoundError,
+          convert.ConversionError, train.NonFiniteLossError) as e:
+    sys.exit(f'error: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,374 @@
+"""Training and evaluation of ESNet: pure step functions and the loop around them.
+
+`train_step` and `eval_step` are pure functions of `(state, batch)` plus
+keyword-only settings bound with `functools.partial` before `jax.pmap` over all
+local devices (`axis_name='batch'`): gradients are pmean'd, BatchNorm statistics
+are cross-replica, metric sums and confusion matrices are psum'd across devices
+and hosts. `train_and_evaluate(config, workdir)` is the whole run: data, class
+weights, state, resume, logging, periodic evaluation and checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax.training import train_state
+
+from esnet_jax import checkpointing, input_pipeline, losses, metrics
+from esnet_jax.config_validation import ConfigError, validate_config
+from esnet_jax.datasets import ClassTable, build_source
+from esnet_jax.metric_writers import MetricWriter
+from esnet_jax.models import ESNet
+
+AXIS = 'batch'
+CLASS_WEIGHTS_FILE = 'class_weights.json'
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+  rng: jax.Array  # Base dropout key; each step and device folds in its own numbers.
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; training stops, the last good checkpoint stays."""
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int,
+                 axis_name: str | None = AXIS) -> ESNet:
+  return ESNet(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype),
+               bn_axis_name=axis_name, use_dropout=config.model.dropout)
+
+
+def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Linear warmup to `optimizer.learning_rate`, then poly decay (power 0.9) to zero."""
+  opt = config.optimizer
+  warmup = int(opt.warmup_steps)
+  decay = optax.polynomial_schedule(init_value=opt.learning_rate, end_value=0.0,
+                                    power=opt.poly_power,
+                                    transition_steps=max(1, config.num_train_steps - warmup))
+  if warmup == 0:
+    return decay
+  ramp = optax.linear_schedule(0.0, opt.learning_rate, warmup)
+  return optax.join_schedules([ramp, decay], boundaries=[warmup])
+
+
+def create_optimizer(config: ml_collections.ConfigDict,
+                     lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  """Adam; weight decay 'coupled' (PyTorch Adam's L2 in the gradient) or 'decoupled' (AdamW)."""
+  opt = config.optimizer
+  if opt.weight_decay_mode == 'decoupled':
+    return optax.adamw(lr_fn, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
+  return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                     optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
+                     optax.scale_by_learning_rate(lr_fn))
+
+
+def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict, model: ESNet,
+                       image_size: tuple[int, int], lr_fn: optax.Schedule) -> TrainState:
+  init_rng, dropout_rng = jax.random.split(rng)
+  variables = jax.jit(functools.partial(model.init, train=False))(
+      init_rng, jnp.zeros((1, *image_size, 3), jnp.float32))
+  return TrainState.create(apply_fn=model.apply, params=variables['params'],
+                           tx=create_optimizer(config, lr_fn),
+                           batch_stats=variables['batch_stats'], rng=dropout_rng)
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNet,
+               loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+               lr_fn: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step on this device's shard; collectives over `AXIS`."""
+  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
+                                   jax.lax.axis_index(AXIS))
+  num_devices = jax.lax.psum(1, AXIS)
+
+  def compute_loss(params):
+    logits, new_vars = model.apply(
+        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
+        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    loss_sum, weight = loss_fn(logits, batch['label'])
+    # Normalised by the GLOBAL weight, scaled so that the pmean over devices is the
+    # loss of the whole global batch.
+    total_weight = jax.lax.stop_gradient(jax.lax.psum(weight, AXIS))
+    loss = loss_sum * num_devices / jnp.maximum(total_weight, 1e-12)
+    return loss, (new_vars['batch_stats'], logits)
+
+  (loss, (batch_stats, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+      state.params)
+  grads = jax.lax.pmean(grads, AXIS)
+  new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  labels = batch['label']
+  valid = (labels >= 0) & (labels < logits.shape[-1])
+  correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
+  return new_state, {
+      'loss': jax.lax.pmean(loss, AXIS),
+      'learning_rate': lr_fn(state.step),
+      'pixel_accuracy': jax.lax.psum(correct, AXIS) / jnp.maximum(
+          jax.lax.psum(jnp.sum(valid), AXIS), 1),
+  }
+
+
+def predict_probabilities(variables: Mapping[str, Any], image: jax.Array, *, model: ESNet,
+                          out_size: tuple[int, int], scales: Iterable[float] = (1.0,),
+                          flip: bool = False) -> jax.Array:
+  """Softmax probabilities at `out_size`, averaged over scales and horizontal flips."""
+  n, h, w, _ = image.shape
+  total = 0.0
+  for scale in scales:
+    x = image
+    if scale != 1.0:
+      size = (max(8, int(round(h * scale / 8)) * 8), max(8, int(round(w * scale / 8)) * 8))
+      x = jax.image.resize(image, (n, *size, 3), 'bilinear')
+    views = [(x, False)] + ([(x[:, :, ::-1], True)] if flip else [])
+    for view, flipped in views:
+      logits = model.apply(variables, view, train=False)
+      if flipped:
+        logits = logits[:, :, ::-1]
+      if logits.shape[1:3] != tuple(out_size):
+        logits = jax.image.resize(logits, (n, *out_size, logits.shape[-1]), 'bilinear')
+      total = total + jax.nn.softmax(logits, axis=-1)
+  return total
+
+
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNet,
+              num_classes: int, ignore_label: int, scales: tuple[float, ...] = (1.0,),
+              flip: bool = False) -> jax.Array:
+  """Confusion matrix of this batch, summed over all devices and hosts."""
+  label = batch['label']
+  probs = predict_probabilities({'params': state.params, 'batch_stats': state.batch_stats},
+                                batch['image'], model=model, out_size=label.shape[1:3],
+                                scales=scales, flip=flip)
+  confusion = metrics.confusion_matrix(jnp.argmax(probs, -1), label, num_classes, ignore_label)
+  return jax.lax.psum(confusion, AXIS)
+
+
+def evaluate(p_eval_step: Callable, state: TrainState,
+             batches: Iterable[Mapping[str, np.ndarray]], num_classes: int) -> np.ndarray:
+  """Run the pmapped eval step over a finite iterator; the summed confusion (int64)."""
+  confusion = np.zeros((num_classes, num_classes), np.int64)
+  for batch in batches:
+    confusion += np.asarray(jax.device_get(p_eval_step(state, batch))[0], np.int64)
+  return confusion
+
+
+def class_weights(config: ml_collections.ConfigDict, workdir: Path,
+                  class_table: ClassTable, source: Any) -> np.ndarray | None:
+  """Per-class loss weights from `config.loss.class_weights`, cached in the workdir."""
+  mode = config.loss.class_weights
+  if mode == 'none':
+    return None
+  if mode != 'enet':
+    weights = np.asarray([float(w) for w in str(mode).split(',')], np.float32)
+    if weights.shape != (class_table.num_classes,):
+      raise ConfigError(f'config.loss.class_weights has {weights.size} values; '
+                        f'expected {class_table.num_classes} (or "enet" / "none").')
+    return weights
+  cache = workdir / CLASS_WEIGHTS_FILE
+  if cache.exists():
+    cached = json.loads(cache.read_text())
+    if cached.get('classes') == list(class_table.names):
+      return np.asarray(cached['weights'], np.float32)
+  counts = losses.count_pixels((source[i]['label'] for i in range(len(source))),
+                               class_table.num_classes)
+  weights = losses.enet_class_weights(counts)
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix('.tmp')
+    tmp.write_text(json.dumps({'classes': list(class_table.names),
+                               'pixel_counts': counts.tolist(),
+                               'weights': weights.tolist()}, indent=1))
+    tmp.replace(cache)
+  return weights
+
+
+def _host_state(state: TrainState) -> TrainState:
+  """First replica of a replicated state, on the host."""
+  return jax.device_get(flax.jax_utils.unreplicate(state))
+
+
+def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
+                  ) -> Callable[[TrainState], dict[str, Any]]:
+  p_eval_step = jax.pmap(functools.partial(
+      eval_step, model=model, num_classes=class_table.num_classes,
+      ignore_label=class_table.ignore_label, scales=tuple(config.eval.scales),
+      flip=config.eval.flip), axis_name=AXIS)
+
+  def run(state: TrainState) -> dict[str, Any]:
+    batches = input_pipeline.create_eval_iterator(
+        config, process_index=jax.process_index(), process_count=jax.process_count(),
+        local_device_count=jax.local_device_count())
+    confusion = evaluate(p_eval_step, state, batches, class_table.num_classes)
+    summary = metrics.summarize(confusion, class_table.names)
+    summary['confusion_matrix'] = confusion.tolist()
+    return summary
+
+  return run
+
+
+def _write_eval(workdir: Path, step: int, summary: Mapping[str, Any], writer: MetricWriter,
+                class_table: ClassTable, name: str | None = None) -> None:
+  if jax.process_index() != 0:
+    return
+  out = workdir / 'eval'
+  out.mkdir(parents=True, exist_ok=True)
+  path = out / (name or f'step_{step}.json')
+  path.write_text(json.dumps({'step': step, 'class_names': list(class_table.names),
+                              **summary}, indent=1))
+  scalars = {'eval/miou': summary['miou'], 'eval/pixel_accuracy': summary['pixel_accuracy']}
+  scalars.update({f'eval/iou/{k}': v for k, v in summary['per_class_iou'].items()})
+  writer.write_scalars(step, scalars)
+  per_class = ', '.join(f'{k} {100 * v:.1f}' if v is not None else f'{k} -'
+                        for k, v in summary['per_class_iou'].items())
+  writer.print(f'eval @ step {step}: mIoU {100 * summary["miou"]:.2f}% | pixel acc '
+               f'{100 * summary["pixel_accuracy"]:.2f}% | {per_class} -> {path}')
+
+
+def _checkpoint_meta(config: ml_collections.ConfigDict, class_table: ClassTable) -> dict:
+  return {'num_classes': class_table.num_classes, 'class_names': list(class_table.names),
+          'colours': [list(c) for c in class_table.colours],
+          'ignore_label': class_table.ignore_label, 'mean': list(config.dataset.mean),
+          'std': list(config.dataset.std), 'config': config.to_dict()}
+
+
+class _Preemption:
+  """Remembers a SIGTERM so that the loop can checkpoint and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Train with periodic evaluation and checkpoints; resume from the workdir if possible.
+
+  Returns the last evaluation summary (with `step`).
+  """
+  validate_config(config, device_count=jax.device_count(),
+                  local_device_count=jax.local_device_count())
+  workdir = Path(workdir).absolute()
+  primary = jax.process_index() == 0
+  writer = MetricWriter(workdir, enabled=primary)
+  class_table = input_pipeline.dataset_class_table(config)
+  train_source = build_source(config.dataset, config.dataset.train_split)
+  build_source(config.dataset, config.dataset.eval_split)  # Fail early on a bad eval split.
+  weights = class_weights(config, workdir, class_table, train_source)
+  loss_fn = functools.partial(
+      losses.cross_entropy, ignore_label=class_table.ignore_label, class_weights=weights,
+      ohem_threshold=config.loss.ohem_threshold if config.loss.ohem else None,
+      ohem_min_kept=config.loss.ohem_min_kept)
+
+  model = create_model(config, class_table.num_classes)
+  lr_fn = create_learning_rate_fn(config)
+  state = create_train_state(jax.random.PRNGKey(config.seed), config, model,
+                             tuple(config.dataset.crop_size), lr_fn)
+  train_iter = input_pipeline.create_train_iterator(
+      config, process_index=jax.process_index(), process_count=jax.process_count(),
+      local_device_count=jax.local_device_count())
+  checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
+  meta = _checkpoint_meta(config, class_table)
+  start_step = 0
+  if checkpointer.latest_step() is not None:
+    start_step, state = checkpointer.restore_latest(state, train_iter)
+    writer.print(f'Resumed from {workdir / checkpointing.CHECKPOINTS_DIR / str(start_step)}')
+  if primary:
+    (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
+
+  state = flax.jax_utils.replicate(state)
+  p_train_step = jax.pmap(functools.partial(train_step, model=model, loss_fn=loss_fn,
+                                            lr_fn=lr_fn),
+                          axis_name=AXIS, donate_argnums=(0,))
+  run_eval = _make_eval_fn(config, create_model(config, class_table.num_classes), class_table)
+  preemption = _Preemption()
+  total = config.num_train_steps
+  summary: dict[str, Any] = {}
+  window_loss, window_steps, window_start = 0.0, 0, time.time()
+  run_start, run_start_step = time.time(), start_step
+
+  def save(step: int) -> None:
+    checkpointer.save(step, _host_state(state), train_iter, meta)
+
+  try:
+    step = start_step
+    while step < total:
+      batch = next(train_iter)
+      state, step_metrics = p_train_step(state, batch)
+      step += 1
+      loss = float(step_metrics['loss'][0])
+      if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f'Non-finite loss ({loss}) at step {step}; stopping. The last good checkpoint '
+            f'is kept in {workdir / checkpointing.CHECKPOINTS_DIR}.')
+      window_loss += loss
+      window_steps += 1
+      if step % config.log_every_steps == 0 or step == total:
+        now = time.time()
+        ips = window_steps * config.batch_size / max(now - window_start, 1e-9)
+        lr = float(step_metrics['learning_rate'][0])
+        avg = window_loss / window_steps
+        eta = (now - run_start) / max(step - run_start_step, 1) * (total - step)
+        writer.progress(step, total, avg, lr, ips, eta)
+        writer.write_scalars(step, {'train/loss': avg, 'train/learning_rate': lr,
+                                    'train/pixel_accuracy':
+                                        float(step_metrics['pixel_accuracy'][0]),
+                                    'train/images_per_sec': ips})
+        window_loss, window_steps, window_start = 0.0, 0, time.time()
+      if step % config.checkpoint_every_steps == 0 or step == total:
+        save(step)
+      if step % config.eval_every_steps == 0 or step == total:
+        summary = {'step': step, **run_eval(state)}
+        _write_eval(workdir, step, summary, writer, class_table)
+        checkpointer.save_if_best(step, _host_state(state), train_iter, meta, summary['miou'])
+      if preemption.requested:
+        writer.print(f'SIGTERM: saving a checkpoint at step {step} and exiting.')
+        save(step)
+        break
+  finally:
+    preemption.restore()
+    checkpointer.close()
+    writer.close()
+  return summary
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+  """Evaluate `config.eval.checkpoint` (or the workdir's latest/best) on the eval split."""
+  validate_config(config, device_count=jax.device_count(),
+                  local_device_count=jax.local_device_count())
+  workdir = Path(workdir).absolute()
+  source = config.eval.checkpoint or workdir
+  step_dir = checkpointing.resolve_checkpoint(source, config.eval.which)
+  class_table = input_pipeline.dataset_class_table(config)
+  variables = checkpointing.restore_variables(step_dir)
+  num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
+  if num_classes != class_table.num_classes:
+    raise ConfigError(f'Checkpoint {step_dir} is for {num_classes} classes; dataset '
+                      f'{config.dataset.name!r} has {class_table.num_classes}.')
+  model = create_model(config, class_table.num_classes)
+  state = flax.jax_utils.replicate(TrainState(
+      step=0, apply_fn=model.apply, params=variables['params'], tx=None, opt_state=None,
+      batch_stats=variables['batch_stats'], rng=jax.random.PRNGKey(0)))
+  summary = {'step': int(step_dir.name), 'checkpoint': str(step_dir),
+             **_make_eval_fn(config, model, class_table)(state)}
+  writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
+  try:
+    _write_eval(workdir, summary['step'], summary, writer, class_table,
+                name=f'eval_{config.eval.which}_step_{summary["step"]}.json')
+  finally:
+    writer.close()
+  return summary

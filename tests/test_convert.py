@@ -1,0 +1,140 @@
+"""PyTorch <-> Flax weight conversion, file loaders, the conversion CLI, and parity."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import chex
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from esnet_jax import checkpointing, convert
+from esnet_jax.models import ESNet
+
+
+def _nhwc(x):
+  return jnp.asarray(x.transpose(0, 2, 3, 1))
+
+
+def _assert_parity(variables, parity):
+  model = ESNet(19)
+  x = _nhwc(parity['input_nchw'])
+  logits = np.asarray(model.apply(variables, x)).transpose(0, 3, 1, 2)
+  enc = np.asarray(model.apply(variables, x, encoder_only=True)).transpose(0, 3, 1, 2)
+  assert np.abs(logits - parity['logits_nchw']).max() < 1e-4
+  assert np.abs(enc - parity['encoder_logits_nchw']).max() < 1e-4
+
+
+def test_parity_with_original_pytorch_from_npz(reference_variables, parity):
+  _assert_parity(reference_variables, parity)
+
+
+def test_parity_with_original_pytorch_from_pth(torch_fixtures, parity):
+  pytest.importorskip('torch')
+  _assert_parity(convert.load_torch_weights(torch_fixtures / 'state_dict_c19.pth'), parity)
+
+
+def test_converted_tree_has_params_stats_and_head(reference_variables):
+  assert set(reference_variables) == {'params', 'batch_stats'}
+  assert reference_variables['params']['encoder_output_conv']['kernel'].shape == (1, 1, 128, 19)
+  var = reference_variables['batch_stats']['encoder']['layers_3']['bn']['var']
+  assert var.shape == (64,)
+
+
+def test_round_trip_is_exact(torch_fixtures):
+  original = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  back = convert.flax_to_torch(convert.torch_to_flax(original))
+  assert sorted(back) == sorted(original)
+  for key, value in original.items():
+    if not key.endswith('num_batches_tracked'):
+      np.testing.assert_array_equal(back[key], value, err_msg=key)
+      assert back[key].dtype == value.dtype
+
+
+def test_flax_to_torch_loads_strictly_into_the_torch_reference(reference_variables, parity):
+  torch = pytest.importorskip('torch')
+  from esnet_jax.torch_reference import ESNet as TorchESNet
+  model = TorchESNet(19).eval()
+  state = {k: torch.from_numpy(np.asarray(v)) for k, v in
+           convert.flax_to_torch(reference_variables).items()}
+  model.load_state_dict(state, strict=True)
+  with torch.no_grad():
+    out = model(torch.from_numpy(parity['input_nchw'])).numpy()
+  np.testing.assert_allclose(out, parity['logits_nchw'], atol=1e-4)
+
+
+def test_dataparallel_prefix_is_accepted(torch_fixtures, reference_variables):
+  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  prefixed = convert.torch_to_flax({f'module.{k}': v for k, v in sd.items()})
+  chex.assert_trees_all_equal(prefixed, reference_variables)
+
+
+def test_bad_keys_are_each_named(torch_fixtures):
+  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  del sd['encoder.layers.4.bn1.running_var']
+  sd['encoder.layers.99.conv.weight'] = np.zeros((1,))
+  sd['decoder.layers.1.conv3x1_1.weight'] = np.zeros((64, 64, 3, 1), np.float32)
+  with pytest.raises(convert.ConversionError) as err:
+    convert.torch_to_flax(sd)
+  msg = str(err.value)
+  assert 'missing keys: encoder.layers.4.bn1.running_var' in msg
+  assert 'unexpected keys: encoder.layers.99.conv.weight' in msg
+  assert 'decoder.layers.1.conv3x1_1.weight: got (64, 64, 3, 1), expected (64, 64, 5, 1)' in msg
+
+
+def test_other_class_counts_convert(reference_variables):
+  """An ESNet(11) state dict (as made by flax_to_torch) converts back to ESNet(11)."""
+  import jax
+  v11 = ESNet(11).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+  sd = convert.flax_to_torch(v11)
+  assert sd['decoder.output_conv.weight'].shape == (16, 11, 2, 2)
+  chex.assert_trees_all_equal(convert.torch_to_flax(sd), jax.tree.map(np.asarray, v11))
+
+
+def test_safetensors_loader(tmp_path, torch_fixtures, reference_variables):
+  from safetensors.numpy import save_file
+  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  path = tmp_path / 'esnet.safetensors'
+  save_file(sd, str(path))
+  chex.assert_trees_all_equal(convert.load_torch_weights(path), reference_variables)
+
+
+def test_unknown_extension_and_missing_file(tmp_path):
+  bad = tmp_path / 'weights.h5'
+  bad.write_bytes(b'x')
+  with pytest.raises(convert.ConversionError, match='weights.h5.*expected .npz'):
+    convert.load_state_dict(bad)
+  with pytest.raises(FileNotFoundError, match='nope.pth'):
+    convert.load_state_dict(tmp_path / 'nope.pth')
+
+
+class _Exploit:
+  def __init__(self, marker):
+    self.marker = marker
+
+  def __reduce__(self):
+    return (open, (self.marker, 'w'))
+
+
+def test_pth_is_loaded_without_running_pickled_code(tmp_path):
+  torch = pytest.importorskip('torch')
+  marker = tmp_path / 'pwned'
+  path = tmp_path / 'evil.pth'
+  torch.save({'encoder.x': _Exploit(str(marker))}, str(path))
+  with pytest.raises(convert.ConversionError, match='evil.pth'):
+    convert.load_state_dict(path)
+  assert not marker.exists()
+
+
+def test_cli_writes_a_checkpoint_the_inference_api_restores(tmp_path, torch_fixtures,
+                                                              reference_variables):
+  pytest.importorskip('torch')
+  out = tmp_path / 'ckpt'
+  convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'), '--out', str(out)])
+  restored = checkpointing.restore_variables(out)
+  chex.assert_trees_all_equal(restored, reference_variables)
+  assert checkpointing.restore_meta(out)['num_classes'] == 19
+  with pytest.raises(FileExistsError, match='already holds'):
+    convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'), '--out', str(out)])
