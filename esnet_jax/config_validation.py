@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from esnet_jax.datasets import DATASET_NAMES
+
 MODES = ('train', 'eval')
 DTYPES = ('float32', 'bfloat16')
 WEIGHT_DECAY_MODES = ('coupled', 'decoupled')
@@ -75,6 +77,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
          weights, '"enet", "none" or comma-separated floats')
   _check(0 < config.loss.ohem_threshold < 1, 'loss.ohem_threshold',
          config.loss.ohem_threshold, 'a probability in (0, 1)')
+  _one_of(config, 'dataset.name', DATASET_NAMES)
   _pair(config, 'dataset.crop_size', lambda v: isinstance(v, int) and v > 0 and v % 8 == 0,
         'two positive multiples of 8 (H, W)')
   _pair(config, 'dataset.scale_range', lambda v: isinstance(v, (int, float)) and v > 0,

@@ -7,9 +7,10 @@ line, e.g. `--config.num_train_steps=2000 --config.dataset.root=/data/camvid`.
 
 from __future__ import annotations
 
+import re
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
@@ -24,6 +25,23 @@ flags.DEFINE_bool('distributed', False,
                   'Call jax.distributed.initialize() with auto-detection (SLURM, ...), '
                   'for clusters that set the environment for it.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with an unknown `--config.KEY` reported in one line."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f'error: {e}\nPass --helpshort to see the flags.')
+  except (AttributeError, KeyError) as e:  # config_flags: an override of a missing key.
+    message = str(e)
+    key = re.search(r'(\w+)', message)
+    hint = re.search(r'Did you mean "(\w+)"', message)
+    overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
+    sys.exit(f'error: unknown config key {key.group(1) if key else message!r} among '
+             f'{" ".join(overrides)}'
+             + (f'; did you mean "{hint.group(1)}"?' if hint else
+                '; see the config file for the valid keys.'))
 
 
 def _initialize_distributed() -> None:
@@ -48,6 +66,8 @@ def main(argv: list[str]) -> None:
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError
 
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Progress goes to stdout; keep INFO chatter off.
   _initialize_distributed()
   config = FLAGS.config
   run = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint}
@@ -61,4 +81,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -11,6 +11,7 @@ weights, state, resume, logging, periodic evaluation and checkpoints.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import signal
 import time
@@ -191,9 +192,17 @@ def class_weights(config: ml_collections.ConfigDict, workdir: Path,
   return weights
 
 
+def params_fingerprint(params: Any) -> str:
+  """sha256 over the bytes of every parameter: equal digests mean bitwise-equal params."""
+  digest = hashlib.sha256()
+  for leaf in jax.tree.leaves(params):
+    digest.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return digest.hexdigest()
+
+
 def _host_state(state: TrainState) -> TrainState:
   """First replica of a replicated state, on the host."""
-  return jax.device_get(flax.jax_utils.unreplicate(state))
+  return jax.device_get(jax.tree.map(lambda x: x[0], state))
 
 
 def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
@@ -301,8 +310,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   window_loss, window_steps, window_start = 0.0, 0, time.time()
   run_start, run_start_step = time.time(), start_step
 
+  def host_state(step: int) -> TrainState:
+    host = _host_state(state)
+    if not all(np.isfinite(x).all() for x in jax.tree.leaves(host.params)):
+      raise NonFiniteLossError(f'Non-finite parameters at step {step}; not saving them. '
+                               f'The last good checkpoint is kept in {workdir}.')
+    return host
+
   def save(step: int) -> None:
-    checkpointer.save(step, _host_state(state), train_iter, meta)
+    checkpointer.save(step, host_state(step), train_iter, meta)
 
   try:
     step = start_step
@@ -334,11 +350,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       if step % config.eval_every_steps == 0 or step == total:
         summary = {'step': step, **run_eval(state)}
         _write_eval(workdir, step, summary, writer, class_table)
-        checkpointer.save_if_best(step, _host_state(state), train_iter, meta, summary['miou'])
+        checkpointer.save_if_best(step, host_state(step), train_iter, meta, summary['miou'])
       if preemption.requested:
         writer.print(f'SIGTERM: saving a checkpoint at step {step} and exiting.')
         save(step)
         break
+    # Every process reports, so that multi-host runs can be checked for identical params.
+    print(f'process {jax.process_index()}: params sha256 '
+          f'{params_fingerprint(_host_state(state).params)} at step {step}', flush=True)
   finally:
     preemption.restore()
     checkpointer.close()

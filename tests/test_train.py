@@ -1,0 +1,257 @@
+"""Training: schedule, optimizer, pmapped step vs single device, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import smoke
+from esnet_jax import checkpointing, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_learning_rate_warmup_then_poly():
+  config = smoke.get_config()
+  config.num_train_steps = 100
+  config.optimizer.warmup_steps = 10
+  lr = train.create_learning_rate_fn(config)
+  base = config.optimizer.learning_rate
+  assert float(lr(0)) == 0.0
+  assert float(lr(5)) == pytest.approx(base / 2)
+  assert float(lr(10)) == pytest.approx(base)
+  assert float(lr(55)) == pytest.approx(base * (1 - 45 / 90) ** 0.9, rel=1e-5)
+  assert float(lr(100)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_coupled_weight_decay_is_pytorch_adam_l2():
+  config = smoke.get_config()
+  config.optimizer.weight_decay = 0.1
+  lr = lambda step: 0.01
+  params = {'w': jnp.array([1.0, -2.0])}
+  grads = {'w': jnp.array([0.5, 0.5])}
+  coupled = train.create_optimizer(config, lr)
+  updates, _ = coupled.update(grads, coupled.init(params), params)
+  g = grads['w'] + 0.1 * params['w']  # L2 folded into the gradient, then Adam
+  adam_first = -0.01 * g / (jnp.abs(g) + config.optimizer.eps)
+  chex.assert_trees_all_close(updates['w'], adam_first, rtol=1e-5)
+  config.optimizer.weight_decay_mode = 'decoupled'
+  decoupled = train.create_optimizer(config, lr)
+  updates, _ = decoupled.update(grads, decoupled.init(params), params)
+  chex.assert_trees_all_close(updates['w'], -0.01 * (jnp.sign(grads['w']) + 0.1 * params['w']),
+                              rtol=1e-4)
+
+
+_PMAP_CHECK = textwrap.dedent('''
+    import jax
+    jax.config.update('jax_enable_x64', True)
+    import functools, jax.numpy as jnp, numpy as np, flax, optax
+    from configs import smoke
+    from esnet_jax import losses, train
+    from esnet_jax.models import ESNet
+    assert jax.local_device_count() == 2, jax.devices()
+    # float64: in float32, ~30 train-mode BatchNorms on tiny batches amplify rounding
+    # to percent-level gradient differences, which would hide real errors.
+    f64 = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    config = smoke.get_config()
+    model = ESNet(5, dtype=jnp.float64, bn_axis_name=train.AXIS, use_dropout=False)
+    lr_fn = train.create_learning_rate_fn(config)
+    state = train.create_train_state(jax.random.PRNGKey(0), config, model, (32, 48), lr_fn)
+    state = state.replace(params=f64(state.params), batch_stats=f64(state.batch_stats))
+    state = state.replace(opt_state=state.tx.init(state.params))
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(4, 32, 48, 3))
+    labels = rng.integers(0, 6, size=(4, 32, 48)).astype(np.int32)  # 5 = ignore
+    loss_fn = functools.partial(losses.cross_entropy, ignore_label=5,
+                                class_weights=jnp.array([1., 2., .5, 1., 3.]))
+    step = functools.partial(train.train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn)
+    def run(devices):
+      d = len(devices)
+      p_step = jax.pmap(step, axis_name='batch', devices=devices)
+      s = flax.jax_utils.replicate(state, devices=devices)
+      batch = {'image': images.reshape(d, 4 // d, 32, 48, 3),
+               'label': labels.reshape(d, 4 // d, 32, 48)}
+      for _ in range(2):
+        s, m = p_step(s, batch)
+      return train._host_state(s), float(m['loss'][0])
+    two, loss2 = run(jax.local_devices())
+    one, loss1 = run(jax.local_devices()[:1])
+    np.testing.assert_allclose(loss2, loss1, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves((two.params, two.batch_stats)),
+                    jax.tree.leaves((one.params, one.batch_stats))):
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    moved = max(float(np.abs(a - b).max()) for a, b in
+                zip(jax.tree.leaves(two.params), jax.tree.leaves(state.params)))
+    assert moved > 1e-4, moved  # two Adam steps really changed the parameters
+    print('PMAP-EQUIVALENT', loss1, loss2)
+''')
+
+
+def _env(**extra):
+  env = dict(os.environ)
+  env.update(extra)
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def test_pmapped_step_on_two_devices_equals_one_device():
+  xla = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2').strip()
+  out = subprocess.run([sys.executable, '-c', _PMAP_CHECK], cwd=REPO, env=_env(XLA_FLAGS=xla),
+                       capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'PMAP-EQUIVALENT' in out.stdout
+
+
+def _main(workdir, *overrides, config='configs/smoke.py', **popen):
+  cmd = [sys.executable, '-m', 'esnet_jax.main', f'--config={config}',
+         f'--workdir={workdir}', *overrides]
+  return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **popen)
+
+
+LONG = ('--config.num_train_steps=12', '--config.checkpoint_every_steps=2',
+        '--config.eval_every_steps=12', '--config.log_every_steps=4')
+
+
+def _finish(proc, timeout=600):
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, out, err
+
+
+@pytest.fixture(scope='module')
+def reference_run(tmp_path_factory):
+  """An uninterrupted 12-step smoke run."""
+  workdir = tmp_path_factory.mktemp('reference')
+  code, out, err = _finish(_main(workdir, *LONG))
+  assert code == 0, err[-3000:]
+  return workdir, out
+
+
+def _wait_for(path: Path, proc, timeout=300):
+  start = time.time()
+  while not path.exists():
+    assert proc.poll() is None, f'process ended before {path} appeared: {proc.stderr.read()[-2000:]}'
+    assert time.time() - start < timeout, f'{path} did not appear'
+    time.sleep(0.02)
+
+
+def test_end_to_end_run_writes_metrics_eval_and_checkpoints(reference_run):
+  workdir, out = reference_run
+  assert 'step 12/12' in out and 'ETA' in out and 'img/s' in out
+  lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  train_lines = [l for l in lines if 'train/loss' in l]
+  assert [l['step'] for l in train_lines] == [4, 8, 12]
+  assert all(np.isfinite(l['train/loss']) for l in train_lines)
+  assert any('eval/miou' in l for l in lines)
+  assert list((workdir / 'tensorboard').glob('events.out.tfevents*'))
+  summary = json.loads((workdir / 'eval' / 'step_12.json').read_text())
+  assert 0.0 <= summary['miou'] <= 1.0 and len(summary['per_class_iou']) == 8
+  assert np.asarray(summary['confusion_matrix']).shape == (8, 8)
+  # keep_checkpoints=3 of the steps 2..12, and the best apart.
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [8, 10, 12]
+  assert [p.name for p in (workdir / 'best').iterdir()] == ['12']
+  assert json.loads((workdir / 'class_weights.json').read_text())['weights']
+
+
+def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(reference_run, tmp_path):
+  ref_dir, _ = reference_run
+  proc = _main(tmp_path, *LONG)
+  _wait_for(tmp_path / 'checkpoints' / '4', proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / 'checkpoints' / '12').exists(), 'run finished before it was killed'
+  code, out, err = _finish(_main(tmp_path, *LONG))
+  assert code == 0, err[-3000:]
+  assert 'Resumed from' in out
+  resumed = checkpointing.restore_variables(tmp_path)
+  reference = checkpointing.restore_variables(ref_dir)
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
+  proc = _main(tmp_path, *LONG)
+  _wait_for(tmp_path / 'checkpoints' / '2', proc)
+  proc.send_signal(signal.SIGTERM)
+  code, out, err = _finish(proc)
+  assert code == 0, err[-3000:]
+  assert 'SIGTERM' in out
+  steps = sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir() if p.name.isdigit())
+  assert steps and steps[-1] < 12
+  assert 'SIGTERM: saving a checkpoint at step %d' % steps[-1] in out
+
+
+def test_eval_mode_reproduces_the_training_evaluation(reference_run):
+  workdir, _ = reference_run
+  config = smoke.get_config()
+  config.mode = 'eval'
+  config.eval.which = 'best'
+  summary = train.evaluate_checkpoint(config, workdir)
+  trained = json.loads((workdir / 'eval' / 'step_12.json').read_text())
+  assert summary['step'] == 12
+  assert summary['miou'] == pytest.approx(trained['miou'], abs=1e-9)
+  assert (workdir / 'eval' / 'eval_best_step_12.json').exists()
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
+  config = smoke.get_config()
+  config.optimizer.learning_rate = 1e30
+  config.num_train_steps = 8
+  config.checkpoint_every_steps = 1
+  with pytest.raises(train.NonFiniteLossError, match=r'at step \d'):
+    train.train_and_evaluate(config, tmp_path)
+  for step_dir in (tmp_path / 'checkpoints').iterdir():
+    variables = checkpointing.restore_variables(step_dir)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
+
+
+@pytest.mark.parametrize('override,expected', [
+    ('--config.batch_size=0', 'config.batch_size=0: expected a positive integer'),
+    ('--config.optimizer.weight_decay_mode=l2',
+     "config.optimizer.weight_decay_mode='l2': expected one of coupled, decoupled"),
+    ('--config.dataset.crop_size=(30,48)', 'expected two positive multiples of 8'),
+    ('--config.lr=1', "unknown config key 'lr'"),
+    ('--config.dataset.name=coco', "dataset"),
+])
+def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
+  code, out, err = _finish(_main(tmp_path, override))
+  assert code != 0
+  assert expected in err
+  assert 'Traceback' not in err
+  assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_missing_dataset_folder_is_a_one_line_error(tmp_path):
+  code, out, err = _finish(_main(tmp_path, '--config.dataset.name=camvid',
+                                 f'--config.dataset.root={tmp_path / "nowhere"}'))
+  assert code != 0 and 'Traceback' not in err
+  assert 'nowhere' in err
+
+
+def test_local_multiprocess_launch_gives_identical_parameters(tmp_path):
+  env = _env(PYTHON=sys.executable, PORT=str(20000 + os.getpid() % 20000))
+  out = subprocess.run(['bash', 'launch/local_multiprocess.sh', '2', 'configs/smoke.py',
+                        str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=900)
+  logs = [(tmp_path / 'logs' / f'process_{i}.log').read_text() for i in range(2)]
+  assert out.returncode == 0, out.stderr + logs[0][-2000:] + logs[1][-2000:]
+  digests = []
+  for i, log in enumerate(logs):
+    line = [l for l in log.splitlines() if l.startswith(f'process {i}: params sha256')]
+    assert line, log[-2000:]
+    digests.append(line[0].split()[4])
+  assert digests[0] == digests[1]
+  assert (tmp_path / 'checkpoints' / '4').exists()
