@@ -1,0 +1,38 @@
+"""ESNet from scratch on CamVid (11 classes, 367 train / 101 val images, 360x480).
+
+  python -m esnet_jax.main --config configs/camvid.py --workdir workdirs/camvid
+
+Reads ../shared/data/camvid beside the checkout by default (the SegNet layout with
+train.txt / val.txt); point elsewhere with --config.dataset.root=... . Tuned for a
+CPU budget (2 cores, <= 150 minutes, resumable: re-run the same command to
+continue). Evaluates on val at full 360x480 label resolution, ignoring label 11.
+Result: see the README's CamVid section (only figures from a finished run of this
+exact command are stated there).
+"""
+
+import os
+
+from configs import default
+
+CAMVID_ROOT = os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data',
+                 'camvid'))
+
+
+def get_config():
+  config = default.get_config()
+  config.batch_size = 8
+  config.eval_batch_size = 4
+  config.num_train_steps = 3000
+  config.eval_every_steps = 500
+  config.checkpoint_every_steps = 100
+  config.log_every_steps = 25
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.warmup_steps = 50
+  config.dataset.name = 'camvid'
+  config.dataset.root = CAMVID_ROOT
+  config.dataset.crop_size = (240, 320)
+  config.dataset.scale_range = (0.5, 1.25)
+  config.dataset.colour_jitter = 0.2
+  config.dataset.validate_labels = True  # 468 small PNGs: cheap to check up front
+  return config
