@@ -11,7 +11,7 @@ from esnet_jax.datasets import default_dataset_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # 'train' (with periodic evaluation) or 'eval'
+  config.mode = 'train'  # 'train' (with periodic evaluation), 'eval' or 'predict'
   config.seed = 0
   config.batch_size = 8  # global, over all devices and hosts
   config.eval_batch_size = 8  # global
@@ -50,4 +50,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.which = 'latest'  # eval mode: 'latest' or 'best' checkpoint of a workdir
   config.eval.flip = False  # test-time augmentation: average with the mirrored image
   config.eval.scales = (1.0,)  # test-time augmentation: e.g. (0.75, 1.0, 1.25)
+
+  # predict mode (esnet_jax.predict); TTA from eval.flip/scales, batch eval_batch_size.
+  config.predict = ml_collections.ConfigDict()
+  config.predict.input = ''  # image, folder, glob or video
+  config.predict.output = ''  # '' = workdir/predictions
+  config.predict.checkpoint = ''  # '' = this workdir's latest; or any checkpoint/.pth
+  config.predict.alpha = 0.5  # opacity of the class colours in the overlays
+  config.predict.palette = 'checkpoint'  # 'checkpoint' colours, or 'dataset' (config.dataset)
+  config.predict.submission = False  # Cityscapes test-server labelIds PNGs only
   return config

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from esnet_jax import checkpointing, input_pipeline, losses, metrics
+from esnet_jax import checkpointing, input_pipeline, losses, metrics, plots
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
@@ -362,6 +362,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     preemption.restore()
     checkpointer.close()
     writer.close()
+  if primary:
+    plots.write_plots_or_warn(workdir)  # A plotting failure only warns.
   return summary
 
 
@@ -390,4 +392,6 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
                 name=f'eval_{config.eval.which}_step_{summary["step"]}.json')
   finally:
     writer.close()
+  if jax.process_index() == 0:
+    plots.write_plots_or_warn(workdir)
   return summary

@@ -1,0 +1,129 @@
+"""Export: StableHLO round trip, ONNX under onnxruntime vs JAX, CLI and bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from esnet_jax import checkpointing, convert, export
+from esnet_jax.models import ESNet
+
+NUM_CLASSES = 6
+H, W = 32, 48
+
+
+def _random_variables(num_classes: int, seed: int = 0) -> dict:
+  """ESNet variables with LeCun-normal kernels and plausible BatchNorm statistics.
+
+  Filled in numpy from the shapes (much faster than compiling `init`); logits stay
+  O(1), the scale at which a 1e-4 tolerance means something.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+    return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, convert.template(num_classes))
+
+
+@pytest.fixture(scope='module')
+def variables():
+  return _random_variables(NUM_CLASSES)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory, variables):
+  path = tmp_path_factory.mktemp('ckpt')
+  checkpointing.save_variables(path, variables, num_classes=NUM_CLASSES, meta={
+      'class_names': [f'c{i}' for i in range(NUM_CLASSES)], 'mean': [1.0, 2.0, 3.0],
+      'std': [4.0, 5.0, 6.0]})
+  return path
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).normal(size=(n, H, W, 3)).astype(np.float32)
+
+
+def test_stablehlo_round_trip_with_a_symbolic_batch(tmp_path, checkpoint, variables, capsys):
+  out = tmp_path / 'esnet.stablehlo'
+  assert export.main(['--checkpoint', str(checkpoint), '--format', 'stablehlo', '--height',
+                      str(H), '--width', str(W), '--out', str(out)]) == 0
+  assert 'Wrote' in capsys.readouterr().out
+  exported = export.load_stablehlo(out)
+  assert str(exported.in_avals[0].shape) == f'(batch, {H}, {W}, 3)'
+  assert exported.out_avals[0].shape[1:] == (H, W, NUM_CLASSES)
+  folded = export.inference_function(variables)
+  unfolded = ESNet(NUM_CLASSES)
+  for n in (1, 3):
+    x = _images(n, seed=n)
+    logits = np.asarray(exported.call(x))
+    assert logits.shape == (n, H, W, NUM_CLASSES) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, folded(x), atol=1e-6)  # the same function, reloaded
+    np.testing.assert_allclose(logits, unfolded.apply(variables, x), atol=1e-4)
+  meta = json.loads(out.with_name(out.name + '.json').read_text())
+  assert meta['mean'] == [1.0, 2.0, 3.0] and meta['class_names'][0] == 'c0'
+  assert meta['input']['shape'] == ['batch', H, W, 3] and meta['bn_folded'] is True
+
+
+def test_stablehlo_fixed_batch_and_unfolded_batch_norm(variables):
+  exported = export.export_stablehlo(variables, H, W, batch=2, fold_bn=False)
+  assert exported.in_avals[0].shape == (2, H, W, 3)
+  x = _images(2)
+  np.testing.assert_allclose(exported.call(x), ESNet(NUM_CLASSES).apply(variables, x),
+                             atol=1e-6)
+  # Unfolded BatchNorm normalises with rsqrt(var + eps); the folded graph has none.
+  assert 'rsqrt' in exported.mlir_module()
+  assert 'rsqrt' not in export.export_stablehlo(variables, H, W, batch=2).mlir_module()
+
+
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.export internals
+def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
+  pytest.importorskip('torch')
+  pytest.importorskip('onnxscript')
+  onnx = pytest.importorskip('onnx')
+  ort = pytest.importorskip('onnxruntime')
+  weights = tmp_path / 'esnet.npz'  # the PyTorch state dict format, through convert
+  np.savez(weights, **convert.flax_to_torch(variables))
+  out = tmp_path / 'esnet.onnx'
+  assert export.main(['--checkpoint', str(weights), '--format', 'onnx', '--height', str(H),
+                      '--width', str(W), '--out', str(out)]) == 0
+  graph = onnx.load(out).graph
+  assert [i.name for i in graph.input] == [export.INPUT_NAME]
+  assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch
+  batch_norms = sum(node.op_type == 'BatchNormalization' for node in graph.node)
+  assert batch_norms <= 3  # folded into the convs; only the max-pooled halves keep one
+  session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+  reference = export.inference_function(variables)
+  for n in (1, 3):
+    x = _images(n, seed=10 + n)
+    logits = session.run([export.OUTPUT_NAME], {export.INPUT_NAME: x})[0]
+    assert logits.shape == (n, H, W, NUM_CLASSES)
+    expected = np.asarray(reference(x))
+    assert np.abs(expected).max() > 0.5  # a scale at which 1e-4 is meaningful
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
+  assert json.loads(out.with_name(out.name + '.json').read_text())['format'] == 'onnx'
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--height', '30', '--width', str(W)], 'multiples of 8'),
+    (['--height', str(H), '--width', str(W), '--batch', '0'], '--batch must be positive'),
+])
+def test_bad_settings_are_reported(tmp_path, checkpoint, capsys, args, message):
+  assert export.main(['--checkpoint', str(checkpoint), '--format', 'stablehlo', '--out',
+                      str(tmp_path / 'x'), *args]) == 2
+  assert message in capsys.readouterr().err
+  assert not (tmp_path / 'x').exists()
+
+
+def test_missing_checkpoint_is_reported(tmp_path, capsys):
+  assert export.main(['--checkpoint', str(tmp_path / 'nope'), '--format', 'stablehlo',
+                      '--height', '8', '--width', '8', '--out', str(tmp_path / 'x')]) == 2
+  assert 'does not exist' in capsys.readouterr().err

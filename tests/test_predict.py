@@ -1,0 +1,286 @@
+"""Predict: outputs per image and video, TTA, bad inputs, config mode, Cityscapes submission."""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import smoke
+from esnet_jax import checkpointing, convert, predict, train, visualize
+from esnet_jax.datasets import SYNTHETIC_CLASSES, cityscapes
+from esnet_jax.datasets.synthetic import render_scene
+from esnet_jax.inference import Segmenter
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _random_variables(num_classes: int, seed: int = 0) -> dict:
+  """ESNet variables with LeCun-normal kernels and plausible BatchNorm statistics.
+
+  Filled in numpy from the shapes, which is much faster than compiling `init`;
+  logits stay O(1) and many classes win somewhere, so class maps are varied.
+  """
+  rng = np.random.default_rng(seed)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name == 'kernel':
+      return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
+    return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(fill, convert.template(num_classes))
+
+
+def _scene(seed: int, size=(32, 48)) -> np.ndarray:
+  return render_scene(np.random.default_rng(seed), size)[0]
+
+
+def _save(image: np.ndarray, path: Path) -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(image).save(path)
+  return path
+
+
+def _read(path: Path) -> np.ndarray:
+  with Image.open(path) as image:
+    return np.asarray(image)
+
+
+@pytest.fixture(scope='module')
+def checkpoint8(tmp_path_factory) -> Path:
+  """An 8-class checkpoint with the synthetic dataset's meta (colours, normalisation)."""
+  path = tmp_path_factory.mktemp('ckpt8')
+  checkpointing.save_variables(path, _random_variables(8), num_classes=8, meta={
+      'class_names': list(SYNTHETIC_CLASSES.names),
+      'colours': [list(c) for c in SYNTHETIC_CLASSES.colours],
+      'mean': [120.0, 115.0, 100.0], 'std': [60.0, 58.0, 57.0]})
+  return path
+
+
+@pytest.fixture(scope='module')
+def segmenter8(checkpoint8) -> Segmenter:
+  return Segmenter.from_checkpoint(checkpoint8)
+
+
+def test_images_give_class_colour_and_overlay_pngs_at_their_size(tmp_path, checkpoint8,
+                                                                 segmenter8, capsys):
+  src = tmp_path / 'in'
+  images = {'a/one': _scene(0), 'a/two': _scene(1), 'b/odd': _scene(2, (37, 45))}
+  for name, image in images.items():
+    _save(image, src / f'{name}.png')
+  Image.fromarray(_scene(3)).convert('RGBA').save(src / 'rgba.png')  # converted to RGB
+  (src / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
+  (src / 'notes.txt').write_text('not an image')
+  out = tmp_path / 'out'
+  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(src), '--output',
+                     str(out), '--batch-size', '2', '--alpha', '0.4'])
+  err = capsys.readouterr().err
+  assert rc == 1  # one input failed ...
+  assert f'Cannot read image {src / "broken.png"}' in err  # ... named ...
+  assert '4 input(s) done, 1 failed' in err and 'skipped 1 file(s)' in err  # ... rest done.
+  colours = np.asarray(SYNTHETIC_CLASSES.colours, np.uint8)
+  for name, image in images.items():
+    classes = _read(out / f'{name}_classes.png')
+    assert classes.dtype == np.uint8 and classes.shape == image.shape[:2]
+    assert (classes == segmenter8.predict(image)).mean() > 0.999  # same net, no TTA
+    assert len(np.unique(classes)) > 1 and classes.max() < 8
+    np.testing.assert_array_equal(_read(out / f'{name}_colour.png'), colours[classes])
+    np.testing.assert_array_equal(_read(out / f'{name}_overlay.png'),
+                                  visualize.overlay(image, classes, colours, 0.4))
+  assert _read(out / 'rgba_overlay.png').shape == (32, 48, 3)
+  assert not list(out.glob('broken*')) and not list(out.glob('notes*'))
+
+
+def test_flip_tta_is_mirror_equivariant_and_multiscale_keeps_the_size(segmenter8):
+  image = _scene(4)
+  flip = predict.Predictor(segmenter8, flip=True)
+  maps = flip(np.stack([image, image[:, ::-1]]))
+  assert maps.dtype == np.int32
+  np.testing.assert_array_equal(maps[0], maps[1][:, ::-1])
+  plain = predict.Predictor(segmenter8)(image[None])[0]
+  assert (maps[0] != plain).any()  # the mirrored view changed some pixels
+
+  odd = _scene(5, (37, 45))
+  multi = predict.Predictor(segmenter8, scales=(0.5, 1.5), flip=True)(odd[None])
+  assert multi.shape == (1, 37, 45)
+  assert multi.min() >= 0 and multi.max() < 8  # probabilities were resized, not ids
+  with pytest.raises(ValueError, match='scales must be positive'):
+    predict.Predictor(segmenter8, scales=(0.0,))
+
+
+def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, checkpoint8,
+                                                                    capsys):
+  av = pytest.importorskip('av')
+  from esnet_jax import video
+  src = tmp_path / 'in'
+  src.mkdir()
+  with video.VideoWriter(src / 'clip.mp4', 10, (32, 48)) as writer:
+    for seed in range(5):
+      writer.write(_scene(seed))
+  (src / 'corrupt.mp4').write_bytes(os.urandom(2048))
+  _save(_scene(6), src / 'still.png')
+  out = tmp_path / 'out'
+  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(src / 'clip.mp4'),
+                     str(src / 'corrupt.mp4'), str(src / 'still.png'), '--output', str(out),
+                     '--batch-size', '2'])
+  err = capsys.readouterr().err
+  assert rc == 1 and str(src / 'corrupt.mp4') in err and '2 input(s) done, 1 failed' in err
+  assert (out / 'still_overlay.png').is_file() and not (out / 'corrupt_overlay.mp4').exists()
+  with av.open(str(out / 'clip_overlay.mp4')) as container:
+    frames = [f.to_ndarray(format='rgb24') for f in container.decode(video=0)]
+  assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--input', '{empty}'], 'No images or videos found in'),
+    (['--input', '{empty}/*.png'], 'No images or videos found in'),
+    (['--input', '{empty}/missing.png'], 'missing.png does not exist'),
+    (['--input', '{empty}', '--palette', 'cityscapes'], 'is for 8 classes, but the requested '
+     'dataset/palette has 19'),
+    (['--input', '{empty}', '--cityscapes-submission'], 'is for 8 classes'),
+])
+def test_bad_requests_fail_with_a_message(tmp_path, checkpoint8, capsys, args, message):
+  (tmp_path / 'empty').mkdir()
+  args = [a.format(empty=tmp_path / 'empty') for a in args]
+  rc = predict.main(['--checkpoint', str(checkpoint8), '--output', str(tmp_path / 'o'), *args])
+  assert rc == 2
+  assert message in capsys.readouterr().err
+
+
+def test_inputs_whose_results_would_collide_are_not_overwritten(tmp_path, checkpoint8,
+                                                                 capsys):
+  first = _save(_scene(7), tmp_path / 'd1' / 'x.png')
+  second = _save(_scene(8), tmp_path / 'd2' / 'x.png')
+  out = tmp_path / 'out'
+  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(first), str(second),
+                     '--output', str(out)])
+  assert rc == 1
+  assert f'{second}: its results would overwrite those of {first}' in capsys.readouterr().err
+  overlay = _read(out / 'x_overlay.png')
+  assert np.abs(overlay.astype(int) - _scene(7)).mean() < np.abs(overlay.astype(int)
+                                                                 - _scene(8)).mean()
+
+
+def test_demo_image_and_config_mode_through_main(tmp_path, checkpoint8):
+  demo = tmp_path / 'scene.png'
+  assert predict.main(['--demo-image', str(demo), '--demo-size', '40', '56']) == 0
+  assert _read(demo).shape == (40, 56, 3)
+  workdir = tmp_path / 'work'
+  cmd = [sys.executable, '-m', 'esnet_jax.main', '--config', 'configs/smoke.py',
+         '--workdir', str(workdir), '--config.mode=predict', f'--config.predict.input={demo}',
+         f'--config.predict.checkpoint={checkpoint8}', '--config.predict.palette=dataset',
+         '--config.eval.flip=True']
+  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  assert '1 input(s) done, 0 failed' in done.stderr
+  overlay = _read(workdir / 'predictions' / 'scene_overlay.png')
+  assert overlay.shape == (40, 56, 3)
+
+
+def test_config_mode_errors_are_config_errors(tmp_path, checkpoint8):
+  from esnet_jax.config_validation import ConfigError
+  config = smoke.get_config()
+  config.predict.checkpoint = str(checkpoint8)
+  with pytest.raises(ConfigError, match='config.predict.input is empty'):
+    predict.predict_from_config(config, tmp_path)
+  config.predict.input = str(tmp_path)
+  config.predict.alpha = 2.0
+  with pytest.raises(ConfigError, match=r'config.predict.alpha=2.0'):
+    predict.predict_from_config(config, tmp_path)
+  config.predict.alpha = 0.5
+  with pytest.raises(ConfigError, match='No images or videos found'):
+    predict.predict_from_config(config, tmp_path)
+
+
+_CITIES = ('aachen', 'bonn', 'zurich')
+
+
+def _cityscapes_layout(root: Path, images: dict[str, np.ndarray],
+                       predicted_train_ids: dict[str, np.ndarray], seed: int = 0) -> None:
+  """Ground truth label ids: mostly the prediction, partly other classes and ignored ids.
+
+  Built from the network's own prediction so that IoUs are neither 0 nor 1, with
+  unlabelled/void ids (ignored by both evaluations) and classes absent from both
+  the labels and the predictions (NaN in both).
+  """
+  from cityscapesscripts.helpers.labels import labels
+  rng = np.random.default_rng(seed)
+  evaluated = [l.id for l in labels if 0 <= l.trainId < 255][:12]
+  void = [l.id for l in labels if l.trainId in (255, -1) and l.id >= 0]
+  for frame, image in images.items():
+    city = frame.split('_')[0]
+    _save(image, root / 'leftImg8bit' / 'val' / city / f'{frame}_leftImg8bit.png')
+    label = cityscapes.train_ids_to_label_ids(predicted_train_ids[frame])
+    draw = rng.random(label.shape)
+    label = np.where(draw < 0.25, rng.choice(evaluated, label.shape), label)
+    label = np.where(draw > 0.85, rng.choice(void, label.shape), label).astype(np.uint8)
+    _save(label, root / 'gtFine' / 'val' / city / f'{frame}_gtFine_labelIds.png')
+
+
+def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_path,
+                                                                          monkeypatch):
+  checkpoint = tmp_path / 'ckpt19'
+  checkpointing.save_variables(checkpoint, _random_variables(19, seed=1), num_classes=19)
+  frames = [f'{city}_{seq:06d}_{frame:06d}' for city in _CITIES
+            for seq, frame in ((0, 19), (1, 42))]
+  images = {frame: _scene(10 + i) for i, frame in enumerate(frames)}
+  predictor = predict.Predictor(Segmenter.from_checkpoint(checkpoint))
+  predicted = dict(zip(frames, predictor(np.stack(list(images.values())))))
+  root = tmp_path / 'cityscapes'
+  _cityscapes_layout(root, images, predicted)
+
+  results = tmp_path / 'results'
+  assert predict.main(['--checkpoint', str(checkpoint), '--input',
+                       str(root / 'leftImg8bit' / 'val'), '--output', str(results),
+                       '--cityscapes-submission', '--batch-size', '6']) == 0
+  written = sorted(p.relative_to(results).as_posix() for p in results.rglob('*.png'))
+  assert written == sorted(f'{f.split("_")[0]}/{f}_labelIds.png' for f in frames)
+  for frame in frames:
+    label_ids = _read(results / frame.split('_')[0] / f'{frame}_labelIds.png')
+    np.testing.assert_array_equal(label_ids, cityscapes.train_ids_to_label_ids(predicted[frame]))
+    np.testing.assert_array_equal(cityscapes.label_ids_to_train_ids(label_ids), predicted[frame])
+
+  config = smoke.get_config()
+  config.dataset.name = 'cityscapes'
+  config.dataset.root = str(root)
+  config.eval.checkpoint = str(checkpoint)
+  workdir = tmp_path / 'eval_workdir'
+  ours = train.evaluate_checkpoint(config, workdir)
+  assert (workdir / 'plots' / 'confusion_matrix.png').is_file()  # the eval's plots hook
+
+  monkeypatch.setenv('CITYSCAPES_DATASET', str(root))
+  monkeypatch.setenv('CITYSCAPES_RESULTS', str(results))
+  official = importlib.import_module(
+      'cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling')
+  args = official.args
+  monkeypatch.setattr(args, 'evalInstLevelScore', False)  # needs *_instanceIds.png
+  monkeypatch.setattr(args, 'JSONOutput', False)
+  monkeypatch.setattr(args, 'quiet', True)
+  monkeypatch.setattr(args, 'predictionPath', None)
+  monkeypatch.setattr(args, 'predictionWalk', None)
+  ground_truth = sorted(glob.glob(str(root / 'gtFine' / 'val' / '*' / '*_gtFine_labelIds.png')))
+  predictions = [official.getPrediction(args, gt) for gt in ground_truth]
+  result = official.evaluateImgLists(predictions, ground_truth, args)
+
+  # Same definitions: IoU = TP / (TP + FP + FN) over pixels whose label is evaluated
+  # (void/ignoreInEval ids are ignore 255 for us), NaN when a class is in neither the
+  # labels nor the predictions, mIoU = mean over the non-NaN classes of the 19.
+  assert abs(result['averageScoreClasses'] - ours['miou']) < 1e-6
+  for name, iou in ours['per_class_iou'].items():
+    theirs = result['classScores'][name]
+    assert (iou is None and np.isnan(theirs)) or abs(iou - theirs) < 1e-12, name
+  values = [v for v in ours['per_class_iou'].values() if v is not None]
+  assert None in ours['per_class_iou'].values() and 0.2 < ours['miou'] < 0.9
+  assert len(set(values)) > 5
