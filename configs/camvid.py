@@ -23,7 +23,7 @@ def get_config():
   config = default.get_config()
   config.batch_size = 8
   config.eval_batch_size = 4
-  config.num_train_steps = 3000
+  config.num_train_steps = 3500
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 100
   config.log_every_steps = 25
@@ -32,7 +32,7 @@ def get_config():
   config.dataset.name = 'camvid'
   config.dataset.root = CAMVID_ROOT
   config.dataset.crop_size = (240, 320)
-  config.dataset.scale_range = (0.5, 1.25)
+  config.dataset.scale_range = (0.75, 1.35)
   config.dataset.colour_jitter = 0.2
   config.dataset.validate_labels = True  # 468 small PNGs: cheap to check up front
   return config
