@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import random_variables
 from esnet_jax import checkpointing, convert, export
 from esnet_jax.models import ESNet
 
@@ -15,28 +16,9 @@ NUM_CLASSES = 6
 H, W = 32, 48
 
 
-def _random_variables(num_classes: int, seed: int = 0) -> dict:
-  """ESNet variables with LeCun-normal kernels and plausible BatchNorm statistics.
-
-  Filled in numpy from the shapes (much faster than compiling `init`); logits stay
-  O(1), the scale at which a 1e-4 tolerance means something.
-  """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape).astype(np.float32)
-    if name in ('scale', 'var'):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, convert.template(num_classes))
-
-
 @pytest.fixture(scope='module')
 def variables():
-  return _random_variables(NUM_CLASSES)
+  return random_variables(NUM_CLASSES)
 
 
 @pytest.fixture(scope='module')

@@ -15,31 +15,13 @@ import pytest
 from PIL import Image
 
 from configs import smoke
+from conftest import random_variables
 from esnet_jax import checkpointing, convert, predict, train, visualize
 from esnet_jax.datasets import SYNTHETIC_CLASSES, cityscapes
 from esnet_jax.datasets.synthetic import render_scene
 from esnet_jax.inference import Segmenter
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _random_variables(num_classes: int, seed: int = 0) -> dict:
-  """ESNet variables with LeCun-normal kernels and plausible BatchNorm statistics.
-
-  Filled in numpy from the shapes, which is much faster than compiling `init`;
-  logits stay O(1) and many classes win somewhere, so class maps are varied.
-  """
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape).astype(np.float32)
-    if name in ('scale', 'var'):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, convert.template(num_classes))
 
 
 def _scene(seed: int, size=(32, 48)) -> np.ndarray:
@@ -61,7 +43,7 @@ def _read(path: Path) -> np.ndarray:
 def checkpoint8(tmp_path_factory) -> Path:
   """An 8-class checkpoint with the synthetic dataset's meta (colours, normalisation)."""
   path = tmp_path_factory.mktemp('ckpt8')
-  checkpointing.save_variables(path, _random_variables(8), num_classes=8, meta={
+  checkpointing.save_variables(path, random_variables(8), num_classes=8, meta={
       'class_names': list(SYNTHETIC_CLASSES.names),
       'colours': [list(c) for c in SYNTHETIC_CLASSES.colours],
       'mean': [120.0, 115.0, 100.0], 'std': [60.0, 58.0, 57.0]})
@@ -232,7 +214,7 @@ def _cityscapes_layout(root: Path, images: dict[str, np.ndarray],
 def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_path,
                                                                           monkeypatch):
   checkpoint = tmp_path / 'ckpt19'
-  checkpointing.save_variables(checkpoint, _random_variables(19, seed=1), num_classes=19)
+  checkpointing.save_variables(checkpoint, random_variables(19, seed=1), num_classes=19)
   frames = [f'{city}_{seq:06d}_{frame:06d}' for city in _CITIES
             for seq, frame in ((0, 19), (1, 42))]
   images = {frame: _scene(10 + i) for i, frame in enumerate(frames)}

@@ -1,0 +1,401 @@
+"""Inference speed of ESNet: `python -m esnet_jax.benchmark [--compare-torch] [--json PATH]`.
+
+What is timed: one call of the compiled network on device-resident, already
+normalised float32 images, ended by `block_until_ready`; nothing else. The
+network is the deployed one: BN folded into the convolutions (`--no-fold-bn`
+keeps BatchNorm) and without the encoder-only head. Compilation
+(`jit(...).lower(...).compile()`) happens once, before the warm-up calls, and
+is reported as `compile_s`. Copying a uint8 image to the device, normalising
+it, taking the argmax and copying the class map back are timed separately
+(`h2d_ms`, `preprocess_ms`, `postprocess_ms`, `d2h_ms`), so the network's
+latency is comparable across machines and frameworks.
+
+`--compare-torch` times the original PyTorch ESNet (`esnet_jax.torch_reference`)
+with the same weights, eager NCHW and eager channels_last, alternating with the
+JAX calls in the same process so that machine noise hits all three alike.
+
+Timings are medians; on shared machines repeat a measurement before trusting it.
+`run_inference_benchmark` returns everything the CLI prints, as a dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import resource
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from esnet_jax import checkpointing, convert, folding
+from esnet_jax.inference import num_classes_of
+from esnet_jax.models import ESNet
+from esnet_jax.transforms import MEAN_RGB, STD_RGB
+
+# Fewer timed runs give unstable tail percentiles; the CLI warns below this.
+MIN_RUNS = 50
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+# Trained only for encoder pre-training; not part of the deployed network.
+_ENCODER_ONLY_HEAD = 'encoder_output_conv'
+
+
+def _count_params(params: Mapping[str, Any]) -> int:
+  """Parameters of the deployed network: all of ESNet's but the encoder-only head."""
+  return sum(int(np.size(leaf)) for name, sub in params.items() if name != _ENCODER_ONLY_HEAD
+             for leaf in jax.tree.leaves(sub))
+
+
+def _random_variables(num_classes: int, seed: int) -> dict[str, Any]:
+  """Random `{'params', 'batch_stats'}` of `ESNet(num_classes)`, drawn with numpy.
+
+  Speed does not depend on the values, and `ESNet.init` spends seconds
+  compiling its random-number graph. Kernels are LeCun-normal (like flax's default) and the BatchNorm
+  statistics are non-trivial, so that folding and the PyTorch comparison
+  exercise every parameter.
+  """
+  rng = np.random.default_rng(seed)
+
+  def draw(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+    name, shape = path[-1].key, leaf.shape
+    if name == 'kernel':
+      return rng.normal(0, np.sqrt(1 / np.prod(shape[:-1])), shape).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return rng.normal(0, 0.1, shape).astype(np.float32)  # Biases and means.
+
+  return jax.tree_util.tree_map_with_path(draw, convert.template(num_classes))
+
+
+def _host_threads() -> int:
+  """CPUs this process may run on: the size of XLA:CPU's intra-op thread pool."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:  # Not Linux.
+    return os.cpu_count() or 1
+
+
+def _peak_memory(device: jax.Device) -> tuple[int, str]:
+  """Peak device memory where the backend tracks it, else the process's peak RSS."""
+  stats = device.memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    return int(stats['peak_bytes_in_use']), 'device peak_bytes_in_use'
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  # ru_maxrss is in KiB on Linux and in bytes on macOS.
+  return int(rss if sys.platform == 'darwin' else rss * 1024), 'process peak RSS'
+
+
+def _summary(seconds: Sequence[float], prefix: str) -> dict[str, float]:
+  ms = np.asarray(seconds) * 1e3
+  return {f'{prefix}_p50': float(np.median(ms)), f'{prefix}_p90': float(np.percentile(ms, 90)),
+          f'{prefix}_p99': float(np.percentile(ms, 99)), f'{prefix}_min': float(ms.min())}
+
+
+def _time_alternating(calls: Mapping[str, Callable[[], Any]], runs: int, warmup: int,
+                      seed: int = 0) -> dict[str, list[float]]:
+  """Seconds per call of each function: `runs` rounds, each calling every function once.
+
+  Interleaving the contenders spreads load from other processes and thermal
+  drift evenly over them; shuffling the order every round keeps any one
+  contender from always following the same other one (a framework's worker
+  threads may still be spinning down when the next call starts). Each call
+  must block until its result is ready.
+  """
+  for call in calls.values():
+    for _ in range(warmup):
+      call()
+  names = list(calls)
+  order = np.random.default_rng(seed)
+  times: dict[str, list[float]] = {name: [] for name in names}
+  for _ in range(runs):
+    for name in order.permutation(names):
+      start = time.perf_counter()
+      calls[name]()
+      times[name].append(time.perf_counter() - start)
+  return times
+
+
+def _median_ms(fn: Callable[[], Any], runs: int) -> float:
+  fn()
+  times = []
+  for _ in range(runs):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times) * 1e3)
+
+
+def _io_timings(images: np.ndarray, logits: jax.Array, runs: int) -> dict[str, float]:
+  """Median ms of the steps around the network that a deployment also pays for."""
+  mean, std = np.asarray(MEAN_RGB, np.float32), np.asarray(STD_RGB, np.float32)
+  preprocess = jax.jit(lambda u8: (u8.astype(jnp.float32) - mean) / std)
+  postprocess = jax.jit(lambda y: jnp.argmax(y, axis=-1).astype(jnp.int32))
+  on_device = jax.device_put(images)
+  d2h = []
+  for _ in range(runs + 1):
+    # A fresh array each time: jax caches an array's host copy after the first read.
+    classes = postprocess(logits).block_until_ready()
+    start = time.perf_counter()
+    np.asarray(classes)
+    d2h.append(time.perf_counter() - start)
+  return {
+      'h2d_ms': _median_ms(lambda: jax.device_put(images).block_until_ready(), runs),
+      'preprocess_ms': _median_ms(lambda: preprocess(on_device).block_until_ready(), runs),
+      'postprocess_ms': _median_ms(lambda: postprocess(logits).block_until_ready(), runs),
+      'd2h_ms': float(np.median(d2h[1:]) * 1e3),
+  }
+
+
+def _import_torch() -> Any:
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError('--compare-torch needs PyTorch: pip install "esnet-jax[torch]" (on '
+                      'CPU-only machines: pip install torch==2.13.0 first).') from e
+  return torch
+
+
+def _torch_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, threads: int
+                 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
+  """Eager PyTorch ESNet with the same weights, NCHW and channels_last, ready to time.
+
+  Returns the two calls, version facts, and the NCHW model's logits as NHWC
+  float32 (to check that both frameworks compute the same function).
+  """
+  torch = _import_torch()
+  from esnet_jax.torch_reference import ESNet as TorchESNet
+
+  torch.set_num_threads(threads)
+  torch_dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+  state = {k: torch.tensor(v) for k, v in convert.flax_to_torch(variables).items()}
+  model = TorchESNet(num_classes_of(variables))
+  model.load_state_dict(state, strict=True)
+  model = model.eval().to(torch_dtype)
+  x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(torch_dtype)
+  model_cl = TorchESNet(num_classes_of(variables))
+  model_cl.load_state_dict(state, strict=True)
+  model_cl = model_cl.eval().to(torch_dtype).to(memory_format=torch.channels_last)
+  x_cl = x.contiguous(memory_format=torch.channels_last)
+
+  def run(m: Any, inputs: Any) -> Callable[[], Any]:
+    def call() -> Any:
+      with torch.inference_mode():
+        return m(inputs)
+    return call
+
+  with torch.inference_mode():
+    logits = model(x).float().numpy().transpose(0, 2, 3, 1)
+  info = {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
+  return {'torch_nchw': run(model, x), 'torch_channels_last': run(model_cl, x_cl)}, info, logits
+
+
+def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int = 1,
+                            dtype: str = 'float32', runs: int = MIN_RUNS, warmup: int = 5,
+                            fold_bn: bool = True, num_classes: int | None = None,
+                            checkpoint: str | os.PathLike[str] | None = None,
+                            compare_torch: bool = False, seed: int = 0) -> dict[str, Any]:
+  """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
+
+  Args:
+    height, width, batch: input size (H and W multiples of 8).
+    dtype: 'float32' or 'bfloat16' compute dtype (parameters stay float32).
+    runs, warmup: timed and untimed calls (`runs` >= 1; use >= MIN_RUNS for
+      stable tail percentiles).
+    fold_bn: time the BN-folded network (what `Segmenter` deploys).
+    num_classes: classes of the random-weight network (default 19); must
+      match the checkpoint's when both are given.
+    checkpoint: time these weights instead (any path `checkpointing.restore_variables`
+      accepts); speed does not depend on the weights, the option is for
+      checking a deployed model end to end.
+    compare_torch: also time the PyTorch original with the same weights.
+    seed: seed of the random weights and input.
+
+  Returns:
+    The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
+    second at the median), `params`, `flops` (XLA cost analysis of one call),
+    `compile_s`, I/O step timings, memory and environment facts and, with
+    `compare_torch`, `torch_*` medians and `ratio_jax_torch_*` (JAX / PyTorch
+    median latency: below 1 means JAX is faster).
+  """
+  if dtype not in _DTYPES:
+    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
+  if runs < 1 or warmup < 0:
+    raise ValueError(f'Need runs >= 1 and warmup >= 0; got runs={runs}, warmup={warmup}.')
+  if height % 8 or width % 8:
+    raise ValueError(f'height and width must be multiples of 8; got {height}x{width}.')
+  if compare_torch:
+    _import_torch()  # Fail before the slow part.
+
+  if checkpoint is not None:
+    variables = checkpointing.restore_variables(checkpoint)
+    found = num_classes_of(variables)
+    if num_classes is not None and num_classes != found:
+      raise ValueError(f'--num-classes {num_classes} but {checkpoint} has {found} classes.')
+    num_classes = found
+  else:
+    num_classes = 19 if num_classes is None else num_classes
+    variables = _random_variables(num_classes, seed)
+
+  model = ESNet(num_classes, dtype=_DTYPES[dtype], bn_folded=fold_bn)
+  model_variables = (folding.fold_batch_norm(variables, epsilon=model.bn_epsilon) if fold_bn
+                     else {k: variables[k] for k in ('params', 'batch_stats')})
+  device = jax.devices()[0]
+  rng = np.random.default_rng(seed)
+  x_host = rng.standard_normal((batch, height, width, 3), dtype=np.float32)
+  device_variables = jax.device_put(model_variables, device)
+  x = jax.device_put(x_host, device)
+
+  forward = jax.jit(lambda v, images: model.apply(v, images, train=False))
+  start = time.perf_counter()
+  lowered = forward.lower(device_variables, x)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+
+  calls: dict[str, Callable[[], Any]] = {
+      'jax': lambda: compiled(device_variables, x).block_until_ready()}
+  threads = _host_threads()
+  result: dict[str, Any] = {
+      'mode': 'inference', 'height': height, 'width': width, 'batch': batch, 'dtype': dtype,
+      'fold_bn': fold_bn, 'num_classes': num_classes, 'runs': runs, 'warmup': warmup,
+      'checkpoint': None if checkpoint is None else os.fspath(checkpoint),
+  }
+  if compare_torch:
+    torch_fns, torch_info, torch_logits = _torch_calls(variables, x_host, dtype, threads)
+    calls.update(torch_fns)
+    result.update(torch_info)
+
+  times = _time_alternating(calls, runs, warmup)
+  result.update(_summary(times['jax'], 'latency_ms'))
+  result['fps'] = batch / (result['latency_ms_p50'] / 1e3)
+  result.update({
+      'params': _count_params(variables['params']),
+      'flops': float(cost.get('flops', 0.0)),
+      'compile_s': compile_s, 'lower_s': lower_s,
+  })
+  logits = compiled(device_variables, x)
+  result.update(_io_timings(rng.integers(0, 256, x_host.shape, dtype=np.uint8), logits,
+                            min(runs, MIN_RUNS)))
+  if compare_torch:
+    for name in ('torch_nchw', 'torch_channels_last'):
+      result.update(_summary(times[name], f'{name}_ms'))
+      result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
+    result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
+  peak, source = _peak_memory(device)
+  result.update({
+      'peak_memory_bytes': peak, 'peak_memory_source': source,
+      'platform': device.platform, 'device_kind': device.device_kind,
+      'device_count': jax.device_count(), 'threads': threads,
+      'jax_version': jax.__version__, 'jaxlib_version': importlib.metadata.version('jaxlib'),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  })
+  return result
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+  """A two-column table of a `run_inference_benchmark` result."""
+  h, w = result['height'], result['width']
+  rows = [
+      ('network', f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
+                  f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"),
+      ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
+      ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
+      ('XLA_FLAGS', result['xla_flags'] or '(none)'),
+      ('params', f"{result['params']:,}"),
+      ('FLOPs per call', f"{result['flops'] / 1e9:.2f} G"),
+      ('compile', f"{result['compile_s']:.2f} s"),
+      ('latency p50 / p90 / p99', f"{result['latency_ms_p50']:.1f} / "
+                                  f"{result['latency_ms_p90']:.1f} / "
+                                  f"{result['latency_ms_p99']:.1f} ms"),
+      ('latency min', f"{result['latency_ms_min']:.1f} ms ({result['runs']} runs)"),
+      ('throughput', f"{result['fps']:.2f} images/s"),
+      ('host->device uint8', f"{result['h2d_ms']:.2f} ms"),
+      ('normalise / argmax', f"{result['preprocess_ms']:.2f} / "
+                             f"{result['postprocess_ms']:.2f} ms"),
+      ('device->host classes', f"{result['d2h_ms']:.2f} ms"),
+      ('peak memory', f"{result['peak_memory_bytes'] / 2**20:.0f} MiB "
+                      f"({result['peak_memory_source']})"),
+  ]
+  if 'torch_nchw_ms_p50' in result:
+    rows += [
+        ('torch', f"{result['torch_version']}, {result['torch_threads']} threads, eager"),
+        ('torch NCHW p50', f"{result['torch_nchw_ms_p50']:.1f} ms "
+                           f"(jax/torch {result['ratio_jax_torch_nchw']:.2f})"),
+        ('torch channels_last p50', f"{result['torch_channels_last_ms_p50']:.1f} ms "
+                                    f"(jax/torch {result['ratio_jax_torch_channels_last']:.2f})"),
+        ('max |jax - torch| logits', f"{result['torch_max_abs_diff']:.2e}"),
+    ]
+  width_ = max(len(name) for name, _ in rows)
+  return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog='python -m esnet_jax.benchmark',
+      description='Time compiled ESNet inference (optionally beside the PyTorch original). '
+                  'Only the network call is in the timed region; host<->device copies '
+                  'and pre/post-processing are timed and reported separately.',
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  parser.add_argument('--mode', choices=('inference', 'train'), default='inference',
+                      help='what to time; train-step throughput is not implemented yet')
+  parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
+  parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
+  parser.add_argument('--batch', type=int, default=1, help='images per call')
+  parser.add_argument('--dtype', choices=tuple(_DTYPES), default='float32',
+                      help='compute dtype (parameters stay float32)')
+  parser.add_argument('--runs', type=int, default=MIN_RUNS,
+                      help=f'timed calls; fewer than {MIN_RUNS} is allowed (for smoke tests) '
+                           'but prints a warning, since tail percentiles become unreliable')
+  parser.add_argument('--warmup', type=int, default=5, help='untimed calls after compiling')
+  parser.add_argument('--fold-bn', action=argparse.BooleanOptionalAction, default=True,
+                      help='fold BatchNorm into the convolutions, as Segmenter does')
+  parser.add_argument('--num-classes', type=int, default=None,
+                      help="classes of the random-weight network (19 when not given); "
+                           "with --checkpoint, must match the checkpoint's")
+  parser.add_argument('--checkpoint', default=None,
+                      help='time these weights (training workdir or orbax checkpoint) '
+                           'instead of random ones')
+  parser.add_argument('--compare-torch', action='store_true',
+                      help='also time the PyTorch original (NCHW and channels_last, eager) '
+                           'with the same weights, alternating with JAX; needs torch')
+  parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
+  parser.add_argument('--json', default=None, metavar='PATH',
+                      help='also write the results to this JSON file')
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """CLI entry point; returns the result dict (also printed, and written with --json)."""
+  args = build_parser().parse_args(argv)
+  if args.mode == 'train':
+    raise NotImplementedError('--mode train (train-step throughput) is not implemented yet; '
+                              'use --mode inference.')
+  if args.runs < MIN_RUNS:
+    print(f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
+          file=sys.stderr)
+  try:
+    result = run_inference_benchmark(
+        height=args.height, width=args.width, batch=args.batch, dtype=args.dtype,
+        runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
+        num_classes=args.num_classes, checkpoint=args.checkpoint,
+        compare_torch=args.compare_torch, seed=args.seed)
+  except (ImportError, ValueError, checkpointing.CheckpointNotFoundError) as e:
+    sys.exit(f'error: {e}')
+  print(format_report(result))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=2)
+      f.write('\n')
+  return result
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,120 @@
+"""Benchmark module (fields, counts, CLI, PyTorch side by side) and the default XLA flags.
+
+Only the shape of the results is checked, never the timings: they depend on the
+machine and on whatever else it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from esnet_jax import benchmark, xla_flags
+
+SMALL = dict(height=64, width=128, warmup=1)
+# Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
+DEPLOYED_PARAMS_C19 = 1_659_071
+FIELDS = {
+    'latency_ms_p50': float, 'latency_ms_p90': float, 'latency_ms_p99': float,
+    'latency_ms_min': float, 'fps': float, 'params': int, 'flops': float,
+    'compile_s': float, 'h2d_ms': float, 'preprocess_ms': float, 'postprocess_ms': float,
+    'd2h_ms': float, 'peak_memory_bytes': int, 'peak_memory_source': str,
+    'device_kind': str, 'platform': str, 'threads': int, 'jax_version': str,
+    'jaxlib_version': str, 'xla_flags': str, 'runs': int, 'batch': int, 'dtype': str,
+    'fold_bn': bool, 'num_classes': int,
+}
+
+
+def _check_fields(result):
+  for key, kind in FIELDS.items():
+    assert isinstance(result[key], kind), (key, result[key])
+  assert result['params'] == DEPLOYED_PARAMS_C19
+  assert result['flops'] > 0
+  assert result['threads'] >= 1 and result['peak_memory_bytes'] > 0
+  assert result['latency_ms_min'] <= result['latency_ms_p50'] <= result['latency_ms_p90'] \
+      <= result['latency_ms_p99']
+
+
+@pytest.fixture(scope='module')
+def result():
+  return benchmark.run_inference_benchmark(runs=3, **SMALL)
+
+
+def test_run_inference_benchmark_reports_every_field(result):
+  _check_fields(result)
+  assert (result['mode'], result['runs'], result['batch'], result['dtype'],
+          result['fold_bn'], result['height'], result['width']) == (
+              'inference', 3, 1, 'float32', True, 64, 128)
+  assert 'torch_nchw_ms_p50' not in result
+  json.dumps(result)  # JSON-ready as it is.
+
+
+def test_cli_writes_json_and_prints_a_table(tmp_path, capsys):
+  path = tmp_path / 'bench.json'
+  benchmark.main(['--height', '64', '--width', '128', '--batch', '2', '--runs', '2',
+                  '--warmup', '0', '--dtype', 'bfloat16', '--no-fold-bn',
+                  '--json', str(path)])
+  out, err = capsys.readouterr()
+  assert 'latency p50 / p90 / p99' in out and '1,659,071' in out
+  assert '--runs 2 < 50' in err
+  result = json.loads(path.read_text())
+  _check_fields(result)
+  assert (result['batch'], result['runs'], result['dtype'], result['fold_bn']) == (
+      2, 2, 'bfloat16', False)
+
+
+def test_compare_torch_times_the_same_weights():
+  pytest.importorskip('torch')
+  result = benchmark.run_inference_benchmark(runs=2, compare_torch=True, **SMALL)
+  _check_fields(result)
+  for name in ('torch_nchw', 'torch_channels_last'):
+    assert result[f'{name}_ms_p50'] > 0
+    assert result[f'ratio_jax_{name}'] == pytest.approx(
+        result['latency_ms_p50'] / result[f'{name}_ms_p50'])
+  assert result['torch_threads'] == result['threads']
+  assert result['torch_max_abs_diff'] < 1e-4
+
+
+def test_train_mode_is_not_implemented_yet():
+  with pytest.raises(NotImplementedError, match='--mode train'):
+    benchmark.main(['--mode', 'train'])
+
+
+def test_bad_sizes_exit_with_a_message():
+  with pytest.raises(SystemExit, match='multiples of 8'):
+    benchmark.main(['--height', '60', '--runs', '1'])
+
+
+@pytest.mark.parametrize('environ, expected', [
+    ({}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
+    ({'XLA_FLAGS': '--xla_dump_to=/tmp/d'},
+     ' '.join(('--xla_dump_to=/tmp/d',) + xla_flags.DEFAULT_CPU_FLAGS)),
+    ({xla_flags.OPT_OUT_ENV: '0'}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
+])
+def test_default_flags_are_appended(environ, expected):
+  added = xla_flags.add_default_flags(environ)
+  assert environ['XLA_FLAGS'] == expected
+  assert added == list(xla_flags.DEFAULT_CPU_FLAGS)
+
+
+def test_default_flags_never_override_the_users():
+  user = ' '.join(f'{flag.split("=")[0]}=USER' for flag in xla_flags.DEFAULT_CPU_FLAGS)
+  environ = {'XLA_FLAGS': user}
+  assert xla_flags.add_default_flags(environ) == []
+  assert environ['XLA_FLAGS'] == user
+
+
+def test_default_flags_opt_out():
+  environ = {xla_flags.OPT_OUT_ENV: '1', 'XLA_FLAGS': '--xla_dump_to=/tmp/d'}
+  assert xla_flags.add_default_flags(environ) == []
+  assert environ == {xla_flags.OPT_OUT_ENV: '1', 'XLA_FLAGS': '--xla_dump_to=/tmp/d'}
+
+
+def test_no_flags_added_once_the_backend_runs(result, monkeypatch):
+  # `result` has run a computation, so XLA has read XLA_FLAGS already.
+  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.delenv(xla_flags.OPT_OUT_ENV, raising=False)
+  assert xla_flags.apply_default_xla_flags() == []
+  assert os.environ['XLA_FLAGS'] == ''
