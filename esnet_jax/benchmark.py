@@ -344,8 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
                   'Only the network call is in the timed region; host<->device copies '
                   'and pre/post-processing are timed and reported separately.',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--mode', choices=('inference', 'train'), default='inference',
-                      help='what to time; train-step throughput is not implemented yet')
   parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
   parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
   parser.add_argument('--batch', type=int, default=1, help='images per call')
@@ -375,9 +373,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
   args = build_parser().parse_args(argv)
-  if args.mode == 'train':
-    raise NotImplementedError('--mode train (train-step throughput) is not implemented yet; '
-                              'use --mode inference.')
   if args.runs < MIN_RUNS:
     print(f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
           file=sys.stderr)
@@ -394,6 +389,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
       f.write('\n')
+  return result
+
+
+def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:
+  """`--config.mode=benchmark` of `esnet_jax.main`: `config.benchmark` -> workdir/benchmark.json."""
+  b = config.benchmark
+  result = run_inference_benchmark(
+      height=b.height, width=b.width, batch=b.batch, dtype=b.dtype, runs=b.runs,
+      fold_bn=b.fold_bn, compare_torch=b.compare_torch,
+      checkpoint=b.checkpoint or None, num_classes=b.num_classes or None)
+  print(format_report(result))
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
+    json.dump(result, f, indent=2)
+    f.write('\n')
   return result
 
 

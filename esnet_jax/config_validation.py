@@ -8,7 +8,7 @@ import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
 
-MODES = ('train', 'eval', 'predict')
+MODES = ('train', 'eval', 'predict', 'benchmark')
 DTYPES = ('float32', 'bfloat16')
 WEIGHT_DECAY_MODES = ('coupled', 'decoupled')
 WHICH_CHECKPOINT = ('latest', 'best')

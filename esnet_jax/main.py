@@ -62,7 +62,7 @@ def _initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  from esnet_jax import checkpointing, convert, predict, train
+  from esnet_jax import benchmark, checkpointing, convert, predict, train
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError
 
@@ -71,7 +71,7 @@ def main(argv: list[str]) -> None:
   _initialize_distributed()
   config = FLAGS.config
   run = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
-         'predict': predict.predict_from_config}
+         'predict': predict.predict_from_config, 'benchmark': benchmark.benchmark_from_config}
   try:
     if config.mode not in run:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from esnet_jax import benchmark, xla_flags
+
+REPO = Path(__file__).resolve().parents[1]
 
 SMALL = dict(height=64, width=128, warmup=1)
 # Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
@@ -77,9 +82,16 @@ def test_compare_torch_times_the_same_weights():
   assert result['torch_max_abs_diff'] < 1e-4
 
 
-def test_train_mode_is_not_implemented_yet():
-  with pytest.raises(NotImplementedError, match='--mode train'):
-    benchmark.main(['--mode', 'train'])
+def test_benchmark_mode_through_main(tmp_path):
+  """`python -m esnet_jax.main --config configs/benchmark.py` writes workdir/benchmark.json."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.main', '--config=configs/benchmark.py',
+       f'--workdir={tmp_path}', '--config.benchmark.height=32', '--config.benchmark.width=48',
+       '--config.benchmark.runs=2'], cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads((tmp_path / 'benchmark.json').read_text())
+  assert result['params'] == 1_659_071 and result['runs'] == 2 and result['flops'] > 0
+  assert 'latency p50' in out.stdout
 
 
 def test_bad_sizes_exit_with_a_message():
