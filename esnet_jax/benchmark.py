@@ -55,9 +55,9 @@ def _random_variables(num_classes: int, seed: int) -> dict[str, Any]:
   """Random `{'params', 'batch_stats'}` of `ESNet(num_classes)`, drawn with numpy.
 
   Speed does not depend on the values, and `ESNet.init` spends seconds
-  compiling its random-number graph. Kernels are LeCun-normal (like flax's default) and the BatchNorm
-  statistics are non-trivial, so that folding and the PyTorch comparison
-  exercise every parameter.
+  compiling its random-number graph. Kernels are LeCun-normal (like flax's
+  default) and the BatchNorm statistics are non-trivial, so that folding and
+  the PyTorch comparison exercise every parameter while logits stay O(1).
   """
   rng = np.random.default_rng(seed)
 

@@ -6,12 +6,17 @@ computation runs. A flag the user already set (same name in `XLA_FLAGS`) is
 never overridden, and `ESNET_JAX_NO_DEFAULT_XLA_FLAGS=1` turns the defaults off.
 The flags only configure the XLA:CPU compiler; other backends ignore them.
 
-Why these flags (measured with `python -m esnet_jax.benchmark --compare-torch`,
-2 CPU cores, 1024x512, see the numbers in the README's benchmark section):
-`--xla_cpu_experimental_ynn_fusion_type=` (empty: no YNNPACK fusions) lets XLA
-run every convolution through its own Eigen kernels, which on ESNet's thin
-factorised 3x1/1x3 convolutions is about 1.3x faster end to end than the
-YNNPACK fusions jaxlib 0.10 uses by default.
+Why this flag (`python -m esnet_jax.benchmark --compare-torch`, 2 CPU cores,
+1024x512, float32, jaxlib 0.10.2; the README's benchmark table): by default
+jaxlib hands most of ESNet's convolutions (all but the 16-channel ones) to
+YNNPACK fusions, which are slower than XLA's own (Eigen) kernels on its
+factorised kx1/1xk convolutions. `--xla_cpu_experimental_ynn_fusion_type=` (empty: no YNNPACK
+fusions) cuts the median latency from 506 to 357 ms at batch 1 and from 2351 to
+1546 ms at batch 4. Other XLA:CPU flags tried made no measurable difference:
+`xla_cpu_enable_concurrency_optimized_scheduler`, `xla_cpu_prefer_vector_width=512`,
+`xla_cpu_enable_fast_min_max`, `xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_RUNTIME`;
+`xla_cpu_use_fusion_emitters=false` and YNNPACK dot/elementwise fusions were
+slower, and the oneDNN fusions fail to compile these dots.
 """
 
 from __future__ import annotations
