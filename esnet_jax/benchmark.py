@@ -300,6 +300,105 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   return result
 
 
+def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
+                        runs: int = 10, warmup: int = 2, compare_torch: bool = False,
+                        seed: int = 0) -> dict[str, Any]:
+  """Images/s of one training step (forward, loss, backward, Adam update).
+
+  JAX: `train.train_step` pmapped over one device, exactly as training runs it
+  (train-mode BatchNorm, dropout, ENet-style weighted cross-entropy, coupled
+  weight decay). With `compare_torch`, the original PyTorch network in eager
+  train mode with `torch.optim.Adam(weight_decay=1e-4)` and
+  `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating steps.
+  """
+  import functools
+
+  import flax
+
+  from esnet_jax import losses, train
+  config = _train_config()
+  num_classes = 19
+  model = train.create_model(config, num_classes)
+  lr_fn = train.create_learning_rate_fn(config)
+  state = train.create_train_state(jax.random.PRNGKey(seed), config, model, (height, width),
+                                   lr_fn)
+  rng = np.random.default_rng(seed)
+  images = rng.normal(size=(batch, height, width, 3)).astype(np.float32)
+  labels = rng.integers(0, num_classes, size=(batch, height, width)).astype(np.int32)
+  device = jax.local_devices()[:1]
+  loss_fn = functools.partial(losses.cross_entropy, ignore_label=255,
+                              class_weights=jnp.ones((num_classes,)))
+  p_step = jax.pmap(functools.partial(train.train_step, model=model, loss_fn=loss_fn,
+                                      lr_fn=lr_fn), axis_name=train.AXIS, devices=device,
+                    donate_argnums=(0,))
+  holder = {'state': flax.jax_utils.replicate(state, devices=device)}
+  batch_dev = flax.jax_utils.replicate({'image': images, 'label': labels}, devices=device)
+  start = time.perf_counter()
+  holder['state'], metrics = p_step(holder['state'], batch_dev)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - start
+
+  def jax_step() -> Any:
+    holder['state'], m = p_step(holder['state'], batch_dev)
+    return jax.block_until_ready(m)
+
+  calls: dict[str, Callable[[], Any]] = {'jax': jax_step}
+  result: dict[str, Any] = {'mode': 'train', 'height': height, 'width': width, 'batch': batch,
+                            'runs': runs, 'compile_s': compile_s, 'devices': 1,
+                            'jax_version': jax.__version__,
+                            'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  if compare_torch:
+    calls.update(_torch_train_calls(images, labels, num_classes, _host_threads()))
+  times = _time_alternating(calls, runs=runs, warmup=warmup, seed=seed)
+  for name, seconds in times.items():
+    median = float(np.median(seconds))
+    result[f'{name}_step_ms_p50'] = median * 1e3
+    result[f'{name}_images_per_sec'] = batch / median
+  for name in ('torch_nchw', 'torch_channels_last'):
+    if name in times:
+      result[f'ratio_jax_to_{name}'] = result['jax_step_ms_p50'] / result[f'{name}_step_ms_p50']
+  return result
+
+
+def _train_config() -> Any:
+  """The parts of configs/default.py that a train step reads (the paper's recipe)."""
+  import ml_collections
+  return ml_collections.ConfigDict({
+      'num_train_steps': 1000,
+      'model': {'dtype': 'float32', 'dropout': True},
+      'optimizer': {'learning_rate': 5e-4, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
+                    'weight_decay': 1e-4, 'weight_decay_mode': 'coupled',
+                    'poly_power': 0.9, 'warmup_steps': 0}})
+
+
+def _torch_train_calls(images: np.ndarray, labels: np.ndarray, num_classes: int,
+                       threads: int) -> dict[str, Callable[[], Any]]:
+  """Eager PyTorch train steps (NCHW and channels_last) on the same batch."""
+  torch = _import_torch()
+  from esnet_jax.torch_reference import ESNet as TorchESNet
+
+  torch.set_num_threads(threads)
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  y = torch.from_numpy(labels.astype(np.int64))
+  calls = {}
+  for name, memory_format in (('torch_nchw', torch.contiguous_format),
+                              ('torch_channels_last', torch.channels_last)):
+    model = TorchESNet(num_classes).train().to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    inputs = x.contiguous(memory_format=memory_format)
+
+    def step(model=model, optimizer=optimizer, criterion=criterion, inputs=inputs) -> Any:
+      optimizer.zero_grad(set_to_none=True)
+      loss = criterion(model(inputs), y)
+      loss.backward()
+      optimizer.step()
+      return loss
+
+    calls[name] = step
+  return calls
+
+
 def format_report(result: Mapping[str, Any]) -> str:
   """A two-column table of a `run_inference_benchmark` result."""
   h, w = result['height'], result['width']
@@ -346,7 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
   parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
-  parser.add_argument('--batch', type=int, default=1, help='images per call')
+  parser.add_argument('--train', action='store_true',
+                      help='time the training step (images/s) instead of inference')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='images per call (default 1; 8 with --train)')
   parser.add_argument('--dtype', choices=tuple(_DTYPES), default='float32',
                       help='compute dtype (parameters stay float32)')
   parser.add_argument('--runs', type=int, default=MIN_RUNS,
@@ -373,12 +475,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
   args = build_parser().parse_args(argv)
+  if args.train:
+    result = run_train_benchmark(height=args.height, width=args.width,
+                                 batch=args.batch or 8, runs=args.runs, warmup=args.warmup,
+                                 compare_torch=args.compare_torch, seed=args.seed)
+    print(json.dumps(result, indent=2))
+    if args.json:
+      with open(args.json, 'w') as f:
+        json.dump(result, f, indent=2)
+        f.write('\n')
+    return result
   if args.runs < MIN_RUNS:
     print(f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
           file=sys.stderr)
   try:
     result = run_inference_benchmark(
-        height=args.height, width=args.width, batch=args.batch, dtype=args.dtype,
+        height=args.height, width=args.width, batch=args.batch or 1, dtype=args.dtype,
         runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
         num_classes=args.num_classes, checkpoint=args.checkpoint,
         compare_torch=args.compare_torch, seed=args.seed)

@@ -130,3 +130,17 @@ def test_no_flags_added_once_the_backend_runs(result, monkeypatch):
   monkeypatch.delenv(xla_flags.OPT_OUT_ENV, raising=False)
   assert xla_flags.apply_default_xla_flags() == []
   assert os.environ['XLA_FLAGS'] == ''
+
+
+def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path):
+  pytest.importorskip('torch')
+  out = tmp_path / 'train.json'
+  result = benchmark.main(['--train', '--height', '32', '--width', '48', '--batch', '2',
+                           '--runs', '2', '--warmup', '1', '--compare-torch', '--json', str(out)])
+  saved = json.loads(out.read_text())
+  assert saved == json.loads(json.dumps(result))
+  assert saved['mode'] == 'train' and saved['batch'] == 2 and saved['runs'] == 2
+  for name in ('jax', 'torch_nchw', 'torch_channels_last'):
+    assert saved[f'{name}_images_per_sec'] > 0
+  assert saved['ratio_jax_to_torch_nchw'] == pytest.approx(
+      saved['jax_step_ms_p50'] / saved['torch_nchw_step_ms_p50'])
