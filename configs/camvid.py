@@ -23,11 +23,15 @@ def get_config():
   config = default.get_config()
   config.batch_size = 8
   config.eval_batch_size = 4
-  config.num_train_steps = 3500
+  config.num_train_steps = 3000  # ~2.45 s a step here: ~125 min with evals
   config.eval_every_steps = 500
   config.checkpoint_every_steps = 100
   config.log_every_steps = 25
-  config.optimizer.learning_rate = 1e-3
+  # A first run (lr 1e-3, dropout on) underfit: train pixel accuracy 72% vs val 74% at
+  # step 800 (val mIoU 28% at 500, 35% at 800). In this short schedule fitting is the
+  # limit, not overfitting, hence the higher rate and no dropout.
+  config.optimizer.learning_rate = 2e-3
+  config.model.dropout = False
   config.optimizer.warmup_steps = 50
   config.dataset.name = 'camvid'
   config.dataset.root = CAMVID_ROOT

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding
+from esnet_jax import checkpointing, convert, folding, weights
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -209,7 +209,7 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     fold_bn: time the BN-folded network (what `Segmenter` deploys).
     num_classes: classes of the random-weight network (default 19); must
       match the checkpoint's when both are given.
-    checkpoint: time these weights instead (any path `checkpointing.restore_variables`
+    checkpoint: time these weights instead (anything `weights.load`
       accepts); speed does not depend on the weights, the option is for
       checking a deployed model end to end.
     compare_torch: also time the PyTorch original with the same weights.
@@ -232,7 +232,7 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     _import_torch()  # Fail before the slow part.
 
   if checkpoint is not None:
-    variables = checkpointing.restore_variables(checkpoint)
+    variables = weights.load(checkpoint).variables
     found = num_classes_of(variables)
     if num_classes is not None and num_classes != found:
       raise ValueError(f'--num-classes {num_classes} but {checkpoint} has {found} classes.')

@@ -5,7 +5,9 @@ is `batch_stats/encoder/layers_3/bn/var`); conv weights go OIHW -> HWIO and
 transposed-conv weights (in, out, kH, kW) -> (kH, kW, in, out).
 
 CLI: `python -m esnet_jax.convert --torch ESNet.pth --out DIR` writes an orbax
-checkpoint that `esnet_jax.inference.Segmenter.from_checkpoint(DIR)` restores.
+checkpoint that `esnet_jax.inference.Segmenter.from_checkpoint(DIR)` restores;
+`--checkpoint WORKDIR --which best --out-torch esnet.npz` goes the other way (how
+the shipped `esnet_jax/pretrained/*.npz` files are made).
 """
 
 from __future__ import annotations
@@ -230,23 +232,58 @@ def load_torch_weights(path: str | os.PathLike[str]) -> Variables:
     raise ConversionError(f'{path}: {e}') from e
 
 
-def main(argv: list[str] | None = None) -> None:
-  import argparse
+def save_torch_weights(variables: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+  """Write Flax variables as an original-layout PyTorch state dict (`.npz` or `.pth`)."""
+  path = os.fspath(path)
+  state_dict = flax_to_torch(variables)
+  ext = os.path.splitext(path)[1].lower()
+  if ext == '.npz':
+    np.savez(path, **state_dict)
+  elif ext in ('.pth', '.pt'):
+    import torch
+    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
+  else:
+    raise ConversionError(f'Unsupported output {path}: expected .npz, .pth or .pt')
 
-  from esnet_jax import checkpointing
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse
+  import sys
+
+  from esnet_jax import checkpointing, pretrained, weights
 
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.convert',
-      description='Convert original PyTorch ESNet weights to an orbax checkpoint.')
-  parser.add_argument('--torch', required=True, help='.pth, .pt, .npz or .safetensors file')
-  parser.add_argument('--out', required=True, help='output checkpoint directory')
+      description='Convert ESNet weights between the original PyTorch layout and orbax. '
+                  'Either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE.')
+  parser.add_argument('--torch', help='PyTorch weights to read: .pth, .pt, .npz, .safetensors')
+  parser.add_argument('--out', help='with --torch: output orbax checkpoint directory')
+  parser.add_argument('--checkpoint', help='weights to write in the PyTorch layout: a '
+                      'training workdir, orbax checkpoint, or pretrained:NAME')
+  parser.add_argument('--which', default='latest', choices=('latest', 'best'),
+                      help="with --checkpoint: a workdir's latest or best checkpoint")
+  parser.add_argument('--out-torch', help='with --checkpoint: output .npz, .pth or .pt file')
   args = parser.parse_args(argv)
-  variables = load_torch_weights(args.torch)
-  num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
-  out = checkpointing.save_variables(args.out, variables, num_classes=num_classes,
-                                     meta={'source': os.path.abspath(args.torch)})
-  print(f'Wrote ESNet({num_classes}) variables to {out}')
+  if bool(args.torch) == bool(args.checkpoint) or bool(args.torch) != bool(args.out) or (
+      bool(args.checkpoint) != bool(args.out_torch)):
+    parser.error('give either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE')
+  try:
+    if args.torch:
+      variables = load_torch_weights(args.torch)
+      num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
+      out = checkpointing.save_variables(args.out, variables, num_classes=num_classes,
+                                         meta={'source': os.path.abspath(args.torch)})
+      print(f'Wrote ESNet({num_classes}) variables to {out}')
+    else:
+      loaded = weights.load(args.checkpoint, args.which)
+      save_torch_weights(loaded.variables, args.out_torch)
+      print(f'Wrote the PyTorch state dict of {loaded.source} to {args.out_torch}')
+  except (ConversionError, checkpointing.CheckpointNotFoundError, pretrained.PretrainedError,
+          FileNotFoundError, FileExistsError, ImportError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  raise SystemExit(main())

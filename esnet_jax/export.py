@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding
+from esnet_jax import checkpointing, convert, folding, pretrained, weights
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -50,7 +50,6 @@ from esnet_jax.transforms import MEAN_RGB, STD_RGB
 FORMATS = ('stablehlo', 'onnx')
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'
-_WEIGHT_FILE_SUFFIXES = ('.pth', '.pt', '.npz', '.safetensors')
 
 
 class ExportError(ValueError):
@@ -59,11 +58,9 @@ class ExportError(ValueError):
 
 def load_checkpoint(path: str | os.PathLike[str], which: str = 'latest'
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
-  """(variables, meta) of a checkpoint, a training workdir, or a PyTorch weights file."""
-  p = Path(path)
-  if p.suffix.lower() in _WEIGHT_FILE_SUFFIXES and p.is_file():
-    return convert.load_torch_weights(p), {'source': str(p.absolute())}
-  return checkpointing.restore_variables(p, which), checkpointing.restore_meta(p, which)
+  """(variables, meta) of anything `weights.load` accepts."""
+  loaded = weights.load(path, which)
+  return loaded.variables, loaded.meta
 
 
 def inference_function(variables: Mapping[str, Any], fold_bn: bool = True
@@ -202,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path, meta_path = export(args.checkpoint, args.format, args.height, args.width, args.out,
                              batch=args.batch, fold_bn=not args.no_fold_bn, which=args.which)
   except (ExportError, checkpointing.CheckpointNotFoundError, convert.ConversionError,
-          ImportError) as e:
+          pretrained.PretrainedError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'Wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {meta_path}')

@@ -10,18 +10,15 @@ shape, reused across calls.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding
+from esnet_jax import folding, weights
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
-
-_WEIGHT_FILE_SUFFIXES = ('.pth', '.pt', '.npz', '.safetensors')
 
 
 def num_classes_of(variables: Mapping[str, Any]) -> int:
@@ -33,6 +30,7 @@ class Segmenter:
   """Segment uint8 RGB images with ESNet.
 
   Example:
+    seg = Segmenter.from_pretrained('camvid')       # shipped CamVid weights
     seg = Segmenter.from_checkpoint('workdirs/camvid')
     class_map = seg.predict(image)                 # (H, W) int32
     maps, probs = seg.predict(batch, return_probs=True)
@@ -57,15 +55,18 @@ class Segmenter:
   @classmethod
   def from_checkpoint(cls, path: str | os.PathLike[str], which: str = 'latest',
                       **kwargs: Any) -> 'Segmenter':
-    """From a training workdir, an orbax checkpoint, or an original PyTorch weights file."""
-    p = Path(path)
-    if p.suffix.lower() in _WEIGHT_FILE_SUFFIXES and p.is_file():
-      return cls(convert.load_torch_weights(p), meta={'source': str(p)}, **kwargs)
-    meta = checkpointing.restore_meta(p, which)
+    """From anything `weights.load` accepts: a training workdir, an orbax checkpoint,
+    an original PyTorch weights file, or `pretrained:NAME`."""
+    loaded = weights.load(path, which)
     for key in ('mean', 'std'):
-      if key in meta:
-        kwargs.setdefault(key, meta[key])
-    return cls(checkpointing.restore_variables(p, which), meta=meta, **kwargs)
+      if key in loaded.meta:
+        kwargs.setdefault(key, loaded.meta[key])
+    return cls(loaded.variables, meta=loaded.meta, **kwargs)
+
+  @classmethod
+  def from_pretrained(cls, name: str, **kwargs: Any) -> 'Segmenter':
+    """Weights shipped with the package, e.g. 'camvid' (see `esnet_jax.pretrained`)."""
+    return cls.from_checkpoint(weights.PRETRAINED_PREFIX + name, **kwargs)
 
   def _forward_impl(self, variables: Any, images: jax.Array, with_probs: bool
                     ) -> tuple[jax.Array, jax.Array | None]:

@@ -62,7 +62,7 @@ def _initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
-  from esnet_jax import benchmark, checkpointing, convert, predict, train
+  from esnet_jax import benchmark, checkpointing, convert, predict, pretrained, train
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError
 
@@ -77,7 +77,8 @@ def main(argv: list[str]) -> None:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
   except (ConfigError, DatasetError, checkpointing.CheckpointNotFoundError,
-          convert.ConversionError, train.NonFiniteLossError) as e:
+          convert.ConversionError, pretrained.PretrainedError,
+          train.NonFiniteLossError) as e:
     sys.exit(f'error: {e}')
 
 

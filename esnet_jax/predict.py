@@ -50,7 +50,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from esnet_jax import checkpointing, convert, datasets, train, transforms, video, visualize
+from esnet_jax import (checkpointing, convert, datasets, pretrained, train, transforms, video,
+                       visualize)
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
@@ -461,8 +462,9 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.predict',
       description='Segment images, folders, globs and videos with a trained ESNet.')
-  parser.add_argument('--checkpoint', help='training workdir, orbax checkpoint, or '
-                      '.pth/.pt/.npz/.safetensors PyTorch weights')
+  parser.add_argument('--checkpoint', help='pretrained:camvid (shipped weights), a '
+                      'training workdir, orbax checkpoint, or .pth/.pt/.npz/.safetensors '
+                      'PyTorch weights')
   parser.add_argument('--which', default='latest', choices=('latest', 'best'),
                       help="a workdir's latest or best checkpoint")
   parser.add_argument('--input', nargs='+', help='image or video files, folders, globs')
@@ -509,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run(predictor, inputs, args.output, colours=colours, alpha=args.alpha,
                  batch_size=args.batch_size, submission=args.cityscapes_submission)
   except (InputError, visualize.PaletteError, checkpointing.CheckpointNotFoundError,
-          convert.ConversionError, ImportError) as e:
+          convert.ConversionError, pretrained.PretrainedError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   report.skipped = skipped

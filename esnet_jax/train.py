@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from esnet_jax import checkpointing, input_pipeline, losses, metrics, plots
+from esnet_jax import checkpointing, input_pipeline, losses, metrics, plots, weights
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
@@ -224,7 +225,7 @@ def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: 
   return run
 
 
-def _write_eval(workdir: Path, step: int, summary: Mapping[str, Any], writer: MetricWriter,
+def _write_eval(workdir: Path, step: int | None, summary: Mapping[str, Any], writer: MetricWriter,
                 class_table: ClassTable, name: str | None = None) -> None:
   if jax.process_index() != 0:
     return
@@ -233,12 +234,15 @@ def _write_eval(workdir: Path, step: int, summary: Mapping[str, Any], writer: Me
   path = out / (name or f'step_{step}.json')
   path.write_text(json.dumps({'step': step, 'class_names': list(class_table.names),
                               **summary}, indent=1))
-  scalars = {'eval/miou': summary['miou'], 'eval/pixel_accuracy': summary['pixel_accuracy']}
-  scalars.update({f'eval/iou/{k}': v for k, v in summary['per_class_iou'].items()})
-  writer.write_scalars(step, scalars)
+  if step is not None:  # Weights without a training step have no place on the curves.
+    scalars = {'eval/miou': summary['miou'],
+               'eval/pixel_accuracy': summary['pixel_accuracy']}
+    scalars.update({f'eval/iou/{k}': v for k, v in summary['per_class_iou'].items()})
+    writer.write_scalars(step, scalars)
   per_class = ', '.join(f'{k} {100 * v:.1f}' if v is not None else f'{k} -'
                         for k, v in summary['per_class_iou'].items())
-  writer.print(f'eval @ step {step}: mIoU {100 * summary["miou"]:.2f}% | pixel acc '
+  where = f'step {step}' if step is not None else summary.get('checkpoint', '?')
+  writer.print(f'eval @ {where}: mIoU {100 * summary["miou"]:.2f}% | pixel acc '
                f'{100 * summary["pixel_accuracy"]:.2f}% | {per_class} -> {path}')
 
 
@@ -372,24 +376,24 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
   validate_config(config, device_count=jax.device_count(),
                   local_device_count=jax.local_device_count())
   workdir = Path(workdir).absolute()
-  source = config.eval.checkpoint or workdir
-  step_dir = checkpointing.resolve_checkpoint(source, config.eval.which)
+  loaded = weights.load(config.eval.checkpoint or workdir, config.eval.which)
   class_table = input_pipeline.dataset_class_table(config)
-  variables = checkpointing.restore_variables(step_dir)
+  variables = loaded.variables
   num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
   if num_classes != class_table.num_classes:
-    raise ConfigError(f'Checkpoint {step_dir} is for {num_classes} classes; dataset '
+    raise ConfigError(f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
                       f'{config.dataset.name!r} has {class_table.num_classes}.')
   model = create_model(config, class_table.num_classes)
   state = flax.jax_utils.replicate(TrainState(
       step=0, apply_fn=model.apply, params=variables['params'], tx=None, opt_state=None,
       batch_stats=variables['batch_stats'], rng=jax.random.PRNGKey(0)))
-  summary = {'step': int(step_dir.name), 'checkpoint': str(step_dir),
+  summary = {'step': loaded.step, 'checkpoint': loaded.source,
              **_make_eval_fn(config, model, class_table)(state)}
+  name = (f'eval_{config.eval.which}_step_{loaded.step}.json' if loaded.step is not None
+          else f'eval_{re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(loaded.source).name)}.json')
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
   try:
-    _write_eval(workdir, summary['step'], summary, writer, class_table,
-                name=f'eval_{config.eval.which}_step_{summary["step"]}.json')
+    _write_eval(workdir, summary['step'], summary, writer, class_table, name=name)
   finally:
     writer.close()
   if jax.process_index() == 0:

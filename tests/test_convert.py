@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pickle
 
 import chex
 import jax.numpy as jnp
@@ -129,12 +127,25 @@ def test_pth_is_loaded_without_running_pickled_code(tmp_path):
 
 
 def test_cli_writes_a_checkpoint_the_inference_api_restores(tmp_path, torch_fixtures,
-                                                              reference_variables):
+                                                              reference_variables, capsys):
   pytest.importorskip('torch')
   out = tmp_path / 'ckpt'
-  convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'), '--out', str(out)])
+  assert convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'),
+                       '--out', str(out)]) == 0
   restored = checkpointing.restore_variables(out)
   chex.assert_trees_all_equal(restored, reference_variables)
   assert checkpointing.restore_meta(out)['num_classes'] == 19
-  with pytest.raises(FileExistsError, match='already holds'):
-    convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'), '--out', str(out)])
+  assert convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'),
+                       '--out', str(out)]) == 2
+  assert 'already holds' in capsys.readouterr().err
+  # And back: the checkpoint as an original-layout state dict, identical to the source.
+  assert convert.main(['--checkpoint', str(out), '--out-torch', str(tmp_path / 'back.npz')]) == 0
+  with np.load(tmp_path / 'back.npz') as back, \
+      np.load(torch_fixtures / 'state_dict_c19.npz') as original:
+    assert sorted(back.files) == sorted(original.files)
+    for key in original.files:
+      if not key.endswith('num_batches_tracked'):
+        np.testing.assert_array_equal(back[key], original[key], err_msg=key)
+  assert convert.main(['--checkpoint', str(tmp_path / 'none'), '--out-torch',
+                       str(tmp_path / 'x.npz')]) == 2
+  assert 'does not exist' in capsys.readouterr().err

@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 from configs import smoke
 from conftest import random_variables
-from esnet_jax import checkpointing, convert, predict, train, visualize
+from esnet_jax import checkpointing, predict, train, visualize
 from esnet_jax.datasets import SYNTHETIC_CLASSES, cityscapes
 from esnet_jax.datasets.synthetic import render_scene
 from esnet_jax.inference import Segmenter

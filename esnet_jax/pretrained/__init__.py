@@ -1,0 +1,87 @@
+"""ESNet weights trained with this project and shipped inside the package.
+
+Each entry names a weights file beside this module (an `.npz` in the original
+PyTorch state-dict layout, so the PyTorch ESNet can load it too), its sha256,
+and the dataset facts inference needs: class names, colours, normalisation.
+The figures in `val_miou` come from the README's documented eval command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from esnet_jax.datasets.camvid import CAMVID_CLASSES
+from esnet_jax.datasets.base import ClassTable
+from esnet_jax.transforms import MEAN_RGB, STD_RGB
+
+WEIGHTS_DIR = Path(__file__).resolve().parent
+
+
+class PretrainedError(ValueError):
+  """An unknown pretrained name, or a shipped weights file that is missing or altered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedWeights:
+  """One shipped set of weights and the facts needed to use it."""
+  name: str
+  filename: str
+  sha256: str
+  dataset: str
+  class_table: ClassTable
+  config: str  # The training config that produced the weights.
+  val_miou: float  # On the dataset's val split, as stated in the README.
+
+  @property
+  def path(self) -> Path:
+    return WEIGHTS_DIR / self.filename
+
+  def meta(self) -> dict[str, Any]:
+    """Checkpoint-style metadata (see `checkpointing`) for inference and predict."""
+    table = self.class_table
+    return {'num_classes': table.num_classes, 'class_names': list(table.names),
+            'colours': [list(c) for c in table.colours], 'ignore_label': table.ignore_label,
+            'mean': list(MEAN_RGB), 'std': list(STD_RGB), 'pretrained': self.name,
+            'dataset': self.dataset, 'config': self.config, 'val_miou': self.val_miou,
+            'source': str(self.path)}
+
+
+PRETRAINED: dict[str, PretrainedWeights] = {}
+
+
+def available() -> list[str]:
+  """Names accepted by `weights_file` and `Segmenter.from_pretrained`."""
+  return sorted(PRETRAINED)
+
+
+def get(name: str) -> PretrainedWeights:
+  """The registry entry for `name`."""
+  if name not in PRETRAINED:
+    raise PretrainedError(f'Unknown pretrained weights {name!r}; available: '
+                          f'{", ".join(available()) or "none"}.')
+  return PRETRAINED[name]
+
+
+def file_sha256(path: Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def weights_file(name: str) -> Path:
+  """The verified path of `name`'s weights file (its sha256 checked on every call)."""
+  entry = get(name)
+  if not entry.path.is_file():
+    raise PretrainedError(f'Pretrained weights {name!r}: {entry.path} is missing from the '
+                          'installation; reinstall esnet-jax.')
+  actual = file_sha256(entry.path)
+  if actual != entry.sha256:
+    raise PretrainedError(f'Pretrained weights {name!r}: {entry.path} has sha256 {actual}, '
+                          f'expected {entry.sha256}; the file is corrupt or was replaced. '
+                          'Reinstall esnet-jax.')
+  return entry.path

@@ -1,0 +1,54 @@
+"""Model variables from any source a user can name.
+
+One resolver for inference, predict, export and evaluation, so that every
+entry point accepts the same things:
+
+  - `pretrained:NAME`: weights shipped with the package (see `esnet_jax.pretrained`);
+  - an original PyTorch weights file (`.pth`, `.pt`, `.npz`, `.safetensors`);
+  - a training workdir (its latest or best checkpoint), an orbax manager
+    directory, or one checkpoint step directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from esnet_jax import checkpointing, convert, pretrained
+
+PRETRAINED_PREFIX = 'pretrained:'
+WEIGHT_FILE_SUFFIXES = ('.pth', '.pt', '.npz', '.safetensors')
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedWeights:
+  """Variables (`params`, `batch_stats`) with what is known about where they came from."""
+  variables: dict[str, Any]
+  meta: dict[str, Any]
+  source: str  # What to print: the checkpoint step directory, file, or pretrained name.
+  step: int | None  # The training step of an orbax checkpoint; None otherwise.
+
+
+def is_pretrained(source: str | os.PathLike[str]) -> bool:
+  return isinstance(source, str) and source.startswith(PRETRAINED_PREFIX)
+
+
+def load(source: str | os.PathLike[str], which: str = 'latest') -> LoadedWeights:
+  """Reads the variables `source` designates (see the module docstring).
+
+  `which` ('latest' or 'best') picks a workdir's checkpoint; other sources ignore it.
+  """
+  if is_pretrained(source):
+    name = source[len(PRETRAINED_PREFIX):]
+    path = pretrained.weights_file(name)
+    return LoadedWeights(convert.load_torch_weights(path), pretrained.get(name).meta(),
+                         source, None)
+  path = Path(source)
+  if path.suffix.lower() in WEIGHT_FILE_SUFFIXES and path.is_file():
+    return LoadedWeights(convert.load_torch_weights(path), {'source': str(path)}, str(path),
+                         None)
+  step_dir = checkpointing.resolve_checkpoint(path, which)
+  return LoadedWeights(checkpointing.restore_variables(step_dir),
+                       checkpointing.restore_meta(step_dir), str(step_dir), int(step_dir.name))

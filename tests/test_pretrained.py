@@ -1,0 +1,67 @@
+"""Shipped pretrained weights: registry, integrity check, loading by name everywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, random_variables
+from esnet_jax import convert, pretrained, weights
+from esnet_jax.datasets.camvid import CAMVID_CLASSES
+from esnet_jax.inference import Segmenter
+
+
+@pytest.fixture
+def toy_registry(tmp_path, monkeypatch):
+  """A registry entry 'toy' whose weights file lives in tmp_path."""
+  variables = random_variables(CAMVID_CLASSES.num_classes, seed=3)
+  np.savez(tmp_path / 'toy.npz', **convert.flax_to_torch(variables))
+  entry = pretrained.PretrainedWeights(
+      name='toy', filename='toy.npz', sha256=pretrained.file_sha256(tmp_path / 'toy.npz'),
+      dataset='camvid', class_table=CAMVID_CLASSES, config='configs/camvid.py', val_miou=0.5)
+  monkeypatch.setattr(pretrained, 'WEIGHTS_DIR', tmp_path)
+  monkeypatch.setitem(pretrained.PRETRAINED, 'toy', entry)
+  return variables, entry
+
+
+def test_from_pretrained_loads_registered_weights_with_their_class_table(toy_registry):
+  variables, _ = toy_registry
+  seg = Segmenter.from_pretrained('toy')
+  image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), np.uint8)
+  np.testing.assert_array_equal(seg.predict(image), Segmenter(variables).predict(image))
+  assert seg.meta['class_names'] == list(CAMVID_CLASSES.names)
+  assert seg.meta['colours'][4] == list(CAMVID_CLASSES.colours[4])
+  assert seg.meta['ignore_label'] == 11
+
+
+def test_altered_weights_file_is_refused_naming_file_and_hashes(toy_registry, tmp_path):
+  _, entry = toy_registry
+  data = bytearray((tmp_path / 'toy.npz').read_bytes())
+  data[-100] ^= 0xFF
+  (tmp_path / 'toy.npz').write_bytes(bytes(data))
+  with pytest.raises(pretrained.PretrainedError,
+                     match=rf"toy.npz has sha256 [0-9a-f]{{64}}, expected {entry.sha256}"):
+    Segmenter.from_pretrained('toy')
+  (tmp_path / 'toy.npz').unlink()
+  with pytest.raises(pretrained.PretrainedError, match='toy.npz is missing'):
+    weights.load('pretrained:toy')
+
+
+def test_unknown_name_lists_what_is_available(toy_registry):
+  with pytest.raises(pretrained.PretrainedError, match=r"'nope'; available: .*toy"):
+    Segmenter.from_pretrained('nope')
+
+
+def test_predict_cli_accepts_pretrained_name_and_errors_in_one_line(tmp_path):
+  images = tmp_path / 'in'
+  images.mkdir()
+  result = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.predict', '--checkpoint', 'pretrained:nope',
+       '--input', str(images), '--output', str(tmp_path / 'out')],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: Unknown pretrained weights 'nope'; available:")
