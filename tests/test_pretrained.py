@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 
 from conftest import REPO, random_variables
 from esnet_jax import convert, pretrained, weights
-from esnet_jax.datasets.camvid import CAMVID_CLASSES
+from esnet_jax.datasets.camvid import CAMVID_CLASSES, camvid_source
 from esnet_jax.inference import Segmenter
 
 
@@ -65,3 +66,30 @@ def test_predict_cli_accepts_pretrained_name_and_errors_in_one_line(tmp_path):
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith(
       "error: Unknown pretrained weights 'nope'; available:")
+
+
+def test_shipped_camvid_weights_are_small_intact_and_camvid_shaped():
+  path = pretrained.weights_file('camvid')
+  assert path.stat().st_size <= 8_000_000
+  seg = Segmenter.from_pretrained('camvid')
+  assert seg.num_classes == 11
+  assert seg.meta['class_names'] == list(CAMVID_CLASSES.names)
+
+
+def test_shipped_camvid_weights_reproduce_the_readme_val_miou(camvid_root, tmp_path):
+  """The README's documented eval command, on ../shared/data/camvid val (101 images)."""
+  workdir = tmp_path / 'eval'
+  result = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.main', '--config', 'configs/camvid.py',
+       '--workdir', str(workdir), '--config.mode=eval',
+       '--config.eval.checkpoint=pretrained:camvid',
+       f'--config.dataset.root={camvid_root}'],
+      cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  summary = json.loads((workdir / 'eval' / 'eval_pretrained_camvid.json').read_text())
+  # Every labelled pixel of the 101 val images, at full 360x480 resolution.
+  val = camvid_source(camvid_root, 'val')
+  assert len(val) == 101
+  assert summary['labelled_pixels'] == sum(int((val[i]['label'] != 11).sum())
+                                           for i in range(len(val)))
+  assert abs(summary['miou'] - pretrained.get('camvid').val_miou) < 0.002
