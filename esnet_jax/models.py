@@ -51,33 +51,29 @@ def _maybe_norm(norm: ModuleDef | None, x: jax.Array, name: str) -> jax.Array:
   return x if norm is None else norm(name=name)(x)
 
 
-def _subpixel_taps(kernel: int, padding: int) -> tuple[int, np.ndarray]:
-  """Index table that rewrites a stride-2 transposed conv as a stride-1 conv.
+def _phase_taps(kernel: int, padding: int, phase: int) -> tuple[int, list[int]]:
+  """The taps of one output phase of a stride-2 transposed convolution.
 
   Output pixel 2m+a of a stride-2 transposed convolution with padding p sums
-  x[m+d] * w[j] over the taps j with a + p - j even, d = (a + p - j) / 2. Returns
-  the smallest offset d and a table idx[a, t] of kernel indices for the tap at
-  offset d_min + t of phase a; `kernel` (an index into the zero slot) marks "no tap".
+  x[m+d] * w[j] over the kernel indices j with a + p - j even, d = (a + p - j) / 2.
+  The offsets d of one phase are consecutive; returns the smallest one and the
+  kernel index of each offset in increasing order.
   """
-  taps = [[((a + padding - j) // 2, j) for j in range(kernel)
-           if (a + padding - j) % 2 == 0] for a in (0, 1)]
-  offsets = [d for phase in taps for d, _ in phase]
-  d_min, d_max = min(offsets), max(offsets)
-  idx = np.full((2, d_max - d_min + 1), kernel, dtype=np.int32)
-  for a, phase in enumerate(taps):
-    for d, j in phase:
-      idx[a, d - d_min] = j
-  return d_min, idx
+  taps = sorted(((phase + padding - j) // 2, j) for j in range(kernel)
+                if (phase + padding - j) % 2 == 0)
+  return taps[0][0], [j for _, j in taps]
 
 
 class ConvTranspose2x(nn.Module):
   """PyTorch `ConvTranspose2d(stride=2, padding, output_padding)` doubling H and W.
 
   The kernel is stored as (kH, kW, in, out) with PyTorch's scatter semantics
-  (`y[2i - p + k] += x[i] * w[k]`). It is evaluated in sub-pixel form: one
-  stride-1 convolution to 4x the channels and a depth-to-space shuffle. That is
-  the same function as the input-dilated transposed convolution, and its
-  gradient is several times cheaper on CPU.
+  (`y[2i - p + k] += x[i] * w[k]`). It is evaluated in sub-pixel form: each of
+  the four output phases (row parity, column parity) is a small stride-1
+  convolution with only that phase's taps, and the phases are interleaved. That
+  is the same function as the input-dilated transposed convolution, with about
+  half its multiply-adds for a 3x3 kernel (no zero taps) and a gradient several
+  times cheaper on CPU.
   """
   features: int
   kernel_size: int
@@ -90,20 +86,23 @@ class ConvTranspose2x(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
-    d_min, idx = _subpixel_taps(k, self.padding)
-    taps = idx.shape[1]
-    # Append a zero tap so that "no tap" entries gather zeros.
-    padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    sub = padded[idx[:, :, None, None], idx[None, None, :, :]]  # (a, ty, b, tx, in, out)
-    sub = sub.transpose(1, 3, 4, 0, 2, 5).reshape(taps, taps, x.shape[-1], 4 * self.features)
     dtype = self.dtype or x.dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype), sub.astype(dtype), window_strides=(1, 1),
-        padding=((-d_min, d_min + taps - 1),) * 2,
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    n, h, w, _ = y.shape
-    y = y.reshape(n, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, 2 * h, 2 * w, self.features) + bias.astype(dtype)
+    x = x.astype(dtype)
+    rows = []
+    for a in (0, 1):
+      d_y, taps_y = _phase_taps(k, self.padding, a)
+      row = []
+      for b in (0, 1):
+        d_x, taps_x = _phase_taps(k, self.padding, b)
+        sub = kernel[np.asarray(taps_y)[:, None], np.asarray(taps_x)[None, :]]
+        row.append(jax.lax.conv_general_dilated(
+            x, sub.astype(dtype), window_strides=(1, 1),
+            padding=((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+      rows.append(jnp.stack(row, axis=3))  # (n, h, w, b, c)
+    y = jnp.stack(rows, axis=2)  # (n, h, a, w, b, c)
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c) + bias.astype(dtype)
 
 
 class DownsamplerBlock(nn.Module):
