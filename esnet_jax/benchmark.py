@@ -14,6 +14,10 @@ latency is comparable across machines and frameworks.
 with the same weights, eager NCHW and eager channels_last, alternating with the
 JAX calls in the same process so that machine noise hits all three alike.
 
+`--train` times the training step instead, and `--trace DIR` records a
+`jax.profiler` trace of a few more calls and prints the operations that took the
+most time (`esnet_jax.profiling`).
+
 Timings are medians; on shared machines repeat a measurement before trusting it.
 `run_inference_benchmark` returns everything the CLI prints, as a dict.
 """
@@ -33,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding, weights
+from esnet_jax import checkpointing, convert, folding, profiling, weights, xla_flags
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -198,7 +202,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
                             dtype: str = 'float32', runs: int = MIN_RUNS, warmup: int = 5,
                             fold_bn: bool = True, num_classes: int | None = None,
                             checkpoint: str | os.PathLike[str] | None = None,
-                            compare_torch: bool = False, seed: int = 0) -> dict[str, Any]:
+                            compare_torch: bool = False, seed: int = 0,
+                            trace_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
   """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
 
   Args:
@@ -214,6 +219,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       checking a deployed model end to end.
     compare_torch: also time the PyTorch original with the same weights.
     seed: seed of the random weights and input.
+    trace_dir: after the timed runs, record a `jax.profiler` trace of three
+      more calls here and add its per-op totals (`esnet_jax.profiling`).
 
   Returns:
     The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
@@ -289,6 +296,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       result.update(_summary(times[name], f'{name}_ms'))
       result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
     result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
+  if trace_dir is not None:
+    result.update(_trace(calls['jax'], trace_dir))
   peak, source = _peak_memory(device)
   result.update({
       'peak_memory_bytes': peak, 'peak_memory_source': source,
@@ -302,7 +311,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
 
 def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
                         runs: int = 10, warmup: int = 2, compare_torch: bool = False,
-                        seed: int = 0) -> dict[str, Any]:
+                        seed: int = 0, trace_dir: str | os.PathLike[str] | None = None
+                        ) -> dict[str, Any]:
   """Images/s of one training step (forward, loss, backward, Adam update).
 
   JAX: `train.train_step` pmapped over one device, exactly as training runs it
@@ -310,6 +320,7 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   weight decay). With `compare_torch`, the original PyTorch network in eager
   train mode with `torch.optim.Adam(weight_decay=1e-4)` and
   `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating steps.
+  `trace_dir` as for `run_inference_benchmark`.
   """
   import functools
 
@@ -357,7 +368,17 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   for name in ('torch_nchw', 'torch_channels_last'):
     if name in times:
       result[f'ratio_jax_to_{name}'] = result['jax_step_ms_p50'] / result[f'{name}_step_ms_p50']
+  if trace_dir is not None:
+    result.update(_trace(jax_step, trace_dir))
   return result
+
+
+def _trace(call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: int = 3
+           ) -> dict[str, Any]:
+  """Trace `calls` more calls; the trace file, its wall time and its top operations."""
+  trace_file, wall = profiling.record_trace(call, trace_dir, calls)
+  return {'trace_file': str(trace_file), 'trace_ms_per_call': wall / calls * 1e3,
+          'trace_ops': profiling.op_totals(trace_file, calls)[:20]}
 
 
 def _train_config() -> Any:
@@ -469,17 +490,24 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
   parser.add_argument('--json', default=None, metavar='PATH',
                       help='also write the results to this JSON file')
+  parser.add_argument('--trace', default=None, metavar='DIR',
+                      help='after timing, record a jax.profiler trace of 3 more JAX calls in '
+                           'DIR and print the operations that took the most time')
   return parser
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
   args = build_parser().parse_args(argv)
+  if args.trace:
+    xla_flags.request_flags((profiling.TRACE_FLAG,))
   if args.train:
     result = run_train_benchmark(height=args.height, width=args.width,
                                  batch=args.batch or 8, runs=args.runs, warmup=args.warmup,
-                                 compare_torch=args.compare_torch, seed=args.seed)
-    print(json.dumps(result, indent=2))
+                                 compare_torch=args.compare_torch, seed=args.seed,
+                                 trace_dir=args.trace)
+    print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
+    _print_trace(result)
     if args.json:
       with open(args.json, 'w') as f:
         json.dump(result, f, indent=2)
@@ -493,15 +521,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         height=args.height, width=args.width, batch=args.batch or 1, dtype=args.dtype,
         runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
         num_classes=args.num_classes, checkpoint=args.checkpoint,
-        compare_torch=args.compare_torch, seed=args.seed)
+        compare_torch=args.compare_torch, seed=args.seed, trace_dir=args.trace)
   except (ImportError, ValueError, checkpointing.CheckpointNotFoundError) as e:
     sys.exit(f'error: {e}')
   print(format_report(result))
+  _print_trace(result)
   if args.json:
     with open(args.json, 'w') as f:
       json.dump(result, f, indent=2)
       f.write('\n')
   return result
+
+
+def _print_trace(result: Mapping[str, Any]) -> None:
+  if 'trace_ops' in result:
+    print(f"\nprofile of 3 more JAX calls ({result['trace_file']}):")
+    print(profiling.format_op_totals(result['trace_ops'], result['trace_ms_per_call']))
 
 
 def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ machine and on whatever else it runs.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -167,3 +168,46 @@ def test_layer_timing_covers_every_block_of_both_frameworks(tmp_path, capsys):
   assert 'decoder/output_conv' in capsys.readouterr().out
   assert layer_timing.main(['--height', '12']) == 2
   assert 'multiples of 8' in capsys.readouterr().err
+
+
+def test_trace_names_the_compiled_operations(tmp_path):
+  # A fresh process: XLA reads the profiler flag that --trace adds only at start-up.
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.benchmark', '--height', '64', '--width', '128',
+       '--runs', '2', '--warmup', '1', '--trace', str(tmp_path / 'trace'), '--json', str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert '--xla_cpu_enable_xprof_traceme=true' in result['xla_flags']
+  assert Path(result['trace_file']).is_file()
+  assert Path(result['trace_file']).is_relative_to(tmp_path / 'trace')
+  ops = {row['op']: row for row in result['trace_ops']}
+  # ESNet's 69 convolutions (BN folded, per-phase transposed convs) are all seen.
+  assert ops['conv_general_dilated']['count_per_call'] == 69
+  assert ops['conv_general_dilated']['async']
+  assert all(row['ms_per_call'] >= 0 for row in result['trace_ops'])
+  assert 'profile of 3 more JAX calls' in proc.stdout and 'conv_general_dilated *' in proc.stdout
+
+
+def test_op_totals_pair_library_calls_with_their_end_events(tmp_path):
+  from esnet_jax import profiling
+  events = [
+      {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'ts': 0, 'dur': 100},
+      {'ph': 'X', 'name': 'convolution.3', 'ts': 10, 'dur': 1},
+      {'ph': 'X', 'name': 'end: convolution.3', 'ts': 40, 'dur': 2},  # finishes at 42
+      {'ph': 'X', 'name': 'add_fusion.1', 'ts': 50, 'dur': 5},
+      {'ph': 'X', 'name': 'end: add_fusion.1', 'ts': 90, 'dur': 1},  # ignored: a fusion
+      {'ph': 'X', 'name': 'add_fusion.7', 'ts': 60, 'dur': 3},
+      {'ph': 'X', 'name': '$python frame', 'ts': 0, 'dur': 500},
+      {'ph': 'M', 'name': 'thread_name'},
+  ]
+  path = tmp_path / 'x.trace.json.gz'
+  with gzip.open(path, 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+  rows = {row['op']: row for row in profiling.op_totals(path, calls=2)}
+  assert set(rows) == {'convolution', 'add_fusion'}
+  assert rows['convolution']['ms_per_call'] == pytest.approx(32 / 2 / 1e3)
+  assert rows['convolution']['async'] and not rows['add_fusion']['async']
+  assert rows['add_fusion']['ms_per_call'] == pytest.approx(8 / 2 / 1e3)
+  assert rows['add_fusion']['count_per_call'] == 1
