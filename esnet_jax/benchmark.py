@@ -37,7 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding, profiling, weights, xla_flags
+from esnet_jax import (checkpointing, convert, folding, native_kernels, profiling, weights,
+                       xla_flags)
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -203,7 +204,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
                             fold_bn: bool = True, num_classes: int | None = None,
                             checkpoint: str | os.PathLike[str] | None = None,
                             compare_torch: bool = False, seed: int = 0,
-                            trace_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+                            trace_dir: str | os.PathLike[str] | None = None,
+                            use_native_kernels: bool = True) -> dict[str, Any]:
   """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
 
   Args:
@@ -221,6 +223,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     seed: seed of the random weights and input.
     trace_dir: after the timed runs, record a `jax.profiler` trace of three
       more calls here and add its per-op totals (`esnet_jax.profiling`).
+    use_native_kernels: run the 16-channel units with `esnet_jax.native_kernels`
+      where available, as `Segmenter` does (reported as `native_kernels`).
 
   Returns:
     The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
@@ -248,7 +252,9 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     num_classes = 19 if num_classes is None else num_classes
     variables = _random_variables(num_classes, seed)
 
-  model = ESNet(num_classes, dtype=_DTYPES[dtype], bn_folded=fold_bn)
+  native = (use_native_kernels and fold_bn and dtype == 'float32'
+            and native_kernels.available())
+  model = ESNet(num_classes, dtype=_DTYPES[dtype], bn_folded=fold_bn, native_kernels=native)
   model_variables = (folding.fold_batch_norm(variables, epsilon=model.bn_epsilon) if fold_bn
                      else {k: variables[k] for k in ('params', 'batch_stats')})
   device = jax.devices()[0]
@@ -264,7 +270,14 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   start = time.perf_counter()
   compiled = lowered.compile()
   compile_s = time.perf_counter() - start
-  cost = compiled.cost_analysis()
+  if native:
+    # XLA cannot count the FLOPs inside custom calls: count those of the same
+    # network on XLA's convolutions (identical arithmetic).
+    xla_model = model.clone(native_kernels=False)
+    cost = jax.jit(lambda v, images: xla_model.apply(v, images, train=False)).lower(
+        device_variables, x).compile().cost_analysis()
+  else:
+    cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
 
   calls: dict[str, Callable[[], Any]] = {
@@ -272,7 +285,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   threads = _host_threads()
   result: dict[str, Any] = {
       'mode': 'inference', 'height': height, 'width': width, 'batch': batch, 'dtype': dtype,
-      'fold_bn': fold_bn, 'num_classes': num_classes, 'runs': runs, 'warmup': warmup,
+      'fold_bn': fold_bn, 'native_kernels': native, 'num_classes': num_classes,
+      'runs': runs, 'warmup': warmup,
       'checkpoint': None if checkpoint is None else os.fspath(checkpoint),
   }
   if compare_torch:
@@ -425,7 +439,8 @@ def format_report(result: Mapping[str, Any]) -> str:
   h, w = result['height'], result['width']
   rows = [
       ('network', f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
-                  f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"),
+                  f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
+                  f"{', native 16-channel kernel' if result['native_kernels'] else ''}"),
       ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
       ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
       ('XLA_FLAGS', result['xla_flags'] or '(none)'),
@@ -478,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--warmup', type=int, default=5, help='untimed calls after compiling')
   parser.add_argument('--fold-bn', action=argparse.BooleanOptionalAction, default=True,
                       help='fold BatchNorm into the convolutions, as Segmenter does')
+  parser.add_argument('--native-kernels', action=argparse.BooleanOptionalAction, default=True,
+                      help='run the 16-channel units with the compiled AVX-512 kernel '
+                           '(esnet_jax.native_kernels) where available, as Segmenter does')
   parser.add_argument('--num-classes', type=int, default=None,
                       help="classes of the random-weight network (19 when not given); "
                            "with --checkpoint, must match the checkpoint's")
@@ -521,7 +539,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         height=args.height, width=args.width, batch=args.batch or 1, dtype=args.dtype,
         runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
         num_classes=args.num_classes, checkpoint=args.checkpoint,
-        compare_torch=args.compare_torch, seed=args.seed, trace_dir=args.trace)
+        compare_torch=args.compare_torch, seed=args.seed, trace_dir=args.trace,
+        use_native_kernels=args.native_kernels)
   except (ImportError, ValueError, checkpointing.CheckpointNotFoundError) as e:
     sys.exit(f'error: {e}')
   print(format_report(result))

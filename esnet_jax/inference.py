@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import folding, weights
+from esnet_jax import folding, native_kernels, weights
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
@@ -43,7 +43,8 @@ class Segmenter:
     self.meta = dict(meta or {})
     self.dtype = jnp.dtype(dtype)
     self.fold_bn = fold_bn
-    self.model = ESNet(self.num_classes, dtype=self.dtype, bn_folded=fold_bn)
+    self.model = ESNet(self.num_classes, dtype=self.dtype, bn_folded=fold_bn,
+                       native_kernels=fold_bn and native_kernels.available())
     if fold_bn:
       variables = folding.fold_batch_norm(variables, epsilon=self.model.bn_epsilon)
     self.variables = jax.device_put(variables)

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from esnet_jax import convert, folding
+from esnet_jax import convert, folding, native_kernels
 from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables,
                                  _time_alternating)
 from esnet_jax.models import ESNet
@@ -103,7 +103,7 @@ def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
   if compare_torch:
     _import_torch()
   variables = _random_variables(num_classes, seed)
-  model = ESNet(num_classes, bn_folded=True)
+  model = ESNet(num_classes, bn_folded=True, native_kernels=native_kernels.available())
   folded = jax.device_put(folding.fold_batch_norm(variables, epsilon=model.bn_epsilon))
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
   blocks = jax_blocks(model, folded, x)

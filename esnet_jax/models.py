@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from esnet_jax import native_kernels
+
 ModuleDef = Callable[..., nn.Module]
 Dtype = Any
 
@@ -126,17 +128,46 @@ class DownsamplerBlock(nn.Module):
     return nn.relu(_maybe_norm(self.norm, y, 'bn'))
 
 
+class _ConvParams(nn.Module):
+  """The variables of an `nn.Conv` (same names, shapes, initialisers), returned unapplied."""
+  features: int
+  kernel_size: tuple[int, int]
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        self.kernel_size + (in_features, self.features), jnp.float32)
+    return kernel, self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+
+
 class FCU(nn.Module):
-  """Factorized convolution unit: two residual (kx1, ReLU, 1xk, BN) pairs."""
+  """Factorized convolution unit: two residual (kx1, ReLU, 1xk, BN) pairs.
+
+  With `native=True`, a BN-folded 16-channel float32 unit in inference runs as
+  four calls of `native_kernels.conv16` (bias, ReLU and residual fused): the
+  same function, about twice as fast on CPU.
+  """
   kernel_size: int
   dropout: float
   norm: ModuleDef | None
   dilation: int = 1
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c, k = x.shape[-1], self.kernel_size
+    if (self.native and self.norm is None and not train and c == 16
+        and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32)
+        and not self.is_initializing()):
+      convs = [_ConvParams(c, (k, 1) if vertical else (1, k), name=name)(c) for name, vertical in
+               (('conv3x1_1', True), ('conv1x3_1', False), ('conv3x1_2', True),
+                ('conv1x3_2', False))]
+      y = native_kernels.conv16(x, *convs[0], vertical=True, relu=True)
+      y = native_kernels.conv16(y, *convs[1], vertical=False, relu=True)
+      y = native_kernels.conv16(y, *convs[2], vertical=True, dilation=self.dilation, relu=True)
+      return native_kernels.conv16(y, *convs[3], vertical=False, dilation=self.dilation,
+                                   relu=True, residual=x)
     y = _factorized_conv(c, k, True, 1, self.dtype, 'conv3x1_1')(x)
     y = _factorized_conv(c, k, False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
     y = nn.relu(_maybe_norm(self.norm, y, 'bn1'))
@@ -193,11 +224,12 @@ class Encoder(nn.Module):
   norm: ModuleDef | None
   dtype: Dtype | None = None
   use_dropout: bool = True
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fcu_drop = ENCODER_FCU_DROPOUT if self.use_dropout else 0.0
-    fcu = functools.partial(FCU, norm=self.norm, dtype=self.dtype)
+    fcu = functools.partial(FCU, norm=self.norm, dtype=self.dtype, native=self.native)
     x = DownsamplerBlock(16, self.norm, self.dtype, name='initial_block')(x)
     down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype)
     pfcu = functools.partial(PFCU, PFCU_DROPOUT if self.use_dropout else 0.0, self.norm,
@@ -213,10 +245,12 @@ class Decoder(nn.Module):
   num_classes: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    fcu = functools.partial(FCU, dropout=0.0, norm=self.norm, dtype=self.dtype)
+    fcu = functools.partial(FCU, dropout=0.0, norm=self.norm, dtype=self.dtype,
+                            native=self.native)
     up = functools.partial(UpsamplerBlock, norm=self.norm, dtype=self.dtype)
     layers = ([functools.partial(up, 64)] + [functools.partial(fcu, 5)] * 2
               + [functools.partial(up, 16)] + [functools.partial(fcu, 3)] * 2)
@@ -242,6 +276,10 @@ class ESNet(nn.Module):
   (the original's `encoder_output_conv`, used for encoder pre-training).
   `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters;
   `use_dropout=False` turns the original's spatial dropout off.
+  `native_kernels=True` (only where `esnet_jax.native_kernels.available()`)
+  runs the 16-channel units of BN-folded float32 inference with that module's
+  kernel: the same function, faster on CPU. Leave it False for anything
+  exported.
   """
   num_classes: int = 19
   dtype: Dtype = jnp.float32
@@ -250,6 +288,7 @@ class ESNet(nn.Module):
   bn_epsilon: float = 1e-3
   bn_folded: bool = False
   use_dropout: bool = True
+  native_kernels: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
@@ -267,11 +306,13 @@ class ESNet(nn.Module):
         nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
         epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
-    features = Encoder(norm, self.dtype, self.use_dropout, name='encoder')(x, train)
+    features = Encoder(norm, self.dtype, self.use_dropout, self.native_kernels,
+                       name='encoder')(x, train)
     head = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='encoder_output_conv')
     if encoder_only:
       return head(features).astype(jnp.float32)
     if self.is_initializing():
       head(features)  # Create the encoder-only head's parameters too.
-    logits = Decoder(self.num_classes, norm, self.dtype, name='decoder')(features, train)
+    logits = Decoder(self.num_classes, norm, self.dtype, self.native_kernels,
+                     name='decoder')(features, train)
     return logits.astype(jnp.float32)
