@@ -440,7 +440,7 @@ def format_report(result: Mapping[str, Any]) -> str:
   rows = [
       ('network', f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
                   f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
-                  f"{', native 16-channel kernel' if result['native_kernels'] else ''}"),
+                  f"{', native kernels' if result['native_kernels'] else ''}"),
       ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
       ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
       ('XLA_FLAGS', result['xla_flags'] or '(none)'),

@@ -75,12 +75,14 @@ class ConvTranspose2x(nn.Module):
   convolution with only that phase's taps, and the phases are interleaved. That
   is the same function as the input-dilated transposed convolution, with about
   half its multiply-adds for a 3x3 kernel (no zero taps) and a gradient several
-  times cheaper on CPU.
+  times cheaper on CPU. With `native=True` the 2x2, 16-channel case (ESNet's
+  output layer) runs `native_kernels.upsample16` instead, for inference.
   """
   features: int
   kernel_size: int
   padding: int
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,6 +90,11 @@ class ConvTranspose2x(nn.Module):
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    if (self.native and (k, self.padding, x.shape[-1]) == (2, 0, 16)
+        and self.features <= native_kernels.MAX_UPSAMPLE_FEATURES
+        and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32)
+        and not self.is_initializing()):
+      return native_kernels.upsample16(x, kernel, bias)
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
     rows = []
@@ -256,6 +263,7 @@ class Decoder(nn.Module):
               + [functools.partial(up, 16)] + [functools.partial(fcu, 3)] * 2)
     x = _run_layers(layers, x, train)
     return ConvTranspose2x(self.num_classes, 2, padding=0, dtype=self.dtype,
+                           native=self.native and self.norm is None and not train,
                            name='output_conv')(x)
 
 
@@ -277,8 +285,8 @@ class ESNet(nn.Module):
   `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters;
   `use_dropout=False` turns the original's spatial dropout off.
   `native_kernels=True` (only where `esnet_jax.native_kernels.available()`)
-  runs the 16-channel units of BN-folded float32 inference with that module's
-  kernel: the same function, faster on CPU. Leave it False for anything
+  runs the 16-channel units and the output layer of BN-folded float32 inference
+  with that module's kernels: the same function, faster on CPU. Leave it False for anything
   exported.
   """
   num_classes: int = 19

@@ -1,10 +1,12 @@
-"""A CPU kernel XLA lacks, compiled on first use and called through XLA's FFI.
+"""CPU kernels XLA lacks, compiled on first use and called through XLA's FFI.
 
-`conv16`: ESNet's 16-channel factorised convolution (kx1 or 1xk, 'same' padding,
-dilation d) with its bias, an optional residual and an optional ReLU fused, in
-AVX-512 (`native/conv16.cc`). XLA:CPU's own convolution kernel is about 2.7x
-slower on 16 channels; with this kernel a 16-channel FCU takes ~8 ms instead of
-~18 ms at 256x512 on the benchmark machine (README, benchmark section).
+Both in AVX-512 (`native/conv16.cc`), for ESNet's 16-channel layers, where
+XLA:CPU's own convolution kernel is about 2.7x slower than oneDNN's:
+`conv16`, the factorised convolution (kx1 or 1xk, 'same' padding, dilation d)
+with its bias, an optional residual and an optional ReLU fused (a 16-channel
+FCU takes ~8 ms instead of ~18 ms at 256x512 on the benchmark machine), and
+`upsample16`, the decoder's 2x2 stride-2 output transposed convolution, written
+straight into the interleaved output (README, benchmark section).
 
 The network uses it only when asked (`ESNet(native_kernels=True)`, which
 `Segmenter`, the benchmark and layer timing set when `available()`) and only for inference with
@@ -40,6 +42,9 @@ OPT_OUT_ENV = 'ESNET_JAX_NO_NATIVE_KERNELS'
 CACHE_ENV = 'ESNET_JAX_CACHE_DIR'
 _SOURCE = Path(__file__).with_name('native') / 'conv16.cc'
 _TARGET = 'esnet_conv16'
+_UPSAMPLE_TARGET = 'esnet_upsample16'
+# Widest output of `upsample16` (two AVX-512 registers).
+MAX_UPSAMPLE_FEATURES = 32
 _FLAGS = ('-O3', '-mavx512f', '-mfma', '-shared', '-fPIC', '-std=c++17')
 
 
@@ -86,7 +91,9 @@ def available() -> bool:
   try:
     library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.Conv16), platform='cpu')
-  except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+    jax.ffi.register_ffi_target(_UPSAMPLE_TARGET, jax.ffi.pycapsule(library.Upsample16),
+                                platform='cpu')
+  except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
     warnings.warn(f'esnet_jax: native CPU kernel unavailable, using XLA convolutions '
                   f'(slower on CPU): {e}', RuntimeWarning, stacklevel=2)
     return False
@@ -100,6 +107,13 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
+def _require() -> None:
+  if not available():
+    raise RuntimeError('esnet_jax.native_kernels is not available on this machine (see the '
+                       'warning above, or AVX-512 / a C++ compiler is missing): build the '
+                       'network with native_kernels=False.')
+
+
 def conv16(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
            dilation: int = 1, relu: bool = False, residual: jax.Array | None = None
            ) -> jax.Array:
@@ -108,12 +122,23 @@ def conv16(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
   `kernel` is a flax conv kernel of shape (k, 1, 16, 16) (`vertical`) or (1, k,
   16, 16); the convolution pads to keep H and W, like the original's.
   """
-  if not available():
-    raise RuntimeError('esnet_jax.native_kernels is not available on this machine (see the '
-                       'warning above, or AVX-512 / a C++ compiler is missing): build the '
-                       'network with native_kernels=False.')
+  _require()
   taps = kernel.shape[0] if vertical else kernel.shape[1]
   call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(x.shape, x.dtype))
   return call(x, kernel.reshape(taps, 16, 16), bias, x if residual is None else residual,
               vertical=np.int64(vertical), dilation=np.int64(dilation), relu=np.int64(relu),
               has_res=np.int64(residual is not None), threads=np.int64(_threads()))
+
+
+def upsample16(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """PyTorch `ConvTranspose2d(16, out, 2, stride=2)` on NHWC float32 x: (N, 2H, 2W, out).
+
+  `kernel` is (2, 2, 16, out) in `ConvTranspose2x`'s layout (scatter semantics:
+  output pixel (2m+a, 2n+b) is x[m, n] @ kernel[a, b] + bias), out <=
+  MAX_UPSAMPLE_FEATURES.
+  """
+  _require()
+  n, h, w, _ = x.shape
+  call = jax.ffi.ffi_call(_UPSAMPLE_TARGET,
+                          jax.ShapeDtypeStruct((n, 2 * h, 2 * w, kernel.shape[-1]), x.dtype))
+  return call(x, kernel, bias, threads=np.int64(_threads()))

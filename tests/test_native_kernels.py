@@ -51,10 +51,26 @@ def test_network_with_native_kernels_equals_xla_network():
   xla = ESNet(19, bn_folded=True).apply(variables, x)
   native = jax.jit(ESNet(19, bn_folded=True, native_kernels=True).apply)(variables, x)
   np.testing.assert_allclose(native, xla, atol=2e-5)
-  # The kernel really ran: five 16-channel FCUs, four custom calls each.
+  # The kernels really ran: five 16-channel FCUs, four calls each, and the output layer.
   hlo = jax.jit(ESNet(19, bn_folded=True, native_kernels=True).apply).lower(
       variables, x).as_text()
-  assert hlo.count('esnet_conv16') == 20
+  assert hlo.count('esnet_conv16') == 20 and hlo.count('esnet_upsample16') == 1
+
+
+@needs_kernel
+@pytest.mark.parametrize('features', [5, 11, 16, 19, 32])
+def test_upsample16_equals_the_transposed_convolution(features):
+  from esnet_jax.models import ConvTranspose2x
+  rng = np.random.default_rng(features)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 16)), jnp.float32)
+  layer = ConvTranspose2x(features, 2, padding=0)
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  variables = {'params': {'kernel': variables['params']['kernel'],
+                          'bias': jnp.asarray(rng.normal(size=(features,)), jnp.float32)}}
+  expected = layer.apply(variables, x)
+  got = jax.jit(ConvTranspose2x(features, 2, padding=0, native=True).apply)(variables, x)
+  assert got.shape == (2, 10, 14, features)
+  np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_opt_out_and_unsupported_cases_use_xla(monkeypatch):
@@ -74,7 +90,7 @@ def test_opt_out_and_unsupported_cases_use_xla(monkeypatch):
                           (ESNet(19, dtype=jnp.bfloat16, bn_folded=True, native_kernels=True),
                            folding.fold_batch_norm(variables, epsilon=1e-3), False)]:
     hlo = jax.jit(lambda v, x: model.apply(v, x, train=train)).lower(v, x).as_text()
-    assert 'esnet_conv16' not in hlo
+    assert 'esnet_conv16' not in hlo and 'esnet_upsample16' not in hlo
 
 
 def test_failed_compile_warns_and_falls_back(monkeypatch, tmp_path):

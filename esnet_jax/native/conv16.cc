@@ -112,3 +112,68 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv16, Conv16Impl,
                                   .Attr<int64_t>("relu")
                                   .Attr<int64_t>("has_res")
                                   .Attr<int64_t>("threads"));
+
+// The decoder's output layer: a 2x2 stride-2 transposed convolution from 16 channels to
+// `out` <= 32 channels (PyTorch ConvTranspose2d(16, out, 2, stride=2)): output pixel
+// (2m+a, 2n+b) = bias + x[m, n] @ w[a, b], written straight into the interleaved layout.
+static void upsample_row(const float* x, const float* w, const float* b, float* y, int64_t n,
+                         int64_t m, int64_t H, int64_t W, int64_t out) {
+  const __mmask16 lo = out >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << out) - 1);
+  const __mmask16 hi = out > 16 ? static_cast<__mmask16>((1u << (out - 16)) - 1) : 0;
+  const __m512 b0 = _mm512_maskz_loadu_ps(lo, b);
+  const __m512 b1 = _mm512_maskz_loadu_ps(hi, b + 16);
+  const float* xrow = x + ((n * H + m) * W) * 16;
+  for (int a = 0; a < 2; ++a) {
+    float* yrow = y + ((n * 2 * H + 2 * m + a) * 2 * W) * out;
+    for (int bb = 0; bb < 2; ++bb) {
+      const float* wab = w + (a * 2 + bb) * 16 * out;
+      for (int64_t px = 0; px < W; ++px) {
+        __m512 acc0 = b0, acc1 = b1;
+        const float* src = xrow + px * 16;
+        for (int c = 0; c < 16; ++c) {
+          const __m512 v = _mm512_set1_ps(src[c]);
+          acc0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(lo, wab + c * out), acc0);
+          if (hi) acc1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(hi, wab + c * out + 16), acc1);
+        }
+        float* dst = yrow + (2 * px + bb) * out;
+        _mm512_mask_storeu_ps(dst, lo, acc0);
+        if (hi) _mm512_mask_storeu_ps(dst + 16, hi, acc1);
+      }
+    }
+  }
+}
+
+static ffi::Error Upsample16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                                 ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y,
+                                 int64_t threads) {
+  auto dims = x.dimensions();
+  auto wd = w.dimensions();
+  if (dims.size() != 4 || dims[3] != 16 || wd.size() != 4 || wd[0] != 2 || wd[1] != 2 ||
+      wd[2] != 16 || wd[3] > 32)
+    return ffi::Error::InvalidArgument(
+        "esnet_upsample16: x must be (N, H, W, 16), w (2, 2, 16, out <= 32)");
+  const int64_t N = dims[0], H = dims[1], W = dims[2], out = wd[3];
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  const float* bp = b.typed_data();
+  float* yp = y->typed_data();
+  const int64_t rows = N * H;
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
+  auto run = [&](int64_t part) {
+    for (int64_t r = rows * part / workers; r < rows * (part + 1) / workers; ++r)
+      upsample_row(xp, wp, bp, yp, r / H, r % H, H, W, out);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t part = 1; part < workers; ++part) pool.emplace_back(run, part);
+  run(0);
+  for (auto& thread : pool) thread.join();
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Upsample16, Upsample16Impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("threads"));
