@@ -73,6 +73,19 @@ static inline void conv_row(const float* x, const float* w, const float* b, cons
   }
 }
 
+// Calls row(r) for r in [0, rows), the rows split evenly over `threads` threads.
+template <typename RowFn>
+static void for_each_row(int64_t rows, int64_t threads, const RowFn& row) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
+  auto run = [&](int64_t part) {
+    for (int64_t r = rows * part / workers; r < rows * (part + 1) / workers; ++r) row(r);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t part = 1; part < workers; ++part) pool.emplace_back(run, part);
+  run(0);
+  for (auto& thread : pool) thread.join();
+}
+
 static ffi::Error Conv16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                              ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> res,
                              ffi::ResultBuffer<ffi::F32> y, int64_t vertical, int64_t dilation,
@@ -87,16 +100,9 @@ static ffi::Error Conv16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   const float* bp = b.typed_data();
   const float* rp = has_res ? res.typed_data() : nullptr;
   float* yp = y->typed_data();
-  const int64_t rows = N * H;
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
-  auto run = [&](int64_t part) {
-    for (int64_t r = rows * part / workers; r < rows * (part + 1) / workers; ++r)
-      conv_row(xp, wp, bp, rp, yp, r / H, r % H, H, W, k, dilation, vertical != 0, relu != 0);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t part = 1; part < workers; ++part) pool.emplace_back(run, part);
-  run(0);
-  for (auto& thread : pool) thread.join();
+  for_each_row(N * H, threads, [&](int64_t r) {
+    conv_row(xp, wp, bp, rp, yp, r / H, r % H, H, W, k, dilation, vertical != 0, relu != 0);
+  });
   return ffi::Error::Success();
 }
 
@@ -157,16 +163,9 @@ static ffi::Error Upsample16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
   const float* wp = w.typed_data();
   const float* bp = b.typed_data();
   float* yp = y->typed_data();
-  const int64_t rows = N * H;
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
-  auto run = [&](int64_t part) {
-    for (int64_t r = rows * part / workers; r < rows * (part + 1) / workers; ++r)
-      upsample_row(xp, wp, bp, yp, r / H, r % H, H, W, out);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t part = 1; part < workers; ++part) pool.emplace_back(run, part);
-  run(0);
-  for (auto& thread : pool) thread.join();
+  for_each_row(N * H, threads, [&](int64_t r) {
+    upsample_row(xp, wp, bp, yp, r / H, r % H, H, W, out);
+  });
   return ffi::Error::Success();
 }
 
