@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import (checkpointing, convert, folding, native_kernels, profiling, weights,
-                       xla_flags)
+from esnet_jax import (checkpointing, convert, folding, host_memory, native_kernels, profiling,
+                       weights, xla_flags)
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -325,8 +325,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
 
 def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
                         runs: int = 10, warmup: int = 2, compare_torch: bool = False,
-                        seed: int = 0, trace_dir: str | os.PathLike[str] | None = None
-                        ) -> dict[str, Any]:
+                        seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
+                        use_native_kernels: bool = True) -> dict[str, Any]:
   """Images/s of one training step (forward, loss, backward, Adam update).
 
   JAX: `train.train_step` pmapped over one device, exactly as training runs it
@@ -334,14 +334,15 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   weight decay). With `compare_torch`, the original PyTorch network in eager
   train mode with `torch.optim.Adam(weight_decay=1e-4)` and
   `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating steps.
-  `trace_dir` as for `run_inference_benchmark`.
+  `trace_dir` as for `run_inference_benchmark`; `use_native_kernels` as
+  `config.model.native_kernels` in training (reported as `native_kernels`).
   """
   import functools
 
   import flax
 
   from esnet_jax import losses, train
-  config = _train_config()
+  config = _train_config(use_native_kernels)
   num_classes = 19
   model = train.create_model(config, num_classes)
   lr_fn = train.create_learning_rate_fn(config)
@@ -370,6 +371,7 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   calls: dict[str, Callable[[], Any]] = {'jax': jax_step}
   result: dict[str, Any] = {'mode': 'train', 'height': height, 'width': width, 'batch': batch,
                             'runs': runs, 'compile_s': compile_s, 'devices': 1,
+                            'native_kernels': model.native_kernels,
                             'jax_version': jax.__version__,
                             'xla_flags': os.environ.get('XLA_FLAGS', '')}
   if compare_torch:
@@ -395,12 +397,12 @@ def _trace(call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: in
           'trace_ops': profiling.op_totals(trace_file, calls)[:20]}
 
 
-def _train_config() -> Any:
+def _train_config(native_kernels: bool = True) -> Any:
   """The parts of configs/default.py that a train step reads (the paper's recipe)."""
   import ml_collections
   return ml_collections.ConfigDict({
       'num_train_steps': 1000,
-      'model': {'dtype': 'float32', 'dropout': True},
+      'model': {'dtype': 'float32', 'dropout': True, 'native_kernels': native_kernels},
       'optimizer': {'learning_rate': 5e-4, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
                     'weight_decay': 1e-4, 'weight_decay_mode': 'coupled',
                     'poly_power': 0.9, 'warmup_steps': 0}})
@@ -495,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help='fold BatchNorm into the convolutions, as Segmenter does')
   parser.add_argument('--native-kernels', action=argparse.BooleanOptionalAction, default=True,
                       help='run the 16-channel layers with the compiled AVX-512 kernels '
-                           '(esnet_jax.native_kernels) where available, as Segmenter does')
+                           '(esnet_jax.native_kernels) where available, as Segmenter and '
+                           'training (config.model.native_kernels) do')
   parser.add_argument('--num-classes', type=int, default=None,
                       help="classes of the random-weight network (19 when not given); "
                            "with --checkpoint, must match the checkpoint's")
@@ -517,13 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
   args = build_parser().parse_args(argv)
+  if args.train:  # As `esnet_jax.main` does for training, before JAX starts its threads.
+    host_memory.keep_freed_memory()
   if args.trace:
     xla_flags.request_flags((profiling.TRACE_FLAG,))
   if args.train:
     result = run_train_benchmark(height=args.height, width=args.width,
                                  batch=args.batch or 8, runs=args.runs, warmup=args.warmup,
                                  compare_torch=args.compare_torch, seed=args.seed,
-                                 trace_dir=args.trace)
+                                 trace_dir=args.trace, use_native_kernels=args.native_kernels)
     print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
     _print_trace(result)
     if args.json:

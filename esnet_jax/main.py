@@ -62,6 +62,9 @@ def _initialize_distributed() -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  if FLAGS.config.mode == 'train':  # Before JAX starts its threads.
+    from esnet_jax import host_memory
+    host_memory.keep_freed_memory()
   from esnet_jax import benchmark, checkpointing, convert, predict, pretrained, train
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError

@@ -48,6 +48,20 @@ def _factorized_conv(features: int, kernel: int, vertical: bool, dilation: int,
                  kernel_dilation=(1, dilation), dtype=dtype, name=name)
 
 
+def _native_factorized_conv(features: int, kernel: int, vertical: bool, dilation: int,
+                            dtype: Dtype, name: str) -> Callable[[jax.Array], jax.Array]:
+  """`_factorized_conv` (same parameters) computed by `native_kernels.factorized_conv`."""
+  del dtype  # float32 only.
+  params = _ConvParams(features, (kernel, 1) if vertical else (1, kernel), name=name)
+  return lambda x: native_kernels.factorized_conv(x, *params(x.shape[-1]), vertical, dilation)
+
+
+def _use_native(requested: bool, x: jax.Array, dtype: Dtype | None, module: nn.Module) -> bool:
+  """Whether a unit runs its factorised convolutions in `native_kernels`."""
+  return (requested and x.dtype == jnp.float32 and dtype in (None, jnp.float32)
+          and x.shape[-1] % 16 == 0 and not module.is_initializing())
+
+
 def _maybe_norm(norm: ModuleDef | None, x: jax.Array, name: str) -> jax.Array:
   """BatchNorm, or nothing when the network runs on BN-folded parameters."""
   return x if norm is None else norm(name=name)(x)
@@ -114,6 +128,37 @@ class ConvTranspose2x(nn.Module):
     return y.reshape(n, 2 * h, 2 * w, c) + bias.astype(dtype)
 
 
+class NativeBatchNorm(nn.Module):
+  """`nn.BatchNorm` on the last axis, with its variables, names and function, whose
+  training-mode statistics and gradients come from `native_kernels.batch_norm_train`.
+
+  ESNet uses it in place of `nn.BatchNorm` when built with `native_kernels=True`
+  in float32; the inputs need a multiple of 16 channels (all of ESNet's do).
+  """
+  use_running_average: bool
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Dtype | None = None
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    c = x.shape[-1]
+    if x.dtype != jnp.float32 or self.dtype not in (None, jnp.float32) or c % 16:
+      raise ValueError(f'NativeBatchNorm needs float32 inputs with a multiple of 16 channels; '
+                       f'got {x.dtype} with {c} (use nn.BatchNorm).')
+    ra_mean = self.variable('batch_stats', 'mean', lambda s: jnp.zeros(s, jnp.float32), (c,))
+    ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), (c,))
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    if self.use_running_average or self.is_initializing():
+      return (x - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+    y, mean, var = native_kernels.batch_norm_train(x, scale, bias, self.epsilon, self.axis_name)
+    ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+    ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
 class DownsamplerBlock(nn.Module):
   """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU."""
   features: int
@@ -150,9 +195,10 @@ class _ConvParams(nn.Module):
 class FCU(nn.Module):
   """Factorized convolution unit: two residual (kx1, ReLU, 1xk, BN) pairs.
 
-  With `native=True`, a BN-folded 16-channel float32 unit in inference runs as
-  four calls of `native_kernels.conv16` (bias, ReLU and residual fused): the
-  same function, about twice as fast on CPU.
+  With `native=True` (float32), the convolutions run as
+  `native_kernels.factorized_conv` (faster gradients on CPU), and a BN-folded
+  16-channel unit in inference as four calls of `native_kernels.conv16` (bias,
+  ReLU and residual fused): the same function, about twice as fast on CPU.
   """
   kernel_size: int
   dropout: float
@@ -164,9 +210,8 @@ class FCU(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c, k = x.shape[-1], self.kernel_size
-    if (self.native and self.norm is None and not train and c == 16
-        and x.dtype == jnp.float32 and self.dtype in (None, jnp.float32)
-        and not self.is_initializing()):
+    native = _use_native(self.native, x, self.dtype, self)
+    if native and c == 16 and self.norm is None and not train:
       convs = [_ConvParams(c, (k, 1) if vertical else (1, k), name=name)(c) for name, vertical in
                (('conv3x1_1', True), ('conv1x3_1', False), ('conv3x1_2', True),
                 ('conv1x3_2', False))]
@@ -175,11 +220,12 @@ class FCU(nn.Module):
       y = native_kernels.conv16(y, *convs[2], vertical=True, dilation=self.dilation, relu=True)
       return native_kernels.conv16(y, *convs[3], vertical=False, dilation=self.dilation,
                                    relu=True, residual=x)
-    y = _factorized_conv(c, k, True, 1, self.dtype, 'conv3x1_1')(x)
-    y = _factorized_conv(c, k, False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
+    conv = functools.partial(_native_factorized_conv if native else _factorized_conv, c, k)
+    y = conv(True, 1, self.dtype, 'conv3x1_1')(x)
+    y = conv(False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
     y = nn.relu(_maybe_norm(self.norm, y, 'bn1'))
-    y = _factorized_conv(c, k, True, self.dilation, self.dtype, 'conv3x1_2')(y)
-    y = _factorized_conv(c, k, False, self.dilation, self.dtype, 'conv1x3_2')(nn.relu(y))
+    y = conv(True, self.dilation, self.dtype, 'conv3x1_2')(y)
+    y = conv(False, self.dilation, self.dtype, 'conv1x3_2')(nn.relu(y))
     y = _maybe_norm(self.norm, y, 'bn2')
     if self.dropout:
       y = _spatial_dropout(self.dropout, train)(y)
@@ -192,20 +238,23 @@ class PFCU(nn.Module):
   norm: ModuleDef | None
   dilations: Sequence[int] = PFCU_DILATIONS
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     c = x.shape[-1]
-    y = _factorized_conv(c, 3, True, 1, self.dtype, 'conv3x1_1')(x)
-    y = _factorized_conv(c, 3, False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
+    native = _use_native(self.native, x, self.dtype, self)
+    conv = functools.partial(_native_factorized_conv if native else _factorized_conv, c, 3)
+    y = conv(True, 1, self.dtype, 'conv3x1_1')(x)
+    y = conv(False, 1, self.dtype, 'conv1x3_1')(nn.relu(y))
     y = nn.relu(_maybe_norm(self.norm, y, 'bn1'))
     # The original applies the same `bn2` (and dropout module) to every branch.
     shared_bn = None if self.norm is None else self.norm(name='bn2')
     drop = _spatial_dropout(self.dropout, train) if self.dropout else None
     out = x
     for rate in self.dilations:
-      b = _factorized_conv(c, 3, True, rate, self.dtype, f'conv3x1_2{rate}')(y)
-      b = _factorized_conv(c, 3, False, rate, self.dtype, f'conv1x3_2{rate}')(nn.relu(b))
+      b = conv(True, rate, self.dtype, f'conv3x1_2{rate}')(y)
+      b = conv(False, rate, self.dtype, f'conv1x3_2{rate}')(nn.relu(b))
       if shared_bn is not None:
         b = shared_bn(b)
       if drop is not None:
@@ -240,7 +289,7 @@ class Encoder(nn.Module):
     x = DownsamplerBlock(16, self.norm, self.dtype, name='initial_block')(x)
     down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype)
     pfcu = functools.partial(PFCU, PFCU_DROPOUT if self.use_dropout else 0.0, self.norm,
-                             dtype=self.dtype)
+                             dtype=self.dtype, native=self.native)
     layers = ([functools.partial(fcu, 3, fcu_drop)] * 3 + [functools.partial(down, 64)]
               + [functools.partial(fcu, 5, fcu_drop)] * 2
               + [functools.partial(down, 128)] + [pfcu] * 3)
@@ -285,9 +334,10 @@ class ESNet(nn.Module):
   `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters;
   `use_dropout=False` turns the original's spatial dropout off.
   `native_kernels=True` (only where `esnet_jax.native_kernels.available()`)
-  runs the 16-channel units and the output layer of BN-folded float32 inference
-  with that module's kernels: the same function, faster on CPU. Leave it False for anything
-  exported.
+  computes float32 layers with that module's CPU kernels: the 16-channel units
+  and the output layer of BN-folded inference, and in training the factorised
+  convolutions' gradients and BatchNorm (`NativeBatchNorm`). The same function,
+  faster on CPU. Leave it False for anything exported.
   """
   num_classes: int = 19
   dtype: Dtype = jnp.float32
@@ -310,8 +360,9 @@ class ESNet(nn.Module):
           f'esnet_jax.inference.Segmenter, which pads and crops back.')
     if self.bn_folded and train:
       raise ValueError('BN-folded parameters are for inference only; train=False.')
+    native_norm = self.native_kernels and jnp.dtype(self.dtype) == jnp.float32
     norm = None if self.bn_folded else functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
+        NativeBatchNorm if native_norm else nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
         epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
     features = Encoder(norm, self.dtype, self.use_dropout, self.native_kernels,

@@ -1,20 +1,25 @@
 """CPU kernels XLA lacks, compiled on first use and called through XLA's FFI.
 
-Both in AVX-512 (`native/conv16.cc`), for ESNet's 16-channel layers, where
-XLA:CPU's own convolution kernel is about 2.7x slower than oneDNN's:
-`conv16`, the factorised convolution (kx1 or 1xk, 'same' padding, dilation d)
-with its bias, an optional residual and an optional ReLU fused (a 16-channel
-FCU takes ~8 ms instead of ~18 ms at 256x512 on the benchmark machine), and
-`upsample16`, the decoder's 2x2 stride-2 output transposed convolution, written
-straight into the interleaved output (README, benchmark section).
+All in AVX-512 (`native/kernels.cc`), where XLA:CPU's own kernels lose to
+PyTorch's oneDNN on ESNet:
+`conv16`, the 16-channel factorised convolution (kx1 or 1xk, 'same' padding,
+dilation d) with its bias, an optional residual and an optional ReLU fused (a
+16-channel FCU takes ~8 ms instead of ~18 ms at 256x512 on the benchmark
+machine); `upsample16`, the decoder's 2x2 stride-2 output transposed
+convolution, written straight into the interleaved output; `conv_wgrad`, the
+kernel and bias gradients of any factorised convolution, accumulated as outer
+products without the transposes XLA's gradient convolutions need; and the
+per-channel sums of training-mode BatchNorm, one pass each instead of XLA's
+reduce-window trees. `factorized_conv` and `batch_norm_train` put them
+together with `jax.custom_vjp` (README, benchmark section).
 
-The network uses it only when asked (`ESNet(native_kernels=True)`, which
-`Segmenter`, the benchmark and layer timing set when `available()`) and only for inference with
-BN-folded parameters in float32 on a CPU backend. It is never used in exported
-models, whose StableHLO must not depend on a library of this package. When the
-CPU lacks AVX-512, no C++ compiler is found, compiling fails, or
+The network uses them only when asked (`ESNet(native_kernels=True)`, which
+`Segmenter`, the benchmark, layer timing and training set when `available()`),
+in float32 on a CPU backend. They are never used in exported models, whose
+StableHLO must not depend on a library of this package. When the CPU lacks
+AVX-512, no C++ compiler is found, compiling fails, or
 `ESNET_JAX_NO_NATIVE_KERNELS=1`, `available()` is False (with a warning when a
-compile failed) and the network runs XLA's convolutions: the same function.
+compile failed) and the network runs XLA's operations: the same function.
 
 The shared library is built once per machine with `$CXX` (or `c++`) into
 `$ESNET_JAX_CACHE_DIR` (default `~/.cache/esnet_jax`), named by a hash of the
@@ -36,13 +41,17 @@ import warnings
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 OPT_OUT_ENV = 'ESNET_JAX_NO_NATIVE_KERNELS'
 CACHE_ENV = 'ESNET_JAX_CACHE_DIR'
-_SOURCE = Path(__file__).with_name('native') / 'conv16.cc'
+_SOURCE = Path(__file__).with_name('native') / 'kernels.cc'
 _TARGET = 'esnet_conv16'
 _UPSAMPLE_TARGET = 'esnet_upsample16'
+_WGRAD_TARGET = 'esnet_conv_wgrad'
+_MOMENTS_TARGET = 'esnet_channel_moments'
+_GRAD_SUMS_TARGET = 'esnet_channel_grad_sums'
 # Widest output of `upsample16` (two AVX-512 registers).
 MAX_UPSAMPLE_FEATURES = 32
 _FLAGS = ('-O3', '-mavx512f', '-mfma', '-shared', '-fPIC', '-std=c++17')
@@ -65,7 +74,7 @@ def _compile(compiler: str) -> Path:
   key = hashlib.sha256(_SOURCE.read_bytes() + command_text.encode()
                        + jax.__version__.encode()).hexdigest()[:16]
   cache = Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'esnet_jax')
-  target = cache / f'conv16-{key}.so'
+  target = cache / f'kernels-{key}.so'
   if target.exists():
     return target
   cache.mkdir(parents=True, exist_ok=True)
@@ -93,6 +102,10 @@ def available() -> bool:
     jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.Conv16), platform='cpu')
     jax.ffi.register_ffi_target(_UPSAMPLE_TARGET, jax.ffi.pycapsule(library.Upsample16),
                                 platform='cpu')
+    for target, symbol in ((_WGRAD_TARGET, library.ConvWgrad),
+                           (_MOMENTS_TARGET, library.ChannelMoments),
+                           (_GRAD_SUMS_TARGET, library.ChannelGradSums)):
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(symbol), platform='cpu')
   except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
     warnings.warn(f'esnet_jax: native CPU kernel unavailable, using XLA convolutions '
                   f'(slower on CPU): {e}', RuntimeWarning, stacklevel=2)
@@ -128,6 +141,125 @@ def conv16(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
   return call(x, kernel.reshape(taps, 16, 16), bias, x if residual is None else residual,
               vertical=np.int64(vertical), dilation=np.int64(dilation), relu=np.int64(relu),
               has_res=np.int64(residual is not None), threads=np.int64(_threads()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def factorized_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, vertical: bool,
+                    dilation: int = 1) -> jax.Array:
+  """conv(x, kernel) + bias, kx1 or 1xk with 'same' padding, differentiable (training).
+
+  For NHWC float32 x whose channels (in and out) are multiples of 16; `kernel`
+  is a flax conv kernel, (k, 1, Cin, Cout) (`vertical`) or (1, k, Cin, Cout).
+  16 channels run `conv16` forward and for the input gradient (the kernel
+  mirrored and transposed); wider layers keep XLA's convolutions there. The
+  kernel and bias gradients always come from `conv_wgrad`: XLA's kernel gradient
+  transposes both operands to channel-major layouts, which cost ~1.2 s of a
+  3.1 s ESNet train step at 4x360x480 (README, training section).
+  """
+  return _factorized_forward(x, kernel, bias, vertical, dilation)
+
+
+def _is16(kernel: jax.Array) -> bool:
+  return kernel.shape[-2:] == (16, 16)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, vertical: bool, dilation: int) -> jax.Array:
+  pad = ((kernel.shape[0] if vertical else kernel.shape[1]) - 1) // 2 * dilation
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), ((pad, pad), (0, 0)) if vertical else ((0, 0), (pad, pad)),
+      rhs_dilation=(dilation, 1) if vertical else (1, dilation),
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _factorized_forward(x, kernel, bias, vertical, dilation):
+  if _is16(kernel):
+    return conv16(x, kernel, bias, vertical=vertical, dilation=dilation)
+  return _xla_conv(x, kernel, vertical, dilation) + bias
+
+
+def _factorized_conv_fwd(x, kernel, bias, vertical, dilation):
+  return _factorized_forward(x, kernel, bias, vertical, dilation), (x, kernel)
+
+
+def _factorized_conv_bwd(vertical, dilation, saved, dy):
+  x, kernel = saved
+  taps = kernel.shape[0] if vertical else kernel.shape[1]
+  if _is16(kernel):
+    mirrored = jnp.flip(kernel.reshape(taps, 16, 16), 0).transpose(0, 2, 1)
+    dx = conv16(dy, mirrored.reshape(kernel.shape), jnp.zeros((16,), dy.dtype),
+                vertical=vertical, dilation=dilation)
+  else:
+    _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, vertical, dilation), x)
+    dx, = transpose(dy)
+  dw, db = conv_wgrad(x, dy, taps, vertical=vertical, dilation=dilation)
+  return dx, dw.reshape(kernel.shape), db
+
+
+factorized_conv.defvjp(_factorized_conv_fwd, _factorized_conv_bwd)
+
+
+def conv_wgrad(x: jax.Array, dy: jax.Array, taps: int, *, vertical: bool,
+               dilation: int = 1) -> tuple[jax.Array, jax.Array]:
+  """Kernel gradient, as (taps, Cin, Cout), and bias gradient of `factorized_conv`."""
+  _require()
+  cin, cout = x.shape[-1], dy.shape[-1]
+  call = jax.ffi.ffi_call(_WGRAD_TARGET, (jax.ShapeDtypeStruct((taps, cin, cout), x.dtype),
+                                          jax.ShapeDtypeStruct((cout,), x.dtype)))
+  return call(x, dy, vertical=np.int64(vertical), dilation=np.int64(dilation),
+              threads=np.int64(_threads()))
+
+
+def _channel_sums(target: str, a: jax.Array, x: jax.Array, mean: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+  _require()
+  c = a.shape[-1]
+  call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct((c,), a.dtype),) * 2)
+  return call(a, x, mean, threads=np.int64(_threads()))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
+                     axis_name: str | None = None
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Training-mode BatchNorm over all but the last axis: (y, batch mean, batch variance).
+
+  flax `nn.BatchNorm`'s function (fast variance E[x^2] - E[x]^2 clipped at 0,
+  statistics averaged over `axis_name` under pmap), with the per-channel sums of
+  the statistics and of the gradient taken in one pass each by `native/` kernels
+  instead of XLA:CPU's reduce-window trees (~0.5 s of a 2.5 s train step at
+  4x360x480). For float32 x with a multiple of 16 channels. The mean and
+  variance outputs are for the running averages and carry no gradient.
+  """
+  return _batch_norm_fwd(x, scale, bias, epsilon, axis_name)[0]
+
+
+def _batch_norm_fwd(x, scale, bias, epsilon, axis_name):
+  count = x.size // x.shape[-1]
+  total, total_sq = _channel_sums(_MOMENTS_TARGET, x, x, jnp.zeros((x.shape[-1],), x.dtype))
+  moments = jnp.stack([total, total_sq]) / count
+  if axis_name is not None:
+    moments = jax.lax.pmean(moments, axis_name)
+  mean, mean_sq = moments[0], moments[1]
+  var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
+  inv = jax.lax.rsqrt(var + epsilon)
+  y = (x - mean) * (inv * scale) + bias
+  return (y, mean, var), (x, scale, mean, inv)
+
+
+def _batch_norm_bwd(epsilon, axis_name, saved, cotangents):
+  del epsilon
+  x, scale, mean, inv = saved
+  dy = cotangents[0]
+  count = x.size // x.shape[-1]
+  sum_dy, sum_dy_xc = _channel_sums(_GRAD_SUMS_TARGET, dy, x, mean)
+  means = jnp.stack([sum_dy, sum_dy_xc]) / count
+  if axis_name is not None:  # The statistics came from every replica's pixels.
+    means = jax.lax.pmean(means, axis_name)
+  dx = (inv * scale) * (dy - means[0] - (x - mean) * (jnp.square(inv) * means[1]))
+  return dx, sum_dy_xc * inv, sum_dy
+
+
+batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 def upsample16(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:

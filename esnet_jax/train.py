@@ -27,7 +27,8 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from esnet_jax import checkpointing, input_pipeline, losses, metrics, plots, weights
+from esnet_jax import (checkpointing, input_pipeline, losses, metrics, native_kernels, plots,
+                       weights)
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
@@ -48,8 +49,11 @@ class NonFiniteLossError(FloatingPointError):
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int,
                  axis_name: str | None = AXIS) -> ESNet:
+  """ESNet as the config describes it; native CPU kernels only where they are available."""
   return ESNet(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype),
-               bn_axis_name=axis_name, use_dropout=config.model.dropout)
+               bn_axis_name=axis_name, use_dropout=config.model.dropout,
+               native_kernels=(config.model.get('native_kernels', False)
+                               and native_kernels.available()))
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:

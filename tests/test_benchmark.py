@@ -133,14 +133,18 @@ def test_no_flags_added_once_the_backend_runs(result, monkeypatch):
   assert os.environ['XLA_FLAGS'] == ''
 
 
-def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path):
+def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monkeypatch):
   pytest.importorskip('torch')
+  from esnet_jax import host_memory, native_kernels
+  # In-process: keep this test process's malloc as it is (tests/test_host_memory.py).
+  monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
   result = benchmark.main(['--train', '--height', '32', '--width', '48', '--batch', '2',
                            '--runs', '2', '--warmup', '1', '--compare-torch', '--json', str(out)])
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
   assert saved['mode'] == 'train' and saved['batch'] == 2 and saved['runs'] == 2
+  assert saved['native_kernels'] == native_kernels.available()
   for name in ('jax', 'torch_nchw', 'torch_channels_last'):
     assert saved[f'{name}_images_per_sec'] > 0
   assert saved['ratio_jax_to_torch_nchw'] == pytest.approx(
