@@ -111,6 +111,8 @@ class ConvTranspose2x(nn.Module):
       return native_kernels.upsample16(x, kernel, bias)
     dtype = self.dtype or x.dtype
     x = x.astype(dtype)
+    native = (self.native and x.dtype == jnp.float32 and x.shape[-1] % 16 == 0
+              and self.features % 16 == 0 and not self.is_initializing())
     rows = []
     for a in (0, 1):
       d_y, taps_y = _phase_taps(k, self.padding, a)
@@ -118,10 +120,13 @@ class ConvTranspose2x(nn.Module):
       for b in (0, 1):
         d_x, taps_x = _phase_taps(k, self.padding, b)
         sub = kernel[np.asarray(taps_y)[:, None], np.asarray(taps_x)[None, :]]
-        row.append(jax.lax.conv_general_dilated(
-            x, sub.astype(dtype), window_strides=(1, 1),
-            padding=((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)),
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
+        padding = ((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1))
+        if native:
+          row.append(native_kernels.same_size_conv(x, sub, padding))
+        else:
+          row.append(jax.lax.conv_general_dilated(
+              x, sub.astype(dtype), window_strides=(1, 1), padding=padding,
+              dimension_numbers=('NHWC', 'HWIO', 'NHWC')))
       rows.append(jnp.stack(row, axis=3))  # (n, h, w, b, c)
     y = jnp.stack(rows, axis=2)  # (n, h, a, w, b, c)
     n, h, _, w, _, c = y.shape
@@ -268,10 +273,12 @@ class UpsamplerBlock(nn.Module):
   features: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    y = ConvTranspose2x(self.features, 3, padding=1, dtype=self.dtype, name='conv')(x)
+    y = ConvTranspose2x(self.features, 3, padding=1, dtype=self.dtype, native=self.native,
+                        name='conv')(x)
     return nn.relu(_maybe_norm(self.norm, y, 'bn'))
 
 
@@ -307,7 +314,7 @@ class Decoder(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fcu = functools.partial(FCU, dropout=0.0, norm=self.norm, dtype=self.dtype,
                             native=self.native)
-    up = functools.partial(UpsamplerBlock, norm=self.norm, dtype=self.dtype)
+    up = functools.partial(UpsamplerBlock, norm=self.norm, dtype=self.dtype, native=self.native)
     layers = ([functools.partial(up, 64)] + [functools.partial(fcu, 5)] * 2
               + [functools.partial(up, 16)] + [functools.partial(fcu, 3)] * 2)
     x = _run_layers(layers, x, train)
@@ -362,8 +369,9 @@ class ESNet(nn.Module):
       raise ValueError('BN-folded parameters are for inference only; train=False.')
     native_norm = self.native_kernels and jnp.dtype(self.dtype) == jnp.float32
     norm = None if self.bn_folded else functools.partial(
-        NativeBatchNorm if native_norm else nn.BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
+        NativeBatchNorm if native_norm else nn.BatchNorm, use_running_average=not train,
+        momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=self.dtype,
+        axis_name=self.bn_axis_name)
     x = x.astype(self.dtype)
     features = Encoder(norm, self.dtype, self.use_dropout, self.native_kernels,
                        name='encoder')(x, train)

@@ -163,18 +163,23 @@ def _is16(kernel: jax.Array) -> bool:
   return kernel.shape[-2:] == (16, 16)
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, vertical: bool, dilation: int) -> jax.Array:
+def _factorized_padding(kernel: jax.Array, vertical: bool, dilation: int
+                        ) -> tuple[tuple[int, int], tuple[int, int]]:
   pad = ((kernel.shape[0] if vertical else kernel.shape[1]) - 1) // 2 * dilation
-  return jax.lax.conv_general_dilated(
-      x, kernel, (1, 1), ((pad, pad), (0, 0)) if vertical else ((0, 0), (pad, pad)),
-      rhs_dilation=(dilation, 1) if vertical else (1, dilation),
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  return ((pad, pad), (0, 0)) if vertical else ((0, 0), (pad, pad))
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], ...],
+              dilation: tuple[int, int] = (1, 1)) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, rhs_dilation=dilation,
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 def _factorized_forward(x, kernel, bias, vertical, dilation):
   if _is16(kernel):
     return conv16(x, kernel, bias, vertical=vertical, dilation=dilation)
-  return _xla_conv(x, kernel, vertical, dilation) + bias
+  dilations = (dilation, 1) if vertical else (1, dilation)
+  return _xla_conv(x, kernel, _factorized_padding(kernel, vertical, dilation), dilations) + bias
 
 
 def _factorized_conv_fwd(x, kernel, bias, vertical, dilation):
@@ -184,28 +189,65 @@ def _factorized_conv_fwd(x, kernel, bias, vertical, dilation):
 def _factorized_conv_bwd(vertical, dilation, saved, dy):
   x, kernel = saved
   taps = kernel.shape[0] if vertical else kernel.shape[1]
+  padding = _factorized_padding(kernel, vertical, dilation)
+  dilations = (dilation, 1) if vertical else (1, dilation)
   if _is16(kernel):
     mirrored = jnp.flip(kernel.reshape(taps, 16, 16), 0).transpose(0, 2, 1)
     dx = conv16(dy, mirrored.reshape(kernel.shape), jnp.zeros((16,), dy.dtype),
                 vertical=vertical, dilation=dilation)
   else:
-    _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, vertical, dilation), x)
+    _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding, dilations), x)
     dx, = transpose(dy)
-  dw, db = conv_wgrad(x, dy, taps, vertical=vertical, dilation=dilation)
-  return dx, dw.reshape(kernel.shape), db
+  dw, db = conv_wgrad(x, dy, kernel.shape[:2], dilation=dilations,
+                      offset=(-padding[0][0], -padding[1][0]))
+  return dx, dw, db
 
 
 factorized_conv.defvjp(_factorized_conv_fwd, _factorized_conv_bwd)
 
 
-def conv_wgrad(x: jax.Array, dy: jax.Array, taps: int, *, vertical: bool,
-               dilation: int = 1) -> tuple[jax.Array, jax.Array]:
-  """Kernel gradient, as (taps, Cin, Cout), and bias gradient of `factorized_conv`."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def same_size_conv(x: jax.Array, kernel: jax.Array,
+                   padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  """Stride-1 NHWC convolution (HWIO kernel, explicit padding) whose output has x's size.
+
+  XLA computes the value and the input gradient; the kernel gradient comes from
+  `conv_wgrad`. For float32 with channels (in and out) multiples of 16: the
+  per-phase convolutions of the decoder's upsamplers in training.
+  """
+  return _xla_conv(x, kernel, padding)
+
+
+def _same_size_conv_fwd(x, kernel, padding):
+  return _xla_conv(x, kernel, padding), (x, kernel)
+
+
+def _same_size_conv_bwd(padding, saved, dy):
+  x, kernel = saved
+  _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding), x)
+  dx, = transpose(dy)
+  dw, _ = conv_wgrad(x, dy, kernel.shape[:2], offset=(-padding[0][0], -padding[1][0]))
+  return dx, dw
+
+
+same_size_conv.defvjp(_same_size_conv_fwd, _same_size_conv_bwd)
+
+
+def conv_wgrad(x: jax.Array, dy: jax.Array, taps: tuple[int, int], *,
+               dilation: tuple[int, int] = (1, 1), offset: tuple[int, int] = (0, 0)
+               ) -> tuple[jax.Array, jax.Array]:
+  """Kernel gradient, (*taps, Cin, Cout), and bias gradient of a stride-1 convolution.
+
+  The convolution's output has x's size; its kernel tap (0, 0) reads input pixel
+  (h + offset[0], w + offset[1]) for output pixel (h, w) (so offset is minus the
+  leading padding), tap (i, j) that plus (i * dilation[0], j * dilation[1]).
+  """
   _require()
   cin, cout = x.shape[-1], dy.shape[-1]
-  call = jax.ffi.ffi_call(_WGRAD_TARGET, (jax.ShapeDtypeStruct((taps, cin, cout), x.dtype),
+  call = jax.ffi.ffi_call(_WGRAD_TARGET, (jax.ShapeDtypeStruct((*taps, cin, cout), x.dtype),
                                           jax.ShapeDtypeStruct((cout,), x.dtype)))
-  return call(x, dy, vertical=np.int64(vertical), dilation=np.int64(dilation),
+  return call(x, dy, dil_y=np.int64(dilation[0]), dil_x=np.int64(dilation[1]),
+              off_y=np.int64(offset[0]), off_x=np.int64(offset[1]),
               threads=np.int64(_threads()))
 
 

@@ -102,6 +102,26 @@ def test_factorized_conv_and_its_gradients_equal_xla(channels, taps, dilation, v
 
 
 @needs_kernel
+@pytest.mark.parametrize('taps, padding, channels', [
+    ((1, 1), ((0, 0), (0, 0)), (64, 16)), ((2, 1), ((0, 1), (0, 0)), (128, 64)),
+    ((2, 2), ((0, 1), (0, 1)), (16, 32)), ((3, 3), ((1, 1), (1, 1)), (32, 16))])
+def test_same_size_conv_kernel_gradient_equals_xla(taps, padding, channels):
+  cin, cout = channels
+  rng = np.random.default_rng(cin + cout)
+  x = jnp.asarray(rng.normal(size=(2, 9, 13, cin)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(*taps, cin, cout)) * 0.2, jnp.float32)
+  cotangent = jnp.asarray(rng.normal(size=(2, 9, 13, cout)), jnp.float32)
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  native = lambda x, k: native_kernels.same_size_conv(x, k, padding)
+  np.testing.assert_allclose(jax.jit(native)(x, kernel), xla(x, kernel), atol=2e-5)
+  got = jax.jit(jax.grad(lambda x, k: jnp.sum(native(x, k) * cotangent), (0, 1)))(x, kernel)
+  want = jax.grad(lambda x, k: jnp.sum(xla(x, k) * cotangent), (0, 1))(x, kernel)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
+
+
+@needs_kernel
 def test_train_step_gradients_with_native_kernels_equal_xla():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 48, 3)), jnp.float32)
   labels = jax.random.randint(jax.random.PRNGKey(1), (2, 32, 48), 0, 19)
@@ -127,10 +147,11 @@ def test_train_step_gradients_with_native_kernels_equal_xla():
     w = functools.reduce(lambda t, k: t[k.key], path, want[1])
     assert float(jnp.linalg.norm(g - w)) <= 0.1 * float(jnp.linalg.norm(w)), name
   # Every factorised convolution's kernel gradient, and the 16-channel ones' forward and
-  # input gradient, ran in the kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units.
+  # input gradient, ran in the kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units, and
+  # the four phase convolutions of each of the two upsamplers.
   hlo = jax.jit(jax.grad(functools.partial(loss, native_model))).lower(
       variables['params']).as_text()
-  assert hlo.count('@esnet_conv_wgrad(') == 5 * 4 + 4 * 4 + 3 * 8
+  assert hlo.count('@esnet_conv_wgrad(') == 5 * 4 + 4 * 4 + 3 * 8 + 2 * 4
   assert hlo.count('@esnet_conv16(') == 2 * 5 * 4
 
 

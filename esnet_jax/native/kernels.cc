@@ -189,11 +189,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Upsample16, Upsample16Impl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("threads"));
 
-// Gradient of a factorised convolution (kx1 or 1xk, 'same' padding, dilation d, NHWC,
-// Cin and Cout multiples of 16) with respect to its kernel and bias, for one output row
-// (n, h): dw[t] += x_t^T dy and db += sum(dy), where x_t holds the input pixels tap t
-// reads (zero padding contributes nothing). Outer products of CI input channels by NZ
-// registers of output channels accumulate in registers: no transposes, unlike XLA's.
+// Gradient of a stride-1 convolution whose output has its input's size (NHWC, a KY x KX
+// kernel with dilation (dil_y, dil_x), tap (0, 0) reading input pixel (h + off_y,
+// w + off_x); Cin and Cout multiples of 16) with respect to its kernel and bias, for one
+// output row (n, h): dw[t] += x_t^T dy and db += sum(dy), where x_t holds the input
+// pixels tap t reads (zero padding contributes nothing). Outer products of CI input
+// channels by NZ registers of output channels accumulate in registers: no transposes,
+// unlike XLA's.
 template <int CI, int NZ>
 static void wgrad_tile(const float* src, int64_t src_stride, const float* g, int64_t g_stride,
                        int64_t count, float* dw, int64_t cout) {
@@ -214,9 +216,8 @@ static void wgrad_tile(const float* src, int64_t src_stride, const float* g, int
 }
 
 static void wgrad_row(const float* x, const float* dy, float* dw, float* db, int64_t n,
-                      int64_t h, int64_t H, int64_t W, int64_t cin, int64_t cout, int64_t k,
-                      int64_t d, bool vertical) {
-  const int64_t p = (k - 1) / 2 * d;
+                      int64_t h, int64_t H, int64_t W, int64_t cin, int64_t cout, int64_t KY,
+                      int64_t KX, int64_t dil_y, int64_t dil_x, int64_t off_y, int64_t off_x) {
   const float* dyrow = dy + ((n * H + h) * W) * cout;
   for (int64_t o = 0; o < cout; o += 16) {
     __m512 bacc = _mm512_loadu_ps(db + o);
@@ -224,54 +225,52 @@ static void wgrad_row(const float* x, const float* dy, float* dw, float* db, int
       bacc = _mm512_add_ps(bacc, _mm512_loadu_ps(dyrow + w * cout + o));
     _mm512_storeu_ps(db + o, bacc);
   }
-  for (int64_t t = 0; t < k; ++t) {
-    const float* src;  // Input pixel paired with output pixel w: src + (w + shift) * cin.
-    int64_t w_begin = 0, w_end = W, shift = 0;
-    if (vertical) {
-      const int64_t hs = h + t * d - p;
-      if (hs < 0 || hs >= H) continue;
-      src = x + ((n * H + hs) * W) * cin;
-    } else {
-      const int64_t off = t * d - p;
-      w_begin = std::max<int64_t>(0, -off);
-      w_end = std::min<int64_t>(W, W - off);
-      src = x + ((n * H + h) * W) * cin;
-      shift = off;
-    }
-    if (w_end <= w_begin) continue;
-    const float* s0 = src + (w_begin + shift) * cin;
-    const float* g0 = dyrow + w_begin * cout;
-    float* dwt = dw + t * cin * cout;
-    if (cout == 16) {
-      for (int64_t c = 0; c < cin; c += 16)
-        wgrad_tile<16, 1>(s0 + c, cin, g0, cout, w_end - w_begin, dwt + c * cout, cout);
-    } else {
-      for (int64_t c = 0; c < cin; c += 8)
-        for (int64_t o = 0; o + 32 <= cout; o += 32)
-          wgrad_tile<8, 2>(s0 + c, cin, g0 + o, cout, w_end - w_begin, dwt + c * cout + o,
-                           cout);
-      if (cout % 32)  // A last block of 16 output channels.
+  for (int64_t ty = 0; ty < KY; ++ty) {
+    const int64_t hs = h + ty * dil_y + off_y;
+    if (hs < 0 || hs >= H) continue;
+    const float* src = x + ((n * H + hs) * W) * cin;
+    for (int64_t tx = 0; tx < KX; ++tx) {
+      // Output pixel w reads input pixel w + shift of row hs.
+      const int64_t shift = tx * dil_x + off_x;
+      const int64_t w_begin = std::max<int64_t>(0, -shift);
+      const int64_t w_end = std::min<int64_t>(W, W - shift);
+      if (w_end <= w_begin) continue;
+      const float* s0 = src + (w_begin + shift) * cin;
+      const float* g0 = dyrow + w_begin * cout;
+      float* dwt = dw + (ty * KX + tx) * cin * cout;
+      if (cout == 16) {
         for (int64_t c = 0; c < cin; c += 16)
-          wgrad_tile<16, 1>(s0 + c, cin, g0 + cout - 16, cout, w_end - w_begin,
-                            dwt + c * cout + cout - 16, cout);
+          wgrad_tile<16, 1>(s0 + c, cin, g0, cout, w_end - w_begin, dwt + c * cout, cout);
+      } else {
+        for (int64_t c = 0; c < cin; c += 8)
+          for (int64_t o = 0; o + 32 <= cout; o += 32)
+            wgrad_tile<8, 2>(s0 + c, cin, g0 + o, cout, w_end - w_begin, dwt + c * cout + o,
+                             cout);
+        if (cout % 32)  // A last block of 16 output channels.
+          for (int64_t c = 0; c < cin; c += 16)
+            wgrad_tile<16, 1>(s0 + c, cin, g0 + cout - 16, cout, w_end - w_begin,
+                              dwt + c * cout + cout - 16, cout);
+      }
     }
   }
 }
 
 static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                 ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
-                                int64_t vertical, int64_t dilation, int64_t threads) {
+                                int64_t dil_y, int64_t dil_x, int64_t off_y, int64_t off_x,
+                                int64_t threads) {
   auto xd = x.dimensions();
   auto gd = dy.dimensions();
   auto wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 3 || xd[0] != gd[0] ||
-      xd[1] != gd[1] || xd[2] != gd[2] || xd[3] % 16 || gd[3] % 16 || wd[1] != xd[3] ||
-      wd[2] != gd[3])
+  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] ||
+      xd[1] != gd[1] || xd[2] != gd[2] || xd[3] % 16 || gd[3] % 16 || wd[2] != xd[3] ||
+      wd[3] != gd[3])
     return ffi::Error::InvalidArgument(
         "esnet_conv_wgrad: x (N, H, W, Cin) and dy (N, H, W, Cout) with Cin, Cout multiples "
-        "of 16, dw (k, Cin, Cout)");
-  const int64_t N = xd[0], H = xd[1], W = xd[2], cin = xd[3], cout = gd[3], k = wd[0];
-  const int64_t size = k * cin * cout + cout;  // dw then db, per thread
+        "of 16, dw (KY, KX, Cin, Cout)");
+  const int64_t N = xd[0], H = xd[1], W = xd[2], cin = xd[3], cout = gd[3];
+  const int64_t KY = wd[0], KX = wd[1], kernel_size = KY * KX * cin * cout;
+  const int64_t size = kernel_size + cout;  // dw then db, per thread
   std::vector<float> partial(std::max<int64_t>(1, std::min<int64_t>(threads, N * H)) * size, 0.f);
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
@@ -279,15 +278,15 @@ static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> d
                                                             int64_t end) {
     float* acc = partial.data() + part * size;
     for (int64_t r = begin; r < end; ++r)
-      wgrad_row(xp, gp, acc, acc + k * cin * cout, r / H, r % H, H, W, cin, cout, k, dilation,
-                vertical != 0);
+      wgrad_row(xp, gp, acc, acc + kernel_size, r / H, r % H, H, W, cin, cout, KY, KX, dil_y,
+                dil_x, off_y, off_x);
   });
   float* dwp = dw->typed_data();
   float* dbp = db->typed_data();
   for (int64_t i = 0; i < size; ++i) {  // Fixed order: the result does not depend on timing.
     float sum = 0.f;
     for (int64_t part = 0; part < parts; ++part) sum += partial[part * size + i];
-    if (i < k * cin * cout) dwp[i] = sum; else dbp[i - k * cin * cout] = sum;
+    if (i < kernel_size) dwp[i] = sum; else dbp[i - kernel_size] = sum;
   }
   return ffi::Error::Success();
 }
@@ -298,8 +297,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvWgrad, ConvWgradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("vertical")
-                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("dil_y")
+                                  .Attr<int64_t>("dil_x")
+                                  .Attr<int64_t>("off_y")
+                                  .Attr<int64_t>("off_x")
                                   .Attr<int64_t>("threads"));
 
 // Per-channel sums for training-mode BatchNorm over NHWC rows of C (a multiple of 16)
