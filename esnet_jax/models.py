@@ -89,8 +89,9 @@ class ConvTranspose2x(nn.Module):
   convolution with only that phase's taps, and the phases are interleaved. That
   is the same function as the input-dilated transposed convolution, with about
   half its multiply-adds for a 3x3 kernel (no zero taps) and a gradient several
-  times cheaper on CPU. With `native=True` the 2x2, 16-channel case (ESNet's
-  output layer) runs `native_kernels.upsample16` instead, for inference.
+  times cheaper on CPU. With `native=True` (float32) the 2x2, 16-channel case
+  (ESNet's output layer) runs `native_kernels.upsample16` instead, and the
+  phases of the others take their kernel gradients from `native_kernels.conv`.
   """
   features: int
   kernel_size: int
@@ -122,7 +123,7 @@ class ConvTranspose2x(nn.Module):
         sub = kernel[np.asarray(taps_y)[:, None], np.asarray(taps_x)[None, :]]
         padding = ((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1))
         if native:
-          row.append(native_kernels.same_size_conv(x, sub, padding))
+          row.append(native_kernels.conv(x, sub, padding))
         else:
           row.append(jax.lax.conv_general_dilated(
               x, sub.astype(dtype), window_strides=(1, 1), padding=padding,
@@ -165,16 +166,27 @@ class NativeBatchNorm(nn.Module):
 
 
 class DownsamplerBlock(nn.Module):
-  """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU."""
+  """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU.
+
+  With `native=True` (float32, a multiple of 16 conv outputs) the conv's kernel
+  gradient comes from `native_kernels.conv_wgrad`.
+  """
   features: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
+  native: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     in_features = x.shape[-1]
-    conv = nn.Conv(self.features - in_features, (3, 3), strides=(2, 2),
-                   padding=((1, 1), (1, 1)), dtype=self.dtype, name='conv')(x)
+    out_features = self.features - in_features
+    padding = ((1, 1), (1, 1))
+    if _use_native(self.native, x, self.dtype, self) and out_features % 16 == 0:
+      kernel, bias = _ConvParams(out_features, (3, 3), name='conv')(in_features)
+      conv = native_kernels.conv(x, kernel, padding, (2, 2)) + bias
+    else:
+      conv = nn.Conv(out_features, (3, 3), strides=(2, 2), padding=padding, dtype=self.dtype,
+                     name='conv')(x)
     pool = nn.max_pool(x, (2, 2), strides=(2, 2))
     if self.norm is None:
       # Folded BN: the conv carries its share; the pooled channels keep an affine.
@@ -293,8 +305,9 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     fcu_drop = ENCODER_FCU_DROPOUT if self.use_dropout else 0.0
     fcu = functools.partial(FCU, norm=self.norm, dtype=self.dtype, native=self.native)
-    x = DownsamplerBlock(16, self.norm, self.dtype, name='initial_block')(x)
-    down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype)
+    down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype,
+                             native=self.native)
+    x = down(16, name='initial_block')(x)
     pfcu = functools.partial(PFCU, PFCU_DROPOUT if self.use_dropout else 0.0, self.norm,
                              dtype=self.dtype, native=self.native)
     layers = ([functools.partial(fcu, 3, fcu_drop)] * 3 + [functools.partial(down, 64)]
@@ -319,8 +332,7 @@ class Decoder(nn.Module):
               + [functools.partial(up, 16)] + [functools.partial(fcu, 3)] * 2)
     x = _run_layers(layers, x, train)
     return ConvTranspose2x(self.num_classes, 2, padding=0, dtype=self.dtype,
-                           native=self.native and self.norm is None and not train,
-                           name='output_conv')(x)
+                           native=self.native, name='output_conv')(x)
 
 
 def _run_layers(factories: Sequence[ModuleDef], x: jax.Array, train: bool) -> jax.Array:
@@ -342,9 +354,10 @@ class ESNet(nn.Module):
   `use_dropout=False` turns the original's spatial dropout off.
   `native_kernels=True` (only where `esnet_jax.native_kernels.available()`)
   computes float32 layers with that module's CPU kernels: the 16-channel units
-  and the output layer of BN-folded inference, and in training the factorised
-  convolutions' gradients and BatchNorm (`NativeBatchNorm`). The same function,
-  faster on CPU. Leave it False for anything exported.
+  of BN-folded inference, the output layer, and in training the kernel
+  gradients of the factorised, strided and transposed convolutions and
+  BatchNorm (`NativeBatchNorm`). The same function, faster on CPU. Leave it
+  False for anything exported.
   """
   num_classes: int = 19
   dtype: Dtype = jnp.float32

@@ -170,8 +170,9 @@ def _factorized_padding(kernel: jax.Array, vertical: bool, dilation: int
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], ...],
-              dilation: tuple[int, int] = (1, 1)) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding, rhs_dilation=dilation,
+              dilation: tuple[int, int] = (1, 1), strides: tuple[int, int] = (1, 1)
+              ) -> jax.Array:
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
@@ -206,47 +207,52 @@ def _factorized_conv_bwd(vertical, dilation, saved, dy):
 factorized_conv.defvjp(_factorized_conv_fwd, _factorized_conv_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def same_size_conv(x: jax.Array, kernel: jax.Array,
-                   padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
-  """Stride-1 NHWC convolution (HWIO kernel, explicit padding) whose output has x's size.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]],
+         strides: tuple[int, int] = (1, 1)) -> jax.Array:
+  """NHWC convolution (HWIO kernel, explicit padding, strides) without bias.
 
   XLA computes the value and the input gradient; the kernel gradient comes from
-  `conv_wgrad`. For float32 with channels (in and out) multiples of 16: the
-  per-phase convolutions of the decoder's upsamplers in training.
+  `conv_wgrad`. For float32 with a multiple of 16 output channels: the
+  upsamplers' per-phase convolutions and the downsamplers' stride-2
+  convolutions in training.
   """
-  return _xla_conv(x, kernel, padding)
+  return _xla_conv(x, kernel, padding, strides=strides)
 
 
-def _same_size_conv_fwd(x, kernel, padding):
-  return _xla_conv(x, kernel, padding), (x, kernel)
+def _conv_fwd(x, kernel, padding, strides):
+  return _xla_conv(x, kernel, padding, strides=strides), (x, kernel)
 
 
-def _same_size_conv_bwd(padding, saved, dy):
+def _conv_bwd(padding, strides, saved, dy):
   x, kernel = saved
-  _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding), x)
+  _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding, strides=strides), x)
   dx, = transpose(dy)
-  dw, _ = conv_wgrad(x, dy, kernel.shape[:2], offset=(-padding[0][0], -padding[1][0]))
+  dw, _ = conv_wgrad(x, dy, kernel.shape[:2], strides=strides,
+                     offset=(-padding[0][0], -padding[1][0]))
   return dx, dw
 
 
-same_size_conv.defvjp(_same_size_conv_fwd, _same_size_conv_bwd)
+conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv_wgrad(x: jax.Array, dy: jax.Array, taps: tuple[int, int], *,
-               dilation: tuple[int, int] = (1, 1), offset: tuple[int, int] = (0, 0)
-               ) -> tuple[jax.Array, jax.Array]:
-  """Kernel gradient, (*taps, Cin, Cout), and bias gradient of a stride-1 convolution.
+               strides: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
+               offset: tuple[int, int] = (0, 0)) -> tuple[jax.Array, jax.Array]:
+  """Kernel gradient, (*taps, Cin, Cout), and bias gradient of a convolution.
 
-  The convolution's output has x's size; its kernel tap (0, 0) reads input pixel
-  (h + offset[0], w + offset[1]) for output pixel (h, w) (so offset is minus the
-  leading padding), tap (i, j) that plus (i * dilation[0], j * dilation[1]).
+  x is its input (N, HI, WI, Cin), dy its output's gradient (N, H, W, Cout),
+  Cout a multiple of 16. Kernel tap (0, 0) reads input pixel
+  (h * strides[0] + offset[0], w * strides[1] + offset[1]) for output pixel
+  (h, w) (so offset is minus the leading padding), tap (i, j) that plus
+  (i * dilation[0], j * dilation[1]); pixels outside x read zeros.
   """
   _require()
   cin, cout = x.shape[-1], dy.shape[-1]
   call = jax.ffi.ffi_call(_WGRAD_TARGET, (jax.ShapeDtypeStruct((*taps, cin, cout), x.dtype),
                                           jax.ShapeDtypeStruct((cout,), x.dtype)))
-  return call(x, dy, dil_y=np.int64(dilation[0]), dil_x=np.int64(dilation[1]),
+  return call(x, dy, stride_y=np.int64(strides[0]), stride_x=np.int64(strides[1]),
+              dil_y=np.int64(dilation[0]), dil_x=np.int64(dilation[1]),
               off_y=np.int64(offset[0]), off_x=np.int64(offset[1]),
               threads=np.int64(_threads()))
 
@@ -304,15 +310,33 @@ def _batch_norm_bwd(epsilon, axis_name, saved, cotangents):
 batch_norm_train.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
+@jax.custom_vjp
 def upsample16(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """PyTorch `ConvTranspose2d(16, out, 2, stride=2)` on NHWC float32 x: (N, 2H, 2W, out).
 
   `kernel` is (2, 2, 16, out) in `ConvTranspose2x`'s layout (scatter semantics:
   output pixel (2m+a, 2n+b) is x[m, n] @ kernel[a, b] + bias), out <=
-  MAX_UPSAMPLE_FEATURES.
+  MAX_UPSAMPLE_FEATURES. Differentiable: the input gradient is XLA's stride-2
+  convolution of the output gradient, the kernel gradient `conv_wgrad`'s.
   """
   _require()
   n, h, w, _ = x.shape
   call = jax.ffi.ffi_call(_UPSAMPLE_TARGET,
                           jax.ShapeDtypeStruct((n, 2 * h, 2 * w, kernel.shape[-1]), x.dtype))
   return call(x, kernel, bias, threads=np.int64(_threads()))
+
+
+def _upsample16_fwd(x, kernel, bias):
+  return upsample16(x, kernel, bias), (x, kernel)
+
+
+def _upsample16_bwd(saved, dy):
+  x, kernel = saved
+  # y[2m+a, 2n+b] = x[m, n] @ kernel[a, b]: each input pixel meets a 2x2 block of dy.
+  dx = _xla_conv(dy, kernel.transpose(0, 1, 3, 2), ((0, 0), (0, 0)), strides=(2, 2))
+  # The kernel gradient with the roles swapped: dy is the strided side, x the 16 channels.
+  dw_t, _ = conv_wgrad(dy, x, (2, 2), strides=(2, 2))
+  return dx, dw_t.transpose(0, 1, 3, 2), jnp.sum(dy, axis=(0, 1, 2))
+
+
+upsample16.defvjp(_upsample16_fwd, _upsample16_bwd)

@@ -102,22 +102,49 @@ def test_factorized_conv_and_its_gradients_equal_xla(channels, taps, dilation, v
 
 
 @needs_kernel
-@pytest.mark.parametrize('taps, padding, channels', [
-    ((1, 1), ((0, 0), (0, 0)), (64, 16)), ((2, 1), ((0, 1), (0, 0)), (128, 64)),
-    ((2, 2), ((0, 1), (0, 1)), (16, 32)), ((3, 3), ((1, 1), (1, 1)), (32, 16))])
-def test_same_size_conv_kernel_gradient_equals_xla(taps, padding, channels):
+@pytest.mark.parametrize('taps, padding, channels, strides, size', [
+    ((1, 1), ((0, 0), (0, 0)), (64, 16), (1, 1), (9, 13)),
+    ((2, 1), ((0, 1), (0, 0)), (128, 64), (1, 1), (9, 13)),
+    ((2, 2), ((0, 1), (0, 1)), (16, 32), (1, 1), (9, 13)),
+    ((3, 3), ((1, 1), (1, 1)), (32, 16), (1, 1), (9, 13)),
+    ((3, 3), ((1, 1), (1, 1)), (16, 48), (2, 2), (10, 14)),  # the downsamplers
+    ((3, 3), ((1, 1), (1, 1)), (64, 64), (2, 2), (8, 12)),
+    ((3, 3), ((1, 1), (1, 1)), (3, 16), (2, 2), (9, 13)),  # odd sizes, three channels
+    ((3, 2), ((0, 2), (1, 0)), (5, 32), (2, 3), (11, 10))])
+def test_conv_kernel_gradient_equals_xla(taps, padding, channels, strides, size):
   cin, cout = channels
   rng = np.random.default_rng(cin + cout)
-  x = jnp.asarray(rng.normal(size=(2, 9, 13, cin)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, *size, cin)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(*taps, cin, cout)) * 0.2, jnp.float32)
-  cotangent = jnp.asarray(rng.normal(size=(2, 9, 13, cout)), jnp.float32)
-  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), padding,
+  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding,
                                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  native = lambda x, k: native_kernels.same_size_conv(x, k, padding)
+  native = lambda x, k: native_kernels.conv(x, k, padding, strides)
+  cotangent = jnp.asarray(rng.normal(size=xla(x, kernel).shape), jnp.float32)
   np.testing.assert_allclose(jax.jit(native)(x, kernel), xla(x, kernel), atol=2e-5)
   got = jax.jit(jax.grad(lambda x, k: jnp.sum(native(x, k) * cotangent), (0, 1)))(x, kernel)
   want = jax.grad(lambda x, k: jnp.sum(xla(x, k) * cotangent), (0, 1))(x, kernel)
   for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
+
+
+@needs_kernel
+@pytest.mark.parametrize('features', [5, 19, 32])
+def test_upsample16_gradients_equal_xla(features):
+  from esnet_jax.models import ConvTranspose2x
+  rng = np.random.default_rng(features)
+  x = jnp.asarray(rng.normal(size=(2, 5, 7, 16)), jnp.float32)
+  params = ConvTranspose2x(features, 2, padding=0).init(jax.random.PRNGKey(0), x)['params']
+  params = {'kernel': params['kernel'],
+            'bias': jnp.asarray(rng.normal(size=(features,)), jnp.float32)}
+  cotangent = jnp.asarray(rng.normal(size=(2, 10, 14, features)), jnp.float32)
+
+  def loss(native, params, x):
+    y = ConvTranspose2x(features, 2, padding=0, native=native).apply({'params': params}, x)
+    return jnp.sum(y * cotangent)
+
+  got = jax.jit(jax.grad(functools.partial(loss, True), (0, 1)))(params, x)
+  want = jax.grad(functools.partial(loss, False), (0, 1))(params, x)
+  for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.abs(w).max()))
 
 
@@ -147,12 +174,15 @@ def test_train_step_gradients_with_native_kernels_equal_xla():
     w = functools.reduce(lambda t, k: t[k.key], path, want[1])
     assert float(jnp.linalg.norm(g - w)) <= 0.1 * float(jnp.linalg.norm(w)), name
   # Every factorised convolution's kernel gradient, and the 16-channel ones' forward and
-  # input gradient, ran in the kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units, and
-  # the four phase convolutions of each of the two upsamplers.
+  # input gradient, ran in the kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units, the
+  # four phase convolutions of each of the two upsamplers, the strided convolutions of
+  # the two downsamplers after the first (whose 13 outputs stay with XLA) and the output
+  # layer, whose forward is `upsample16`.
   hlo = jax.jit(jax.grad(functools.partial(loss, native_model))).lower(
       variables['params']).as_text()
-  assert hlo.count('@esnet_conv_wgrad(') == 5 * 4 + 4 * 4 + 3 * 8 + 2 * 4
+  assert hlo.count('@esnet_conv_wgrad(') == 5 * 4 + 4 * 4 + 3 * 8 + 2 * 4 + 2 + 1
   assert hlo.count('@esnet_conv16(') == 2 * 5 * 4
+  assert hlo.count('@esnet_upsample16(') == 1
 
 
 def test_opt_out_and_unsupported_cases_use_xla(monkeypatch):

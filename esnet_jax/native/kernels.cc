@@ -189,11 +189,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Upsample16, Upsample16Impl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("threads"));
 
-// Gradient of a stride-1 convolution whose output has its input's size (NHWC, a KY x KX
-// kernel with dilation (dil_y, dil_x), tap (0, 0) reading input pixel (h + off_y,
-// w + off_x); Cin and Cout multiples of 16) with respect to its kernel and bias, for one
-// output row (n, h): dw[t] += x_t^T dy and db += sum(dy), where x_t holds the input
-// pixels tap t reads (zero padding contributes nothing). Outer products of CI input
+// Gradient of a convolution (NHWC, a KY x KX kernel with strides (sy, sx), dilation
+// (dil_y, dil_x), tap (0, 0) reading input pixel (h * sy + off_y, w * sx + off_x); any
+// Cin, Cout a multiple of 16) with respect to its kernel and bias, for one output row
+// (n, h): dw[t] += x_t^T dy and db += sum(dy), where x_t holds the input pixels tap t
+// reads (zero padding contributes nothing). Outer products of CI input
 // channels by NZ registers of output channels accumulate in registers: no transposes,
 // unlike XLA's.
 template <int CI, int NZ>
@@ -215,9 +215,43 @@ static void wgrad_tile(const float* src, int64_t src_stride, const float* g, int
     for (int z = 0; z < NZ; ++z) _mm512_storeu_ps(dw + c * cout + z * 16, acc[c][z]);
 }
 
+// dw[c][o] += sum over count pixels of src[c] * g[o], for every input channel c < cin
+// (any number) and output channel o < cout (a multiple of 16).
+static void wgrad_span(const float* src, int64_t src_stride, const float* g, int64_t g_stride,
+                       int64_t count, float* dw, int64_t cin, int64_t cout) {
+  if (cout == 16) {
+    int64_t c = 0;
+    for (; c + 16 <= cin; c += 16)
+      wgrad_tile<16, 1>(src + c, src_stride, g, g_stride, count, dw + c * cout, cout);
+    for (; c < cin; ++c)
+      wgrad_tile<1, 1>(src + c, src_stride, g, g_stride, count, dw + c * cout, cout);
+    return;
+  }
+  const int64_t pairs = cout / 32 * 32;  // Output channels taken 32 at a time.
+  int64_t c = 0;
+  for (; c + 8 <= cin; c += 8) {
+    for (int64_t o = 0; o < pairs; o += 32)
+      wgrad_tile<8, 2>(src + c, src_stride, g + o, g_stride, count, dw + c * cout + o, cout);
+    if (pairs < cout)  // A last block of 16 output channels.
+      wgrad_tile<8, 1>(src + c, src_stride, g + pairs, g_stride, count, dw + c * cout + pairs,
+                       cout);
+  }
+  for (; c < cin; ++c) {
+    for (int64_t o = 0; o < pairs; o += 32)
+      wgrad_tile<1, 2>(src + c, src_stride, g + o, g_stride, count, dw + c * cout + o, cout);
+    if (pairs < cout)
+      wgrad_tile<1, 1>(src + c, src_stride, g + pairs, g_stride, count, dw + c * cout + pairs,
+                       cout);
+  }
+}
+
+// Output row (n, h) of a convolution with strides (sy, sx): tap (ty, tx) reads input
+// pixel (h * sy + ty * dil_y + off_y, w * sx + tx * dil_x + off_x) of x (N, HI, WI, cin)
+// for output pixel (h, w) of dy (N, H, W, cout).
 static void wgrad_row(const float* x, const float* dy, float* dw, float* db, int64_t n,
-                      int64_t h, int64_t H, int64_t W, int64_t cin, int64_t cout, int64_t KY,
-                      int64_t KX, int64_t dil_y, int64_t dil_x, int64_t off_y, int64_t off_x) {
+                      int64_t h, int64_t HI, int64_t WI, int64_t H, int64_t W, int64_t cin,
+                      int64_t cout, int64_t KY, int64_t KX, int64_t sy, int64_t sx,
+                      int64_t dil_y, int64_t dil_x, int64_t off_y, int64_t off_x) {
   const float* dyrow = dy + ((n * H + h) * W) * cout;
   for (int64_t o = 0; o < cout; o += 16) {
     __m512 bacc = _mm512_loadu_ps(db + o);
@@ -226,49 +260,36 @@ static void wgrad_row(const float* x, const float* dy, float* dw, float* db, int
     _mm512_storeu_ps(db + o, bacc);
   }
   for (int64_t ty = 0; ty < KY; ++ty) {
-    const int64_t hs = h + ty * dil_y + off_y;
-    if (hs < 0 || hs >= H) continue;
-    const float* src = x + ((n * H + hs) * W) * cin;
+    const int64_t hs = h * sy + ty * dil_y + off_y;
+    if (hs < 0 || hs >= HI) continue;
+    const float* src = x + ((n * HI + hs) * WI) * cin;
     for (int64_t tx = 0; tx < KX; ++tx) {
-      // Output pixel w reads input pixel w + shift of row hs.
+      // Output pixel w reads input pixel w * sx + shift of row hs.
       const int64_t shift = tx * dil_x + off_x;
-      const int64_t w_begin = std::max<int64_t>(0, -shift);
-      const int64_t w_end = std::min<int64_t>(W, W - shift);
+      const int64_t w_begin = shift >= 0 ? 0 : (-shift + sx - 1) / sx;
+      const int64_t last = WI - 1 - shift;  // The last readable input pixel, minus shift.
+      const int64_t w_end = last < 0 ? 0 : std::min<int64_t>(W, last / sx + 1);
       if (w_end <= w_begin) continue;
-      const float* s0 = src + (w_begin + shift) * cin;
-      const float* g0 = dyrow + w_begin * cout;
-      float* dwt = dw + (ty * KX + tx) * cin * cout;
-      if (cout == 16) {
-        for (int64_t c = 0; c < cin; c += 16)
-          wgrad_tile<16, 1>(s0 + c, cin, g0, cout, w_end - w_begin, dwt + c * cout, cout);
-      } else {
-        for (int64_t c = 0; c < cin; c += 8)
-          for (int64_t o = 0; o + 32 <= cout; o += 32)
-            wgrad_tile<8, 2>(s0 + c, cin, g0 + o, cout, w_end - w_begin, dwt + c * cout + o,
-                             cout);
-        if (cout % 32)  // A last block of 16 output channels.
-          for (int64_t c = 0; c < cin; c += 16)
-            wgrad_tile<16, 1>(s0 + c, cin, g0 + cout - 16, cout, w_end - w_begin,
-                              dwt + c * cout + cout - 16, cout);
-      }
+      wgrad_span(src + (w_begin * sx + shift) * cin, sx * cin, dyrow + w_begin * cout, cout,
+                 w_end - w_begin, dw + (ty * KX + tx) * cin * cout, cin, cout);
     }
   }
 }
 
 static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                 ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
-                                int64_t dil_y, int64_t dil_x, int64_t off_y, int64_t off_x,
-                                int64_t threads) {
+                                int64_t stride_y, int64_t stride_x, int64_t dil_y,
+                                int64_t dil_x, int64_t off_y, int64_t off_x, int64_t threads) {
   auto xd = x.dimensions();
   auto gd = dy.dimensions();
   auto wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] ||
-      xd[1] != gd[1] || xd[2] != gd[2] || xd[3] % 16 || gd[3] % 16 || wd[2] != xd[3] ||
-      wd[3] != gd[3])
+  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] || gd[3] % 16 ||
+      wd[2] != xd[3] || wd[3] != gd[3] || stride_y < 1 || stride_x < 1)
     return ffi::Error::InvalidArgument(
-        "esnet_conv_wgrad: x (N, H, W, Cin) and dy (N, H, W, Cout) with Cin, Cout multiples "
-        "of 16, dw (KY, KX, Cin, Cout)");
-  const int64_t N = xd[0], H = xd[1], W = xd[2], cin = xd[3], cout = gd[3];
+        "esnet_conv_wgrad: x (N, HI, WI, Cin) and dy (N, H, W, Cout) with Cout a multiple "
+        "of 16, dw (KY, KX, Cin, Cout), strides >= 1");
+  const int64_t N = xd[0], HI = xd[1], WI = xd[2], cin = xd[3];
+  const int64_t H = gd[1], W = gd[2], cout = gd[3];
   const int64_t KY = wd[0], KX = wd[1], kernel_size = KY * KX * cin * cout;
   const int64_t size = kernel_size + cout;  // dw then db, per thread
   std::vector<float> partial(std::max<int64_t>(1, std::min<int64_t>(threads, N * H)) * size, 0.f);
@@ -278,8 +299,8 @@ static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> d
                                                             int64_t end) {
     float* acc = partial.data() + part * size;
     for (int64_t r = begin; r < end; ++r)
-      wgrad_row(xp, gp, acc, acc + kernel_size, r / H, r % H, H, W, cin, cout, KY, KX, dil_y,
-                dil_x, off_y, off_x);
+      wgrad_row(xp, gp, acc, acc + kernel_size, r / H, r % H, HI, WI, H, W, cin, cout, KY, KX,
+                stride_y, stride_x, dil_y, dil_x, off_y, off_x);
   });
   float* dwp = dw->typed_data();
   float* dbp = db->typed_data();
@@ -297,6 +318,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvWgrad, ConvWgradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride_y")
+                                  .Attr<int64_t>("stride_x")
                                   .Attr<int64_t>("dil_y")
                                   .Attr<int64_t>("dil_x")
                                   .Attr<int64_t>("off_y")
