@@ -47,7 +47,7 @@ import numpy as np
 OPT_OUT_ENV = 'ESNET_JAX_NO_NATIVE_KERNELS'
 CACHE_ENV = 'ESNET_JAX_CACHE_DIR'
 _SOURCE = Path(__file__).with_name('native') / 'kernels.cc'
-_TARGET = 'esnet_conv16'
+_TARGET = 'esnet_conv_kx1'
 _UPSAMPLE_TARGET = 'esnet_upsample16'
 _WGRAD_TARGET = 'esnet_conv_wgrad'
 _MOMENTS_TARGET = 'esnet_channel_moments'
@@ -99,7 +99,7 @@ def available() -> bool:
     return False
   try:
     library = ctypes.cdll.LoadLibrary(str(_compile(compiler)))
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.Conv16), platform='cpu')
+    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(library.ConvKx1), platform='cpu')
     jax.ffi.register_ffi_target(_UPSAMPLE_TARGET, jax.ffi.pycapsule(library.Upsample16),
                                 platform='cpu')
     for target, symbol in ((_WGRAD_TARGET, library.ConvWgrad),
@@ -127,18 +127,20 @@ def _require() -> None:
                        'network with native_kernels=False.')
 
 
-def conv16(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
-           dilation: int = 1, relu: bool = False, residual: jax.Array | None = None
-           ) -> jax.Array:
-  """relu?(conv(x, kernel) + bias (+ residual)) for NHWC float32 x with 16 channels.
+def conv_kx1(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
+             dilation: int = 1, relu: bool = False, residual: jax.Array | None = None
+             ) -> jax.Array:
+  """relu?(conv(x, kernel) + bias (+ residual)) for NHWC float32 x, a factorised kernel.
 
-  `kernel` is a flax conv kernel of shape (k, 1, 16, 16) (`vertical`) or (1, k,
-  16, 16); the convolution pads to keep H and W, like the original's.
+  `kernel` is a flax conv kernel of shape (k, 1, Cin, Cout) (`vertical`) or (1, k,
+  Cin, Cout), Cout a multiple of 16; the convolution pads to keep H and W, like
+  the original's.
   """
   _require()
   taps = kernel.shape[0] if vertical else kernel.shape[1]
-  call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct(x.shape, x.dtype))
-  return call(x, kernel.reshape(taps, 16, 16), bias, x if residual is None else residual,
+  cin, cout = kernel.shape[-2:]
+  call = jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((*x.shape[:-1], cout), x.dtype))
+  return call(x, kernel.reshape(taps, cin, cout), bias, x if residual is None else residual,
               vertical=np.int64(vertical), dilation=np.int64(dilation), relu=np.int64(relu),
               has_res=np.int64(residual is not None), threads=np.int64(_threads()))
 
@@ -150,17 +152,18 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, vertical: 
 
   For NHWC float32 x whose channels (in and out) are multiples of 16; `kernel`
   is a flax conv kernel, (k, 1, Cin, Cout) (`vertical`) or (1, k, Cin, Cout).
-  16 channels run `conv16` forward and for the input gradient (the kernel
-  mirrored and transposed); wider layers keep XLA's convolutions there. The
-  kernel and bias gradients always come from `conv_wgrad`: XLA's kernel gradient
-  transposes both operands to channel-major layouts, which cost ~1.2 s of a
-  3.1 s ESNet train step at 4x360x480 (README, training section).
+  The value and the input gradient (the kernel mirrored and transposed) come
+  from `conv_kx1`, the kernel and bias gradients from `conv_wgrad`: XLA's kernel
+  gradient transposes both operands to channel-major layouts, which cost ~1.2 s
+  of a 3.1 s ESNet train step at 4x360x480 (README, training section).
   """
   return _factorized_forward(x, kernel, bias, vertical, dilation)
 
 
-def _is16(kernel: jax.Array) -> bool:
-  return kernel.shape[-2:] == (16, 16)
+def _native_value(kernel: jax.Array) -> bool:
+  """Whether `conv_kx1` computes the value and the input gradient (both channel counts
+  multiples of 16; XLA's convolution otherwise)."""
+  return kernel.shape[-2] % 16 == 0 and kernel.shape[-1] % 16 == 0
 
 
 def _factorized_padding(kernel: jax.Array, vertical: bool, dilation: int
@@ -177,8 +180,8 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], .
 
 
 def _factorized_forward(x, kernel, bias, vertical, dilation):
-  if _is16(kernel):
-    return conv16(x, kernel, bias, vertical=vertical, dilation=dilation)
+  if _native_value(kernel):
+    return conv_kx1(x, kernel, bias, vertical=vertical, dilation=dilation)
   dilations = (dilation, 1) if vertical else (1, dilation)
   return _xla_conv(x, kernel, _factorized_padding(kernel, vertical, dilation), dilations) + bias
 
@@ -192,10 +195,11 @@ def _factorized_conv_bwd(vertical, dilation, saved, dy):
   taps = kernel.shape[0] if vertical else kernel.shape[1]
   padding = _factorized_padding(kernel, vertical, dilation)
   dilations = (dilation, 1) if vertical else (1, dilation)
-  if _is16(kernel):
-    mirrored = jnp.flip(kernel.reshape(taps, 16, 16), 0).transpose(0, 2, 1)
-    dx = conv16(dy, mirrored.reshape(kernel.shape), jnp.zeros((16,), dy.dtype),
-                vertical=vertical, dilation=dilation)
+  if _native_value(kernel):
+    cin, cout = kernel.shape[-2:]
+    mirrored = jnp.flip(kernel.reshape(taps, cin, cout), 0).transpose(0, 2, 1)
+    dx = conv_kx1(dy, mirrored.reshape(*kernel.shape[:2], cout, cin),
+                  jnp.zeros((cin,), dy.dtype), vertical=vertical, dilation=dilation)
   else:
     _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding, dilations), x)
     dx, = transpose(dy)

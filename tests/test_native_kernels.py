@@ -30,20 +30,23 @@ def _conv(x, kernel, dilation, vertical):
 @needs_kernel
 @pytest.mark.parametrize('vertical', [True, False])
 @pytest.mark.parametrize('taps, dilation', [(3, 1), (3, 2), (5, 1), (3, 9)])
-def test_conv16_equals_xla_convolution(vertical, taps, dilation):
+@pytest.mark.parametrize('channels', [(16, 16), (64, 64), (128, 128), (16, 48), (64, 32)])
+def test_conv_kx1_equals_xla_convolution(vertical, taps, dilation, channels):
+  cin, cout = channels
   rng = np.random.default_rng(taps * 10 + dilation)
-  # Odd sizes and a width that is no multiple of the kernel's 8-pixel blocks.
-  x = jnp.asarray(rng.normal(size=(2, 11, 21, 16)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(taps, 1, 16, 16) if vertical else (1, taps, 16, 16)) * 0.2,
-                       jnp.float32)
-  bias = jnp.asarray(rng.normal(size=(16,)), jnp.float32)
-  residual = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+  # Odd sizes and a width that is no multiple of the kernel's pixel blocks (8, 6, 12).
+  x = jnp.asarray(rng.normal(size=(2, 11, 23, cin)), jnp.float32)
+  shape = (taps, 1, cin, cout) if vertical else (1, taps, cin, cout)
+  kernel = jnp.asarray(rng.normal(size=shape) * 0.2, jnp.float32)
+  bias = jnp.asarray(rng.normal(size=(cout,)), jnp.float32)
+  residual = jnp.asarray(rng.normal(size=(*x.shape[:-1], cout)), jnp.float32)
   plain = _conv(x, kernel, dilation, vertical) + bias
-  got = native_kernels.conv16(x, kernel, bias, vertical=vertical, dilation=dilation)
-  np.testing.assert_allclose(got, plain, atol=1e-5)
-  got = jax.jit(lambda x: native_kernels.conv16(
+  tol = 1e-5 * float(jnp.abs(plain).max())
+  got = native_kernels.conv_kx1(x, kernel, bias, vertical=vertical, dilation=dilation)
+  np.testing.assert_allclose(got, plain, atol=tol)
+  got = jax.jit(lambda x: native_kernels.conv_kx1(
       x, kernel, bias, vertical=vertical, dilation=dilation, relu=True, residual=residual))(x)
-  np.testing.assert_allclose(got, jax.nn.relu(plain + residual), atol=1e-5)
+  np.testing.assert_allclose(got, jax.nn.relu(plain + residual), atol=tol)
 
 
 @needs_kernel
@@ -53,10 +56,12 @@ def test_network_with_native_kernels_equals_xla_network():
   xla = ESNet(19, bn_folded=True).apply(variables, x)
   native = jax.jit(ESNet(19, bn_folded=True, native_kernels=True).apply)(variables, x)
   np.testing.assert_allclose(native, xla, atol=2e-5)
-  # The kernels really ran: five 16-channel FCUs, four calls each, and the output layer.
+  # The kernels really ran: every factorised convolution (5 FCU(16) and 4 FCU(64), four
+  # each, 3 PFCU(128), eight each) and the output layer.
   hlo = jax.jit(ESNet(19, bn_folded=True, native_kernels=True).apply).lower(
       variables, x).as_text()
-  assert hlo.count('esnet_conv16') == 20 and hlo.count('esnet_upsample16') == 1
+  assert hlo.count('@esnet_conv_kx1(') == 5 * 4 + 4 * 4 + 3 * 8
+  assert hlo.count('@esnet_upsample16(') == 1
 
 
 @needs_kernel
@@ -173,15 +178,15 @@ def test_train_step_gradients_with_native_kernels_equal_xla():
       continue
     w = functools.reduce(lambda t, k: t[k.key], path, want[1])
     assert float(jnp.linalg.norm(g - w)) <= 0.1 * float(jnp.linalg.norm(w)), name
-  # Every factorised convolution's kernel gradient, and the 16-channel ones' forward and
-  # input gradient, ran in the kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units, the
+  # Every factorised convolution's value, input gradient and kernel gradient ran in the
+  # kernels: 5 FCU(16) + 4 FCU(64) + 3 PFCU(128) units (60 convolutions), the
   # four phase convolutions of each of the two upsamplers, the strided convolutions of
   # the two downsamplers after the first (whose 13 outputs stay with XLA) and the output
   # layer, whose forward is `upsample16`.
   hlo = jax.jit(jax.grad(functools.partial(loss, native_model))).lower(
       variables['params']).as_text()
   assert hlo.count('@esnet_conv_wgrad(') == 5 * 4 + 4 * 4 + 3 * 8 + 2 * 4 + 2 + 1
-  assert hlo.count('@esnet_conv16(') == 2 * 5 * 4
+  assert hlo.count('@esnet_conv_kx1(') == 2 * 60
   assert hlo.count('@esnet_upsample16(') == 1
 
 
@@ -191,8 +196,8 @@ def test_opt_out_and_unsupported_cases_use_xla(monkeypatch):
   try:
     assert native_kernels.available() is False
     with pytest.raises(RuntimeError, match='native_kernels=False'):
-      native_kernels.conv16(jnp.zeros((1, 4, 4, 16)), jnp.zeros((3, 1, 16, 16)),
-                            jnp.zeros((16,)), vertical=True)
+      native_kernels.conv_kx1(jnp.zeros((1, 4, 4, 16)), jnp.zeros((3, 1, 16, 16)),
+                              jnp.zeros((16,)), vertical=True)
   finally:
     native_kernels.available.cache_clear()
   # bfloat16 never takes the kernels, in inference or training.

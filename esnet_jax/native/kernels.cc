@@ -1,17 +1,22 @@
 // ESNet's CPU kernels in AVX-512, called from JAX as XLA FFI custom calls
-// (esnet_jax/native_kernels.py compiles, loads and wraps them): the 16-channel factorised
+// (esnet_jax/native_kernels.py compiles, loads and wraps them): the factorised
 // convolution (kx1 or 1xk, 'same' padding, dilation d; bias, residual and ReLU fused), the
 // 2x2 stride-2 output transposed convolution, the weight gradient of any factorised
 // convolution, and BatchNorm's per-channel sums. NHWC float32 throughout. XLA:CPU's own
 // kernels are 2-3x slower on these; see the README.
 #include <immintrin.h>
 #include <algorithm>
-#include <cstdint>
+#include <atomic>
+#include <functional>
+#include <memory>
 #include <thread>
+#include <cstdint>
 #include <vector>
 #include "xla/ffi/api/ffi.h"
 namespace ffi = xla::ffi;
 
+// Output row (n, h) of the 16-channel factorised convolution: blocks of 8 pixels, one
+// register each, all 16 output channels.
 static inline void conv_row(const float* x, const float* w, const float* b, const float* res,
                             float* y, int64_t n, int64_t h, int64_t H, int64_t W, int64_t k,
                             int64_t d, bool vertical, bool relu) {
@@ -75,50 +80,165 @@ static inline void conv_row(const float* x, const float* w, const float* b, cons
   }
 }
 
-// Calls part_fn(part, begin, end) for `workers` contiguous, even slices [begin, end) of
-// [0, rows), one per thread; returns the number of slices.
+// Work split over XLA's intra-op thread pool, the one its own operations run on (so a
+// kernel never competes for a core with an XLA worker spinning idle). [0, rows) is cut
+// into a fixed number of even parts (a function of rows and threads only, so results
+// never depend on timing); the calling thread and threads - 1 pool tasks claim parts
+// until none is left, and the call returns once all have run. A task that starts late
+// finds nothing to claim: it touches only the shared queue and returns.
+struct PartQueue {
+  std::atomic<int64_t> next{0}, done{0};
+  int64_t parts = 0;
+  std::function<void(int64_t)> run;
+};
+
+static void drain(PartQueue& queue) {
+  for (int64_t part; (part = queue.next.fetch_add(1)) < queue.parts;) {
+    queue.run(part);
+    queue.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+static int64_t part_count(int64_t rows, int64_t threads) {
+  return std::max<int64_t>(1, std::min<int64_t>(rows, threads > 1 ? 4 * threads : 1));
+}
+
+// Calls part_fn(part, begin, end) for each of part_count(rows, threads) slices
+// [begin, end) of [0, rows); returns the number of slices.
 template <typename PartFn>
-static int64_t for_each_part(int64_t rows, int64_t threads, const PartFn& part_fn) {
-  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows));
-  auto run = [&](int64_t part) {
-    part_fn(part, rows * part / workers, rows * (part + 1) / workers);
+static int64_t for_each_part(int64_t rows, int64_t threads, ffi::ThreadPool& pool,
+                             const PartFn& part_fn) {
+  const int64_t parts = part_count(rows, threads);
+  auto queue = std::make_shared<PartQueue>();
+  queue->parts = parts;
+  queue->run = [&](int64_t part) {
+    part_fn(part, rows * part / parts, rows * (part + 1) / parts);
   };
-  std::vector<std::thread> pool;
-  for (int64_t part = 1; part < workers; ++part) pool.emplace_back(run, part);
-  run(0);
-  for (auto& thread : pool) thread.join();
-  return workers;
+  for (int64_t helper = 1; helper < std::min(threads, parts); ++helper)
+    pool.Schedule([queue] { drain(*queue); });
+  drain(*queue);
+  while (queue->done.load(std::memory_order_acquire) < parts) std::this_thread::yield();
+  return parts;
 }
 
 // Calls row(r) for r in [0, rows), the rows split evenly over `threads` threads.
 template <typename RowFn>
-static void for_each_row(int64_t rows, int64_t threads, const RowFn& row) {
-  for_each_part(rows, threads, [&](int64_t, int64_t begin, int64_t end) {
+static void for_each_row(int64_t rows, int64_t threads, ffi::ThreadPool& pool,
+                         const RowFn& row) {
+  for_each_part(rows, threads, pool, [&](int64_t, int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) row(r);
   });
 }
 
-static ffi::Error Conv16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                             ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> res,
-                             ffi::ResultBuffer<ffi::F32> y, int64_t vertical, int64_t dilation,
-                             int64_t relu, int64_t has_res, int64_t threads) {
+// acc[j][z] += sum_c src[j * cin + c] * wt[c * cout + 16 * z ...], for nb <= NB pixels.
+template <int NB, int NZ>
+static inline void wide_fma(__m512 (&acc)[NB][NZ], const float* src, const float* wt,
+                            int64_t cin, int64_t cout, int nb) {
+  for (int64_t c = 0; c < cin; ++c) {
+    __m512 wv[NZ];
+    for (int z = 0; z < NZ; ++z) wv[z] = _mm512_loadu_ps(wt + c * cout + z * 16);
+    if (nb == NB) {  // A compile-time trip count: the accumulators stay in registers.
+      for (int j = 0; j < NB; ++j) {
+        const __m512 v = _mm512_set1_ps(src[j * cin + c]);
+        for (int z = 0; z < NZ; ++z) acc[j][z] = _mm512_fmadd_ps(v, wv[z], acc[j][z]);
+      }
+    } else {
+      for (int j = 0; j < nb; ++j) {
+        const __m512 v = _mm512_set1_ps(src[j * cin + c]);
+        for (int z = 0; z < NZ; ++z) acc[j][z] = _mm512_fmadd_ps(v, wv[z], acc[j][z]);
+      }
+    }
+  }
+}
+
+// Output row (n, h) for Cin input and Cout (a multiple of 16 * NZ) output channels: blocks of NB
+// pixels by 16 * NZ output channels accumulate in registers, the weights of a tap
+// stream through (k, Cin, Cout).
+template <int NB, int NZ>
+static void wide_row(const float* x, const float* w, const float* b, const float* res, float* y,
+                     int64_t n, int64_t h, int64_t H, int64_t W, int64_t cin, int64_t cout,
+                     int64_t k, int64_t d, bool vertical, bool relu) {
+  const int64_t p = (k - 1) / 2 * d;
+  const __m512 zero = _mm512_setzero_ps();
+  float* yrow = y + ((n * H + h) * W) * cout;
+  const float* rrow = res ? res + ((n * H + h) * W) * cout : nullptr;
+  const float* xrow = x + ((n * H + h) * W) * cin;
+  for (int64_t o0 = 0; o0 < cout; o0 += 16 * NZ) {
+    for (int64_t w0 = 0; w0 < W; w0 += NB) {
+      const int nb = static_cast<int>(std::min<int64_t>(NB, W - w0));
+      __m512 acc[NB][NZ];
+      for (int j = 0; j < NB; ++j)
+        for (int z = 0; z < NZ; ++z) acc[j][z] = _mm512_loadu_ps(b + o0 + z * 16);
+      for (int64_t t = 0; t < k; ++t) {
+        const float* wt = w + t * cin * cout + o0;
+        if (vertical) {
+          const int64_t hs = h + t * d - p;
+          if (hs < 0 || hs >= H) continue;
+          wide_fma<NB, NZ>(acc, x + ((n * H + hs) * W + w0) * cin, wt, cin, cout, nb);
+          continue;
+        }
+        const int64_t off = t * d - p;
+        if (w0 + off >= 0 && w0 + nb - 1 + off < W) {
+          wide_fma<NB, NZ>(acc, xrow + (w0 + off) * cin, wt, cin, cout, nb);
+          continue;
+        }
+        for (int j = 0; j < nb; ++j) {  // A block reaching into the padding.
+          const int64_t ws = w0 + j + off;
+          if (ws < 0 || ws >= W) continue;
+          const float* s = xrow + ws * cin;
+          for (int64_t c = 0; c < cin; ++c) {
+            const __m512 v = _mm512_set1_ps(s[c]);
+            for (int z = 0; z < NZ; ++z)
+              acc[j][z] = _mm512_fmadd_ps(v, _mm512_loadu_ps(wt + c * cout + z * 16), acc[j][z]);
+          }
+        }
+      }
+      for (int j = 0; j < nb; ++j)
+        for (int z = 0; z < NZ; ++z) {
+          const int64_t at = (w0 + j) * cout + o0 + z * 16;
+          __m512 v = acc[j][z];
+          if (rrow) v = _mm512_add_ps(v, _mm512_loadu_ps(rrow + at));
+          if (relu) v = _mm512_max_ps(v, zero);
+          _mm512_storeu_ps(yrow + at, v);
+        }
+    }
+  }
+}
+
+static ffi::Error ConvKx1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                              ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> res,
+                              ffi::ResultBuffer<ffi::F32> y, int64_t vertical, int64_t dilation,
+                              int64_t relu, int64_t has_res, int64_t threads,
+                              ffi::ThreadPool pool) {
   auto dims = x.dimensions();
-  if (dims.size() != 4 || dims[3] != 16 || w.dimensions().size() != 3)
-    return ffi::Error::InvalidArgument("esnet_conv16: x must be (N, H, W, 16), w (k, 16, 16)");
-  const int64_t N = dims[0], H = dims[1], W = dims[2];
-  const int64_t k = w.dimensions()[0];
+  auto wd = w.dimensions();
+  if (dims.size() != 4 || wd.size() != 3 || wd[1] != dims[3] || wd[2] % 16 ||
+      y->dimensions()[3] != wd[2])
+    return ffi::Error::InvalidArgument(
+        "esnet_conv_kx1: x must be (N, H, W, Cin), w (k, Cin, Cout), Cout a multiple of 16");
+  const int64_t N = dims[0], H = dims[1], W = dims[2], cin = dims[3];
+  const int64_t k = wd[0], cout = wd[2];
   const float* xp = x.typed_data();
   const float* wp = w.typed_data();
   const float* bp = b.typed_data();
   const float* rp = has_res ? res.typed_data() : nullptr;
   float* yp = y->typed_data();
-  for_each_row(N * H, threads, [&](int64_t r) {
-    conv_row(xp, wp, bp, rp, yp, r / H, r % H, H, W, k, dilation, vertical != 0, relu != 0);
+  const bool vert = vertical != 0, rl = relu != 0;
+  for_each_row(N * H, threads, pool, [&](int64_t r) {
+    const int64_t n = r / H, h = r % H;
+    if (cin == 16 && cout == 16)
+      conv_row(xp, wp, bp, rp, yp, n, h, H, W, k, dilation, vert, rl);
+    else if (cout % 64 == 0)
+      wide_row<6, 4>(xp, wp, bp, rp, yp, n, h, H, W, cin, cout, k, dilation, vert, rl);
+    else if (cout % 32 == 0)
+      wide_row<12, 2>(xp, wp, bp, rp, yp, n, h, H, W, cin, cout, k, dilation, vert, rl);
+    else
+      wide_row<12, 1>(xp, wp, bp, rp, yp, n, h, H, W, cin, cout, k, dilation, vert, rl);
   });
   return ffi::Error::Success();
 }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv16, Conv16Impl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKx1, ConvKx1Impl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
@@ -129,7 +249,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Conv16, Conv16Impl,
                                   .Attr<int64_t>("dilation")
                                   .Attr<int64_t>("relu")
                                   .Attr<int64_t>("has_res")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 // The decoder's output layer: a 2x2 stride-2 transposed convolution from 16 channels to
 // `out` <= 32 channels (PyTorch ConvTranspose2d(16, out, 2, stride=2)): output pixel
@@ -163,7 +284,7 @@ static void upsample_row(const float* x, const float* w, const float* b, float* 
 
 static ffi::Error Upsample16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                                  ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y,
-                                 int64_t threads) {
+                                 int64_t threads, ffi::ThreadPool pool) {
   auto dims = x.dimensions();
   auto wd = w.dimensions();
   if (dims.size() != 4 || dims[3] != 16 || wd.size() != 4 || wd[0] != 2 || wd[1] != 2 ||
@@ -175,7 +296,7 @@ static ffi::Error Upsample16Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
   const float* wp = w.typed_data();
   const float* bp = b.typed_data();
   float* yp = y->typed_data();
-  for_each_row(N * H, threads, [&](int64_t r) {
+  for_each_row(N * H, threads, pool, [&](int64_t r) {
     upsample_row(xp, wp, bp, yp, r / H, r % H, H, W, out);
   });
   return ffi::Error::Success();
@@ -187,7 +308,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Upsample16, Upsample16Impl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 // Gradient of a convolution (NHWC, a KY x KX kernel with strides (sy, sx), dilation
 // (dil_y, dil_x), tap (0, 0) reading input pixel (h * sy + off_y, w * sx + off_x); any
@@ -279,7 +401,8 @@ static void wgrad_row(const float* x, const float* dy, float* dw, float* db, int
 static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                 ffi::ResultBuffer<ffi::F32> dw, ffi::ResultBuffer<ffi::F32> db,
                                 int64_t stride_y, int64_t stride_x, int64_t dil_y,
-                                int64_t dil_x, int64_t off_y, int64_t off_x, int64_t threads) {
+                                int64_t dil_x, int64_t off_y, int64_t off_x, int64_t threads,
+                                ffi::ThreadPool pool) {
   auto xd = x.dimensions();
   auto gd = dy.dimensions();
   auto wd = dw->dimensions();
@@ -292,11 +415,11 @@ static ffi::Error ConvWgradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> d
   const int64_t H = gd[1], W = gd[2], cout = gd[3];
   const int64_t KY = wd[0], KX = wd[1], kernel_size = KY * KX * cin * cout;
   const int64_t size = kernel_size + cout;  // dw then db, per thread
-  std::vector<float> partial(std::max<int64_t>(1, std::min<int64_t>(threads, N * H)) * size, 0.f);
+  std::vector<float> partial(part_count(N * H, threads) * size, 0.f);
   const float* xp = x.typed_data();
   const float* gp = dy.typed_data();
-  const int64_t parts = for_each_part(N * H, threads, [&](int64_t part, int64_t begin,
-                                                            int64_t end) {
+  const int64_t parts = for_each_part(N * H, threads, pool, [&](int64_t part, int64_t begin,
+                                                                  int64_t end) {
     float* acc = partial.data() + part * size;
     for (int64_t r = begin; r < end; ++r)
       wgrad_row(xp, gp, acc, acc + kernel_size, r / H, r % H, HI, WI, H, W, cin, cout, KY, KX,
@@ -324,7 +447,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvWgrad, ConvWgradImpl,
                                   .Attr<int64_t>("dil_x")
                                   .Attr<int64_t>("off_y")
                                   .Attr<int64_t>("off_x")
-                                  .Attr<int64_t>("threads"));
+                                  .Attr<int64_t>("threads")
+                                  .Ctx<ffi::ThreadPool>());
 
 // Per-channel sums for training-mode BatchNorm over NHWC rows of C (a multiple of 16)
 // channels, one pass and no reduce trees: sum(x) and sum(x * x) for the statistics, or
@@ -354,7 +478,8 @@ static void channel_sums_chunk(const float* a, const float* x, const float* mean
 template <bool GRAD>
 static ffi::Error ChannelSumsImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> x,
                                   ffi::Buffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> s1,
-                                  ffi::ResultBuffer<ffi::F32> s2, int64_t threads) {
+                                  ffi::ResultBuffer<ffi::F32> s2, int64_t threads,
+                                  ffi::ThreadPool pool) {
   auto dims = a.dimensions();
   const int64_t C = dims.size() == 0 ? 0 : dims[dims.size() - 1];
   if (dims.size() == 0 || C % 16 || (GRAD && x.element_count() != a.element_count()) ||
@@ -364,11 +489,12 @@ static ffi::Error ChannelSumsImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32>
   const int64_t rows = a.element_count() / C;
   // At most 64 pixels' worth of threads: small arrays are not worth a thread each.
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(threads, rows / 64));
-  std::vector<float> partial(workers * 2 * C, 0.f);
+  const int64_t parts = part_count(rows, workers);
+  std::vector<float> partial(parts * 2 * C, 0.f);
   const float* ap = a.typed_data();
   const float* xp = GRAD ? x.typed_data() : nullptr;
   const float* mp = GRAD ? mean.typed_data() : nullptr;
-  for_each_part(rows, workers, [&](int64_t part, int64_t begin, int64_t end) {
+  for_each_part(rows, workers, pool, [&](int64_t part, int64_t begin, int64_t end) {
     float* acc = partial.data() + part * 2 * C;
     channel_sums_chunk<GRAD>(ap, xp, mp, begin, end, C, acc, acc + C);
   });
@@ -376,7 +502,7 @@ static ffi::Error ChannelSumsImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32>
   float* o2 = s2->typed_data();
   for (int64_t c = 0; c < C; ++c) {  // Fixed order: the result does not depend on timing.
     float t1 = 0.f, t2 = 0.f;
-    for (int64_t part = 0; part < workers; ++part) {
+    for (int64_t part = 0; part < parts; ++part) {
       t1 += partial[part * 2 * C + c];
       t2 += partial[part * 2 * C + C + c];
     }
@@ -393,6 +519,7 @@ static ffi::Error ChannelSumsImpl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32>
       .Arg<ffi::Buffer<ffi::F32>>()               \
       .Ret<ffi::Buffer<ffi::F32>>()               \
       .Ret<ffi::Buffer<ffi::F32>>()               \
-      .Attr<int64_t>("threads")
+      .Attr<int64_t>("threads")                   \
+      .Ctx<ffi::ThreadPool>()
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ChannelMoments, ChannelSumsImpl<false>, ESNET_CHANNEL_SUMS_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(ChannelGradSums, ChannelSumsImpl<true>, ESNET_CHANNEL_SUMS_BINDING);
