@@ -223,8 +223,9 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     seed: seed of the random weights and input.
     trace_dir: after the timed runs, record a `jax.profiler` trace of three
       more calls here and add its per-op totals (`esnet_jax.profiling`).
-    use_native_kernels: run the 16-channel layers with `esnet_jax.native_kernels`
-      where available, as `Segmenter` does (reported as `native_kernels`).
+    use_native_kernels: run the factorised convolutions and the output layer with
+      `esnet_jax.native_kernels` where available, as `Segmenter` does (reported as
+      `native_kernels`).
 
   Returns:
     The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
@@ -496,9 +497,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--fold-bn', action=argparse.BooleanOptionalAction, default=True,
                       help='fold BatchNorm into the convolutions, as Segmenter does')
   parser.add_argument('--native-kernels', action=argparse.BooleanOptionalAction, default=True,
-                      help='run the 16-channel layers with the compiled AVX-512 kernels '
-                           '(esnet_jax.native_kernels) where available, as Segmenter and '
-                           'training (config.model.native_kernels) do')
+                      help='run the factorised convolutions and the output layer with the '
+                           'compiled AVX-512 kernels (esnet_jax.native_kernels) where '
+                           'available, as Segmenter and training '
+                           '(config.model.native_kernels) do')
   parser.add_argument('--num-classes', type=int, default=None,
                       help="classes of the random-weight network (19 when not given); "
                            "with --checkpoint, must match the checkpoint's")

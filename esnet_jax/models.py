@@ -250,7 +250,10 @@ class FCU(nn.Module):
 
 
 class PFCU(nn.Module):
-  """Parallel FCU: a factorized pair, then dilated branches sharing ONE BatchNorm."""
+  """Parallel FCU: a factorized pair, then dilated branches sharing ONE BatchNorm.
+
+  `native` as for `FCU` (BN-folded inference: eight fused `conv_kx1` calls).
+  """
   dropout: float
   norm: ModuleDef | None
   dilations: Sequence[int] = PFCU_DILATIONS
@@ -371,11 +374,11 @@ class ESNet(nn.Module):
   `dtype=jnp.bfloat16` computes in bfloat16 with float32 parameters;
   `use_dropout=False` turns the original's spatial dropout off.
   `native_kernels=True` (only where `esnet_jax.native_kernels.available()`)
-  computes float32 layers with that module's CPU kernels: the 16-channel units
-  of BN-folded inference, the output layer, and in training the kernel
-  gradients of the factorised, strided and transposed convolutions and
-  BatchNorm (`NativeBatchNorm`). The same function, faster on CPU. Leave it
-  False for anything exported.
+  computes float32 layers with that module's CPU kernels: the factorised
+  convolutions (fused units in BN-folded inference) and the output layer, and
+  in training also the kernel gradients of the strided and transposed
+  convolutions and BatchNorm (`NativeBatchNorm`). The same function, faster on
+  CPU. Leave it False for anything exported.
   """
   num_classes: int = 19
   dtype: Dtype = jnp.float32

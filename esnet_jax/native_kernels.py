@@ -2,16 +2,17 @@
 
 All in AVX-512 (`native/kernels.cc`), where XLA:CPU's own kernels lose to
 PyTorch's oneDNN on ESNet:
-`conv16`, the 16-channel factorised convolution (kx1 or 1xk, 'same' padding,
-dilation d) with its bias, an optional residual and an optional ReLU fused (a
-16-channel FCU takes ~8 ms instead of ~18 ms at 256x512 on the benchmark
-machine); `upsample16`, the decoder's 2x2 stride-2 output transposed
-convolution, written straight into the interleaved output; `conv_wgrad`, the
-kernel and bias gradients of any factorised convolution, accumulated as outer
-products without the transposes XLA's gradient convolutions need; and the
-per-channel sums of training-mode BatchNorm, one pass each instead of XLA's
-reduce-window trees. `factorized_conv` and `batch_norm_train` put them
-together with `jax.custom_vjp` (README, benchmark section).
+`conv_kx1`, the factorised convolution (kx1 or 1xk, 'same' padding, dilation
+d) with its bias, an optional residual and an optional ReLU fused (a 16-channel
+FCU takes ~8 ms instead of ~18 ms at 256x512 on the benchmark machine);
+`upsample16`, the decoder's 2x2 stride-2 output transposed convolution, written
+straight into the interleaved output; `conv_wgrad`, the kernel and bias
+gradients of a convolution, accumulated as outer products without the
+transposes XLA's gradient convolutions need; and the per-channel sums of
+training-mode BatchNorm, one pass each instead of XLA's reduce-window trees.
+`factorized_conv`, `conv` and `batch_norm_train` put them together with
+`jax.custom_vjp` (README, benchmark section). The kernels split their work over
+XLA's own intra-op thread pool.
 
 The network uses them only when asked (`ESNet(native_kernels=True)`, which
 `Segmenter`, the benchmark, layer timing and training set when `available()`),
