@@ -213,9 +213,10 @@ static ffi::Error ConvKx1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   auto dims = x.dimensions();
   auto wd = w.dimensions();
   if (dims.size() != 4 || wd.size() != 3 || wd[1] != dims[3] || wd[2] % 16 ||
-      y->dimensions()[3] != wd[2])
+      y->dimensions()[3] != wd[2] || (has_res && res.element_count() != y->element_count()))
     return ffi::Error::InvalidArgument(
-        "esnet_conv_kx1: x must be (N, H, W, Cin), w (k, Cin, Cout), Cout a multiple of 16");
+        "esnet_conv_kx1: x must be (N, H, W, Cin), w (k, Cin, Cout), Cout a multiple of 16, "
+        "the residual (N, H, W, Cout)");
   const int64_t N = dims[0], H = dims[1], W = dims[2], cin = dims[3];
   const int64_t k = wd[0], cout = wd[2];
   const float* xp = x.typed_data();
