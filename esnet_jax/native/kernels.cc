@@ -121,7 +121,7 @@ static int64_t for_each_part(int64_t rows, int64_t threads, ffi::ThreadPool& poo
   return parts;
 }
 
-// Calls row(r) for r in [0, rows), the rows split evenly over `threads` threads.
+// Calls row(r) for r in [0, rows), in the parts of for_each_part.
 template <typename RowFn>
 static void for_each_row(int64_t rows, int64_t threads, ffi::ThreadPool& pool,
                          const RowFn& row) {
