@@ -24,9 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.dtype = 'float32'  # or 'bfloat16' (compute; parameters stay float32)
   config.model.dropout = True  # the original's spatial dropout (0.03 encoder, 0.3 PFCU)
-  # 16-channel convolutions (and their gradients) in esnet_jax.native_kernels where the CPU
-  # has AVX-512: the same function, a faster train step; False = XLA's kernels everywhere.
-  config.model.native_kernels = True
+  # Who computes the model (esnet_jax.implementations): 'auto' = the compiled CPU kernels
+  # (esnet_jax.kernels) in float32 where they built on a CPU backend, else XLA; 'xla' = XLA
+  # everywhere; 'native' = the kernels or an error. Same variables, same function.
+  config.model.kernels = 'auto'
 
   config.dataset = default_dataset_config()
 

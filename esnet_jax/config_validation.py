@@ -8,6 +8,7 @@ import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
 from esnet_jax.datasets import camvid
+from esnet_jax.implementations import CHOICES as KERNELS
 
 MODES = ('train', 'eval', 'predict', 'benchmark')
 DTYPES = ('float32', 'bfloat16')
@@ -65,6 +66,7 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
            f'over {local_device_count} local devices per process)')
   _check(isinstance(config.seed, int), 'seed', config.seed, 'an integer')
   _one_of(config, 'model.dtype', DTYPES)
+  _one_of(config, 'model.kernels', KERNELS)
   _one_of(config, 'optimizer.weight_decay_mode', WEIGHT_DECAY_MODES)
   _check(config.optimizer.learning_rate > 0, 'optimizer.learning_rate',
          config.optimizer.learning_rate, 'a positive number')

@@ -16,8 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import folding, native_kernels, weights
-from esnet_jax.models import ESNet
+from esnet_jax import folding, implementations, weights
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
 
@@ -38,13 +37,14 @@ class Segmenter:
 
   def __init__(self, variables: Mapping[str, Any], *, mean: Sequence[float] = MEAN_RGB,
                std: Sequence[float] = STD_RGB, dtype: Any = jnp.float32,
-               fold_bn: bool = True, meta: Mapping[str, Any] | None = None):
+               fold_bn: bool = True, meta: Mapping[str, Any] | None = None,
+               kernels: str = 'auto'):
     self.num_classes = num_classes_of(variables)
     self.meta = dict(meta or {})
     self.dtype = jnp.dtype(dtype)
     self.fold_bn = fold_bn
-    self.model = ESNet(self.num_classes, dtype=self.dtype, bn_folded=fold_bn,
-                       native_kernels=fold_bn and native_kernels.available())
+    self.model = implementations.esnet(self.num_classes, kernels=kernels, dtype=self.dtype,
+                                       bn_folded=fold_bn)
     if fold_bn:
       variables = folding.fold_batch_norm(variables, epsilon=self.model.bn_epsilon)
     self.variables = jax.device_put(variables)

@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from esnet_jax import convert, folding, native_kernels
+from esnet_jax import convert, folding, implementations
+from esnet_jax.kernels import build
 from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables,
                                  _time_alternating)
 from esnet_jax.models import ESNet
@@ -94,7 +95,8 @@ def torch_blocks(variables: Mapping[str, Any], x_nhwc: np.ndarray, threads: int
 
 def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
                      runs: int = 20, warmup: int = 3, num_classes: int = 19,
-                     compare_torch: bool = False, seed: int = 0) -> dict[str, Any]:
+                     compare_torch: bool = False, seed: int = 0,
+                     kernels: str = 'auto') -> dict[str, Any]:
   """Median ms per block (and per PyTorch block), plus the whole network for reference."""
   if height % 8 or width % 8:
     raise ValueError(f'height and width must be multiples of 8; got {height}x{width}.')
@@ -103,7 +105,7 @@ def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
   if compare_torch:
     _import_torch()
   variables = _random_variables(num_classes, seed)
-  model = ESNet(num_classes, bn_folded=True, native_kernels=native_kernels.available())
+  model = implementations.esnet(num_classes, kernels=kernels, bn_folded=True)
   folded = jax.device_put(folding.fold_batch_norm(variables, epsilon=model.bn_epsilon))
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
   blocks = jax_blocks(model, folded, x)
@@ -125,6 +127,7 @@ def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
       row['ratio'] = row['jax_ms'] / row['torch_channels_last_ms']
     rows.append(row)
   return {'height': height, 'width': width, 'batch': batch, 'runs': runs,
+          'cpu_isa': build.cpu_isa(), 'native_kernels': implementations.uses_kernels(model),
           'whole_network_jax_ms': ms['whole/jax'],
           'sum_of_blocks_jax_ms': sum(r['jax_ms'] for r in rows),
           **({'sum_of_blocks_torch_channels_last_ms':
@@ -160,12 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--runs', type=int, default=20, help='timed rounds')
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--compare-torch', action='store_true')
+  parser.add_argument('--kernels', choices=implementations.CHOICES, default='auto',
+                      help='who computes the blocks (esnet_jax.implementations)')
   parser.add_argument('--json', metavar='PATH', help='also write the result as JSON')
   args = parser.parse_args(argv)
   try:
     result = run_layer_timing(height=args.height, width=args.width, batch=args.batch,
                               runs=args.runs, warmup=args.warmup,
-                              compare_torch=args.compare_torch)
+                              compare_torch=args.compare_torch, kernels=args.kernels)
   except (ImportError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from esnet_jax import (checkpointing, input_pipeline, losses, metrics, native_kernels, plots,
+from esnet_jax import (checkpointing, implementations, input_pipeline, losses, metrics, plots,
                        weights)
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
@@ -49,11 +49,10 @@ class NonFiniteLossError(FloatingPointError):
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int,
                  axis_name: str | None = AXIS) -> ESNet:
-  """ESNet as the config describes it; native CPU kernels only where they are available."""
-  return ESNet(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype),
-               bn_axis_name=axis_name, use_dropout=config.model.dropout,
-               native_kernels=(config.model.get('native_kernels', False)
-                               and native_kernels.available()))
+  """ESNet as the config describes it, from the blocks `config.model.kernels` selects."""
+  return implementations.esnet(num_classes, kernels=config.model.kernels,
+                               dtype=jnp.dtype(config.model.dtype), bn_axis_name=axis_name,
+                               use_dropout=config.model.dropout)
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
@@ -180,10 +179,9 @@ def class_weights(config: ml_collections.ConfigDict, workdir: Path,
                         f'expected {class_table.num_classes} (or "enet" / "none").')
     return weights
   cache = workdir / CLASS_WEIGHTS_FILE
-  if cache.exists():
-    cached = json.loads(cache.read_text())
-    if cached.get('classes') == list(class_table.names):
-      return np.asarray(cached['weights'], np.float32)
+  cached = losses.read_cached_class_weights(cache, class_table.names)  # None if damaged.
+  if cached is not None:
+    return cached
   counts = losses.count_pixels((source[i]['label'] for i in range(len(source))),
                                class_table.num_classes)
   weights = losses.enet_class_weights(counts)

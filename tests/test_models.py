@@ -75,13 +75,13 @@ def test_dropout_only_in_train_mode(variables):
 
 
 def test_spatial_dropout_drops_whole_channels():
-  from esnet_jax.models import _spatial_dropout
+  from esnet_jax.models import spatial_dropout
   import flax.linen as nn
 
   class Drop(nn.Module):
     @nn.compact
     def __call__(self, x):
-      return _spatial_dropout(0.5, train=True)(x)
+      return spatial_dropout(0.5, train=True)(x)
 
   x = jnp.ones((4, 8, 8, 32))
   y = Drop().apply({}, x, rngs={'dropout': jax.random.key(0)})
