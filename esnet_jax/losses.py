@@ -1,5 +1,8 @@
 """Segmentation losses: class-weighted cross-entropy with an ignore id, OHEM, ENet weights.
 
+ENet class weights are cached in the workdir (`read_cached_class_weights` reads
+the cache back and treats a damaged one as absent).
+
 Losses return a (weighted sum, normaliser) pair rather than a mean, so that the
 training step can normalise by the GLOBAL number of (weighted) pixels across
 devices and hosts: a pmapped step then equals a single-device step on the same
@@ -8,7 +11,11 @@ global batch.
 
 from __future__ import annotations
 
-from typing import Iterable
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,3 +83,33 @@ def count_pixels(labels: Iterable[np.ndarray], num_classes: int) -> np.ndarray:
     flat = flat[(flat >= 0) & (flat < num_classes)]
     counts += np.bincount(flat.astype(np.int64), minlength=num_classes)[:num_classes]
   return counts
+
+
+def read_cached_class_weights(path: str | os.PathLike[str],
+                              class_names: Sequence[str]) -> np.ndarray | None:
+  """The class weights cached in `path` (a `class_weights.json`), or None to recompute them.
+
+  None when there is no cache, when it was made for other classes, or when it is
+  damaged (not JSON, cut short, weights missing, of the wrong count, or not
+  finite and positive); damage is also reported in one warning line on stderr,
+  because the cache is only a shortcut and recomputing it loses nothing.
+  """
+  path = Path(path)
+  if not path.exists():
+    return None
+  try:
+    cached = json.loads(path.read_text(encoding='utf-8'))
+    if not isinstance(cached, dict):
+      raise ValueError(f'expected a JSON object, found {type(cached).__name__}')
+    if cached.get('classes') != list(class_names):
+      return None  # Made for another dataset: recompute, nothing is wrong.
+    weights = np.asarray(cached.get('weights'), np.float64)
+    if weights.shape != (len(class_names),):
+      raise ValueError(f'expected {len(class_names)} weights, found shape {weights.shape}')
+    if not (np.isfinite(weights).all() and (weights > 0).all()):
+      raise ValueError('the weights are not all finite and positive')
+  except (OSError, ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError too.
+    print(f'warning: {path} is damaged ({" ".join(str(e).split())[:200]}); '
+          'recomputing the class weights.', file=sys.stderr, flush=True)
+    return None
+  return weights.astype(np.float32)
