@@ -4,7 +4,7 @@
 // One source for every instruction set. `vf` is the machine's native float vector (16
 // lanes with AVX-512, 8 with AVX2/AVX, 4 with NEON or SSE), written with the compiler's
 // vector extension, so `a * b + c` is one vfmadd / fmla (with -ffp-contract=fast), loads
-// and stores are unaligned memcpy's, and a broadcast is `vf{} + s`. The kernels are
+// and stores are unaligned vector moves, and a broadcast is `s - vf{}`. The kernels are
 // written in these vectors and in register blocks whose shape is a compile-time choice
 // per ISA (the kBlock* constants below): an accumulator tile of NB pixels (or input
 // channels) by NV vectors of output channels lives in registers for a whole reduction,
@@ -41,16 +41,14 @@ inline constexpr const char* kIsa = "generic";
 #endif
 
 constexpr int L = ESNET_LANES;  // floats per vector
-typedef float vf __attribute__((vector_size(ESNET_LANES * 4), aligned(4)));
+// aligned(4): a vf may sit at any float's address (unaligned vector moves); may_alias:
+// it reads and writes float arrays.
+typedef float vf __attribute__((vector_size(ESNET_LANES * 4), aligned(4), may_alias));
 static_assert(16 % L == 0, "16 channels must be a whole number of vectors");
 
-static inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-static inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-static inline vf splat(float s) { return vf{} + s; }
+static inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
+static inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
+static inline vf splat(float s) { return s - vf{}; }  // s - 0 is s, exactly: a broadcast
 static inline vf relu(vf v) { return v > vf{} ? v : vf{}; }
 
 // Register blocks per ISA: conv_kx1 computes tiles of kConvPixels pixels by kConvVectors
@@ -64,25 +62,35 @@ constexpr int kConvMidPixels = 12, kConvMidVectors = 2;
 constexpr int kConvNarrowPixels = 12, kConvNarrowVectors = 1;
 constexpr int kWgradInputs = 8, kWgradVectors = 2;
 constexpr int kWgrad16Inputs = 16, kWgrad16Vectors = 1;
-#elif ESNET_LANES == 8 && !defined(__aarch64__)  // 16 ymm: tiles of 12 accumulators.
-constexpr int kConvPixels = 3, kConvVectors = 4;  // 3 pixels x 32 channels
-constexpr int kConvMidPixels = 3, kConvMidVectors = 4;
-constexpr int kConvNarrowPixels = 6, kConvNarrowVectors = 2;  // 6 pixels x 16 channels
+constexpr int kAccumulators = 24;  // upsample16's tiles: 24 / (vectors per pixel) pixels
+#elif ESNET_LANES == 8  // AVX2: 16 ymm registers of 8 floats.
+// 6 pixels x 16 channels: 12 accumulators, 2 weight vectors and a broadcast fill 15 of
+// 16 registers, 8 loads per 12 FMAs. 3 x 32 channels would need 17: the weights would
+// be reloaded for every pixel (11 loads per 12 FMAs), measured 5-10% slower on Zen 2.
+constexpr int kConvPixels = 6, kConvVectors = 2;
+constexpr int kConvMidPixels = 6, kConvMidVectors = 2;
+constexpr int kConvNarrowPixels = 6, kConvNarrowVectors = 2;
 constexpr int kWgradInputs = 6, kWgradVectors = 2;
 constexpr int kWgrad16Inputs = 6, kWgrad16Vectors = 2;
-#else  // NEON (32 q registers of 4) or generic 4-lane vectors: 24 accumulators.
-constexpr int kConvPixels = 6, kConvVectors = 4;  // 6 pixels x 16 channels
-constexpr int kConvMidPixels = 6, kConvMidVectors = 4;
-constexpr int kConvNarrowPixels = 6, kConvNarrowVectors = 4;
-constexpr int kWgradInputs = 6, kWgradVectors = 4;
-constexpr int kWgrad16Inputs = 6, kWgrad16Vectors = 4;
+constexpr int kAccumulators = 12;
+#else  // NEON: 32 q registers of 4 floats (or generic 4-lane vectors).
+// 5 pixels x 16 channels: 20 accumulators, 4 weight vectors and 5 input scalars (GCC
+// multiplies by vector element, fmla v.4s, v.4s, s[0]): 29 of 32. 6 pixels spill.
+constexpr int kConvPixels = 5, kConvVectors = 4;
+constexpr int kConvMidPixels = 5, kConvMidVectors = 4;
+constexpr int kConvNarrowPixels = 5, kConvNarrowVectors = 4;
+constexpr int kWgradInputs = 5, kWgradVectors = 4;
+constexpr int kWgrad16Inputs = 5, kWgrad16Vectors = 4;
+constexpr int kAccumulators = 20;
 #endif
 
 // acc[j][v] += sum_c src[j * sstride + c] * w[c * ldw + v * L] for NB pixels j.
-template <int NB, int NV>
+// CIN > 0 fixes cin at compile time (the loop over it is then unrolled).
+template <int NB, int NV, int CIN = 0>
 static inline __attribute__((always_inline)) void tile_fma(vf (&acc)[NB][NV], const float* src,
                                                            int64_t sstride, const float* w,
                                                            int64_t ldw, int64_t cin) {
+  if (CIN) cin = CIN;
   for (int64_t c = 0; c < cin; ++c) {
     vf wv[NV];
 #pragma GCC unroll 16
@@ -97,10 +105,11 @@ static inline __attribute__((always_inline)) void tile_fma(vf (&acc)[NB][NV], co
 }
 
 // tile_fma for one pixel: acc[v] += sum_c src[c] * w[c * ldw + v * L].
-template <int NV>
+template <int NV, int CIN = 0>
 static inline __attribute__((always_inline)) void pixel_fma(vf (&acc)[NV], const float* src,
                                                             const float* w, int64_t ldw,
                                                             int64_t cin) {
+  if (CIN) cin = CIN;
   for (int64_t c = 0; c < cin; ++c) {
     const vf s = splat(src[c]);
 #pragma GCC unroll 16
@@ -110,11 +119,12 @@ static inline __attribute__((always_inline)) void pixel_fma(vf (&acc)[NV], const
 
 // Pixels [w0, w0 + NB) and channels [o0, o0 + NV * L) of output row (n, h) of the
 // factorised convolution: y = relu?(b + sum_t x(tap t) @ w[t] (+ res)), 'same' padding.
-template <int NB, int NV>
+template <int NB, int NV, int CIN>
 static inline void conv_kx1_tile(const float* x, const float* w, const float* b,
                                  const float* res, float* y, int64_t n, int64_t h, int64_t H,
                                  int64_t W, int64_t cin, int64_t cout, int64_t k, int64_t d,
                                  bool vertical, bool use_relu, int64_t w0, int64_t o0) {
+  if (CIN) cin = CIN;
   const int64_t p = (k - 1) / 2 * d;
   vf acc[NB][NV];
 #pragma GCC unroll 16
@@ -127,19 +137,19 @@ static inline void conv_kx1_tile(const float* x, const float* w, const float* b,
     if (vertical) {
       const int64_t hs = h + t * d - p;
       if (hs < 0 || hs >= H) continue;
-      tile_fma<NB, NV>(acc, x + ((n * H + hs) * W + w0) * cin, cin, wt, cout, cin);
+      tile_fma<NB, NV, CIN>(acc, x + ((n * H + hs) * W + w0) * cin, cin, wt, cout, cin);
       continue;
     }
     const int64_t off = t * d - p;
     if (w0 + off >= 0 && w0 + NB - 1 + off < W) {
-      tile_fma<NB, NV>(acc, xrow + (w0 + off) * cin, cin, wt, cout, cin);
+      tile_fma<NB, NV, CIN>(acc, xrow + (w0 + off) * cin, cin, wt, cout, cin);
       continue;
     }
 #pragma GCC unroll 16
     for (int j = 0; j < NB; ++j) {  // A tile reaching into the padding: pixel by pixel.
       const int64_t ws = w0 + j + off;
       if (ws < 0 || ws >= W) continue;
-      pixel_fma<NV>(acc[j], xrow + ws * cin, wt, cout, cin);
+      pixel_fma<NV, CIN>(acc[j], xrow + ws * cin, wt, cout, cin);
     }
   }
   float* yrow = y + (n * H + h) * W * cout;
@@ -156,20 +166,34 @@ static inline void conv_kx1_tile(const float* x, const float* w, const float* b,
     }
 }
 
+template <int NB, int NV, int CIN>
+static void conv_kx1_span_cin(const float* x, const float* w, const float* b, const float* res,
+                              float* y, int64_t n, int64_t h, int64_t H, int64_t W, int64_t cin,
+                              int64_t cout, int64_t k, int64_t d, bool vertical, bool use_relu,
+                              int64_t o_begin, int64_t o_end) {
+  for (int64_t o0 = o_begin; o0 < o_end; o0 += NV * L) {
+    int64_t w0 = 0;
+    for (; w0 + NB <= W; w0 += NB)
+      conv_kx1_tile<NB, NV, CIN>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical,
+                                 use_relu, w0, o0);
+    for (; w0 < W; ++w0)  // The last W % NB pixels one at a time.
+      conv_kx1_tile<1, NV, CIN>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical,
+                                use_relu, w0, o0);
+  }
+}
+
+// ESNet's 16-channel convolutions get a version with the channel loop unrolled.
 template <int NB, int NV>
 static void conv_kx1_span(const float* x, const float* w, const float* b, const float* res,
                           float* y, int64_t n, int64_t h, int64_t H, int64_t W, int64_t cin,
                           int64_t cout, int64_t k, int64_t d, bool vertical, bool use_relu,
                           int64_t o_begin, int64_t o_end) {
-  for (int64_t o0 = o_begin; o0 < o_end; o0 += NV * L) {
-    int64_t w0 = 0;
-    for (; w0 + NB <= W; w0 += NB)
-      conv_kx1_tile<NB, NV>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical, use_relu,
-                            w0, o0);
-    for (; w0 < W; ++w0)  // The last W % NB pixels one at a time.
-      conv_kx1_tile<1, NV>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical, use_relu,
-                           w0, o0);
-  }
+  if (cin == 16)
+    conv_kx1_span_cin<NB, NV, 16>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical,
+                                  use_relu, o_begin, o_end);
+  else
+    conv_kx1_span_cin<NB, NV, 0>(x, w, b, res, y, n, h, H, W, cin, cout, k, d, vertical,
+                                 use_relu, o_begin, o_end);
 }
 
 // Output row (n, h) of the factorised convolution (kx1 if `vertical`, else 1xk; 'same'
@@ -226,7 +250,7 @@ template <int OP>
 static void upsample16_row(const float* x, const float* wpad, const float* bpad, float* y,
                            int64_t n, int64_t m, int64_t H, int64_t W, int64_t out) {
   constexpr int NV = OP / L;
-  constexpr int NB = OP == 16 ? kConvNarrowPixels : kConvMidPixels;
+  constexpr int NB = kAccumulators / NV;
   const float* xrow = x + (n * H + m) * W * 16;
   for (int a = 0; a < 2; ++a) {
     float* yrow = y + (n * 2 * H + 2 * m + a) * 2 * W * out;
@@ -239,14 +263,14 @@ static void upsample16_row(const float* x, const float* wpad, const float* bpad,
         for (int j = 0; j < NB; ++j)
 #pragma GCC unroll 16
           for (int v = 0; v < NV; ++v) acc[j][v] = load(bpad + v * L);
-        tile_fma<NB, NV>(acc, xrow + px * 16, 16, wab, OP, 16);
+        tile_fma<NB, NV, 16>(acc, xrow + px * 16, 16, wab, OP, 16);
         upsample16_store<NB, NV>(acc, yrow + (2 * px + bb) * out, out);
       }
       for (; px < W; ++px) {
         vf acc[1][NV];
 #pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc[0][v] = load(bpad + v * L);
-        tile_fma<1, NV>(acc, xrow + px * 16, 16, wab, OP, 16);
+        tile_fma<1, NV, 16>(acc, xrow + px * 16, 16, wab, OP, 16);
         upsample16_store<1, NV>(acc, yrow + (2 * px + bb) * out, out);
       }
     }
@@ -353,24 +377,34 @@ static inline void wgrad_row(const float* x, const float* dy, float* dw, float* 
                              int64_t sx, int64_t dil_y, int64_t dil_x, int64_t off_y,
                              int64_t off_x) {
   const float* dyrow = dy + (n * H + h) * W * cout;
-  for (int64_t o = 0; o < cout; o += L) {
-    vf bacc = load(db + o);
-    for (int64_t w = 0; w < W; ++w) bacc += load(dyrow + w * cout + o);
-    store(db + o, bacc);
+  for (int64_t o = 0; o < cout; o += L) {  // Four independent sums: no add latency chain.
+    vf bacc[4] = {load(db + o), vf{}, vf{}, vf{}};
+    int64_t w = 0;
+    for (; w + 4 <= W; w += 4)
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) bacc[i] += load(dyrow + (w + i) * cout + o);
+    for (; w < W; ++w) bacc[0] += load(dyrow + w * cout + o);
+    store(db + o, (bacc[0] + bacc[1]) + (bacc[2] + bacc[3]));
   }
-  for (int64_t ty = 0; ty < KY; ++ty) {
-    const int64_t hs = h * sy + ty * dil_y + off_y;
-    if (hs < 0 || hs >= HI) continue;
-    const float* src = x + (n * HI + hs) * WI * cin;
-    for (int64_t tx = 0; tx < KX; ++tx) {
-      // Output pixel w reads input pixel w * sx + shift of row hs.
-      const int64_t shift = tx * dil_x + off_x;
-      const int64_t w_begin = shift >= 0 ? 0 : (-shift + sx - 1) / sx;
-      const int64_t last = WI - 1 - shift;  // The last readable input pixel, minus shift.
-      const int64_t w_end = last < 0 ? 0 : std::min<int64_t>(W, last / sx + 1);
-      if (w_end <= w_begin) continue;
-      wgrad_span(src + (w_begin * sx + shift) * cin, sx * cin, dyrow + w_begin * cout, cout,
-                 w_end - w_begin, dw + (ty * KX + tx) * cin * cout, cin, cout);
+  // Output pixels in chunks of 128, whose input and gradient pixels stay in L1 or L2
+  // across the taps and the tiles of input channels.
+  constexpr int64_t chunk = 128;
+  for (int64_t c0 = 0; c0 < W; c0 += chunk) {
+    const int64_t c1 = std::min(W, c0 + chunk);
+    for (int64_t ty = 0; ty < KY; ++ty) {
+      const int64_t hs = h * sy + ty * dil_y + off_y;
+      if (hs < 0 || hs >= HI) continue;
+      const float* src = x + (n * HI + hs) * WI * cin;
+      for (int64_t tx = 0; tx < KX; ++tx) {
+        // Output pixel w reads input pixel w * sx + shift of row hs.
+        const int64_t shift = tx * dil_x + off_x;
+        const int64_t last = WI - 1 - shift;  // The last readable input pixel, minus shift.
+        const int64_t w_begin = std::max(c0, shift >= 0 ? 0 : (-shift + sx - 1) / sx);
+        const int64_t w_end = last < 0 ? 0 : std::min<int64_t>(c1, last / sx + 1);
+        if (w_end <= w_begin) continue;
+        wgrad_span(src + (w_begin * sx + shift) * cin, sx * cin, dyrow + w_begin * cout, cout,
+                   w_end - w_begin, dw + (ty * KX + tx) * cin * cout, cin, cout);
+      }
     }
   }
 }

@@ -212,6 +212,9 @@ int main() {
   test_wgrad(2, 11, 10, 5, 32, 3, 2, 2, 3, 1, 1, 0, -1, 6, 4);
   test_wgrad(1, 10, 14, 32, 16, 2, 2, 2, 2, 1, 1, 0, 0, 5, 7);  // upsample16's kernel gradient
   test_wgrad(1, 8, 12, 13, 80, 3, 3, 1, 1, 2, 2, -2, -2, 8, 12);
+  // Rows wider than wgrad_row's chunks of 128 pixels, a tap reaching across chunks.
+  test_wgrad(1, 2, 300, 16, 16, 1, 3, 1, 1, 1, 9, 0, -9, 2, 300);
+  test_wgrad(1, 3, 301, 16, 32, 3, 3, 2, 2, 1, 1, -1, -1, 2, 151);
   for (int C : {16, 64, 128}) {
     test_channel_sums<false>(301, C);
     test_channel_sums<true>(301, C);
