@@ -1,4 +1,5 @@
-"""Inference speed of ESNet: `python -m esnet_jax.benchmark [--compare-torch] [--json PATH]`.
+"""Inference speed of ESNet: `python -m esnet_jax.benchmark [--compare-torch]
+[--compare-onnxruntime] [--json PATH]`.
 
 What is timed: one call of the compiled network on device-resident, already
 normalised float32 images, ended by `block_until_ready`; nothing else. The
@@ -13,6 +14,15 @@ latency is comparable across machines and frameworks.
 `--compare-torch` times the original PyTorch ESNet (`esnet_jax.torch_reference`)
 with the same weights, eager NCHW and eager channels_last, alternating with the
 JAX calls in the same process so that machine noise hits all three alike.
+`--compare-onnxruntime` exports the same weights to ONNX (`esnet_jax.export`,
+BN folded or not as the JAX side) and times ONNX Runtime (CPU provider, all
+graph optimisations, as many intra-op threads as XLA:CPU uses) on the same
+input, alternating in the same way; both comparisons may be given together.
+Each checks that its logits agree with JAX's (`*_max_abs_diff`).
+
+The results name the machine: `cpu_model`, `cpu_isa` (the widest SIMD set the
+compiled kernels know: avx512, avx2, neon or other) and `native_kernels`,
+whether the package's compiled kernels are in the timed program.
 
 `--train` times the training step instead, and `--trace DIR` records a
 `jax.profiler` trace of a few more calls and prints the operations that took the
@@ -37,9 +47,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import (checkpointing, convert, folding, host_memory, native_kernels, profiling,
+from esnet_jax import (checkpointing, convert, folding, host_memory, implementations, profiling,
                        weights, xla_flags)
+from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
+from esnet_jax.kernels import build as kernel_build
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
@@ -199,13 +211,88 @@ def _torch_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, t
   return {'torch_nchw': run(model, x), 'torch_channels_last': run(model_cl, x_cl)}, info, logits
 
 
+# What `--compare-onnxruntime` imports: the ONNX export goes through PyTorch's exporter.
+_ONNXRUNTIME_NEEDS = ('torch', 'onnx', 'onnxscript', 'onnxruntime')
+
+
+def _check_onnxruntime_installed() -> None:
+  """Raise ImportError (one line: what is missing and how to install it) before any work."""
+  import importlib.util
+  missing = [name for name in _ONNXRUNTIME_NEEDS if importlib.util.find_spec(name) is None]
+  if missing:
+    raise ImportError(f'--compare-onnxruntime needs {", ".join(missing)} (not installed): '
+                      'pip install torch==2.13.0 && pip install -e ".[export]"')
+
+
+def _onnxruntime_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn: bool,
+                       threads: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any],
+                                              np.ndarray]:
+  """ONNX Runtime on this package's ONNX export of the same weights, ready to time.
+
+  The graph is `esnet_jax.export.export_onnx`'s (BN folded when `fold_bn`), with
+  the batch fixed to the input's, run on the CPU provider with every graph
+  optimisation, `threads` intra-op threads and one inter-op thread. Returns the
+  call, version facts and its logits (NHWC float32, as JAX's).
+  """
+  _check_onnxruntime_installed()
+  import tempfile
+
+  import onnxruntime as ort
+
+  from esnet_jax import export
+
+  batch, height, width, _ = x_nhwc.shape
+  with tempfile.TemporaryDirectory(prefix='esnet_bench_onnx_') as tmp:
+    start = time.perf_counter()
+    path = export.export_onnx(variables, height, width, os.path.join(tmp, 'esnet.onnx'),
+                              batch=batch, fold_bn=fold_bn)
+    export_s = time.perf_counter() - start
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+  feed = {export.INPUT_NAME: np.ascontiguousarray(x_nhwc, dtype=np.float32)}
+
+  def call() -> Any:
+    return session.run([export.OUTPUT_NAME], feed)[0]
+
+  info = {'onnxruntime_version': ort.__version__,
+          'onnxruntime_threads': session.get_session_options().intra_op_num_threads,
+          'onnxruntime_providers': session.get_providers(), 'onnx_export_s': export_s}
+  return {'onnxruntime': call}, info, call()
+
+
+def _cpu_model() -> str:
+  """The CPU's name as /proc/cpuinfo gives it ('model name'; else `platform.processor()`)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  import platform
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+# Every FFI target of `esnet_jax.kernels` is named esnet_* (`kernels.build`).
+_KERNEL_TARGET_PREFIX = 'custom_call_target="esnet_'
+
+
+def _runs_native_kernels(compiled: Any) -> bool:
+  """Whether this package's compiled kernels are in a compiled program (its final HLO)."""
+  return _KERNEL_TARGET_PREFIX in compiled.as_text()
+
+
 def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int = 1,
                             dtype: str = 'float32', runs: int = MIN_RUNS, warmup: int = 5,
                             fold_bn: bool = True, num_classes: int | None = None,
                             checkpoint: str | os.PathLike[str] | None = None,
-                            compare_torch: bool = False, seed: int = 0,
-                            trace_dir: str | os.PathLike[str] | None = None,
-                            use_native_kernels: bool = True) -> dict[str, Any]:
+                            compare_torch: bool = False, compare_onnxruntime: bool = False,
+                            seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
+                            kernels: str = 'auto') -> dict[str, Any]:
   """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
 
   Args:
@@ -220,19 +307,24 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       accepts); speed does not depend on the weights, the option is for
       checking a deployed model end to end.
     compare_torch: also time the PyTorch original with the same weights.
+    compare_onnxruntime: also time ONNX Runtime on the ONNX export of the same
+      weights (float32 only; needs the `export` extra).
     seed: seed of the random weights and input.
     trace_dir: after the timed runs, record a `jax.profiler` trace of three
       more calls here and add its per-op totals (`esnet_jax.profiling`).
-    use_native_kernels: run the factorised convolutions and the output layer with
-      `esnet_jax.native_kernels` where available, as `Segmenter` does (reported as
-      `native_kernels`).
+    kernels: who computes the network, 'auto' | 'xla' | 'native'
+      (`esnet_jax.implementations`), as for `Segmenter`.
 
   Returns:
     The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
     second at the median), `params`, `flops` (XLA cost analysis of one call),
     `compile_s`, I/O step timings, memory and environment facts and, with
     `compare_torch`, `torch_*` medians and `ratio_jax_torch_*` (JAX / PyTorch
-    median latency: below 1 means JAX is faster).
+    median latency: below 1 means JAX is faster), with `compare_onnxruntime`
+    `onnxruntime_ms_*` and `ratio_jax_onnxruntime` likewise; each comparison
+    adds `*_max_abs_diff`, the largest difference of its logits from JAX's.
+    `cpu_model` and `cpu_isa` name the machine, `native_kernels` says whether
+    the compiled kernels are in the timed program.
   """
   if dtype not in _DTYPES:
     raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
@@ -240,8 +332,12 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     raise ValueError(f'Need runs >= 1 and warmup >= 0; got runs={runs}, warmup={warmup}.')
   if height % 8 or width % 8:
     raise ValueError(f'height and width must be multiples of 8; got {height}x{width}.')
+  if compare_onnxruntime and dtype != 'float32':
+    raise ValueError(f'--compare-onnxruntime times the float32 ONNX export; got --dtype {dtype}.')
   if compare_torch:
     _import_torch()  # Fail before the slow part.
+  if compare_onnxruntime:
+    _check_onnxruntime_installed()
 
   if checkpoint is not None:
     variables = weights.load(checkpoint).variables
@@ -253,9 +349,9 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     num_classes = 19 if num_classes is None else num_classes
     variables = _random_variables(num_classes, seed)
 
-  native = (use_native_kernels and fold_bn and dtype == 'float32'
-            and native_kernels.available())
-  model = ESNet(num_classes, dtype=_DTYPES[dtype], bn_folded=fold_bn, native_kernels=native)
+  model = implementations.esnet(num_classes, kernels=kernels, dtype=_DTYPES[dtype],
+                               bn_folded=fold_bn)
+  native = implementations.uses_kernels(model)
   model_variables = (folding.fold_batch_norm(variables, epsilon=model.bn_epsilon) if fold_bn
                      else {k: variables[k] for k in ('params', 'batch_stats')})
   device = jax.devices()[0]
@@ -274,7 +370,8 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   if native:
     # XLA cannot count the FLOPs inside custom calls: count those of the same
     # network on XLA's convolutions (identical arithmetic).
-    xla_model = model.clone(native_kernels=False)
+    xla_model = implementations.esnet(num_classes, kernels='xla', dtype=_DTYPES[dtype],
+                                      bn_folded=fold_bn)
     cost = jax.jit(lambda v, images: xla_model.apply(v, images, train=False)).lower(
         device_variables, x).compile().cost_analysis()
   else:
@@ -290,10 +387,16 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       'runs': runs, 'warmup': warmup,
       'checkpoint': None if checkpoint is None else os.fspath(checkpoint),
   }
+  result['native_kernels'] = _runs_native_kernels(compiled)  # What ran, not what was asked.
+  result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   if compare_torch:
     torch_fns, torch_info, torch_logits = _torch_calls(variables, x_host, dtype, threads)
     calls.update(torch_fns)
     result.update(torch_info)
+  if compare_onnxruntime:
+    ort_fns, ort_info, ort_logits = _onnxruntime_calls(variables, x_host, fold_bn, threads)
+    calls.update(ort_fns)
+    result.update(ort_info)
 
   times = _time_alternating(calls, runs, warmup)
   result.update(_summary(times['jax'], 'latency_ms'))
@@ -311,6 +414,10 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       result.update(_summary(times[name], f'{name}_ms'))
       result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
     result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
+  if compare_onnxruntime:
+    result.update(_summary(times['onnxruntime'], 'onnxruntime_ms'))
+    result['ratio_jax_onnxruntime'] = result['latency_ms_p50'] / result['onnxruntime_ms_p50']
+    result['onnxruntime_max_abs_diff'] = float(np.abs(np.asarray(logits) - ort_logits).max())
   if trace_dir is not None:
     result.update(_trace(calls['jax'], trace_dir))
   peak, source = _peak_memory(device)
@@ -327,7 +434,7 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
 def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
                         runs: int = 10, warmup: int = 2, compare_torch: bool = False,
                         seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
-                        use_native_kernels: bool = True) -> dict[str, Any]:
+                        kernels: str = 'auto') -> dict[str, Any]:
   """Images/s of one training step (forward, loss, backward, Adam update).
 
   JAX: `train.train_step` pmapped over one device, exactly as training runs it
@@ -335,15 +442,15 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   weight decay). With `compare_torch`, the original PyTorch network in eager
   train mode with `torch.optim.Adam(weight_decay=1e-4)` and
   `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating steps.
-  `trace_dir` as for `run_inference_benchmark`; `use_native_kernels` as
-  `config.model.native_kernels` in training (reported as `native_kernels`).
+  `trace_dir` and `kernels` as for `run_inference_benchmark` (`config.model.kernels`
+  in training).
   """
   import functools
 
   import flax
 
   from esnet_jax import losses, train
-  config = _train_config(use_native_kernels)
+  config = _train_config(kernels)
   num_classes = 19
   model = train.create_model(config, num_classes)
   lr_fn = train.create_learning_rate_fn(config)
@@ -372,9 +479,10 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   calls: dict[str, Callable[[], Any]] = {'jax': jax_step}
   result: dict[str, Any] = {'mode': 'train', 'height': height, 'width': width, 'batch': batch,
                             'runs': runs, 'compile_s': compile_s, 'devices': 1,
-                            'native_kernels': model.native_kernels,
+                            'native_kernels': implementations.uses_kernels(model),
                             'jax_version': jax.__version__,
                             'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   if compare_torch:
     calls.update(_torch_train_calls(images, labels, num_classes, _host_threads()))
   times = _time_alternating(calls, runs=runs, warmup=warmup, seed=seed)
@@ -398,12 +506,12 @@ def _trace(call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: in
           'trace_ops': profiling.op_totals(trace_file, calls)[:20]}
 
 
-def _train_config(native_kernels: bool = True) -> Any:
+def _train_config(kernels: str = 'auto') -> Any:
   """The parts of configs/default.py that a train step reads (the paper's recipe)."""
   import ml_collections
   return ml_collections.ConfigDict({
       'num_train_steps': 1000,
-      'model': {'dtype': 'float32', 'dropout': True, 'native_kernels': native_kernels},
+      'model': {'dtype': 'float32', 'dropout': True, 'kernels': kernels},
       'optimizer': {'learning_rate': 5e-4, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
                     'weight_decay': 1e-4, 'weight_decay_mode': 'coupled',
                     'poly_power': 0.9, 'warmup_steps': 0}})
@@ -445,6 +553,7 @@ def format_report(result: Mapping[str, Any]) -> str:
                   f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
                   f"{', native kernels' if result['native_kernels'] else ''}"),
       ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
+      ('cpu', f"{result['cpu_model']}, {result['cpu_isa']}"),
       ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
       ('XLA_FLAGS', result['xla_flags'] or '(none)'),
       ('params', f"{result['params']:,}"),
@@ -471,6 +580,15 @@ def format_report(result: Mapping[str, Any]) -> str:
                                     f"(jax/torch {result['ratio_jax_torch_channels_last']:.2f})"),
         ('max |jax - torch| logits', f"{result['torch_max_abs_diff']:.2e}"),
     ]
+  if 'onnxruntime_ms_p50' in result:
+    rows += [
+        ('onnxruntime', f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
+                        f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.export's "
+                        "ONNX"),
+        ('onnxruntime p50', f"{result['onnxruntime_ms_p50']:.1f} ms "
+                            f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})"),
+        ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
+    ]
   width_ = max(len(name) for name, _ in rows)
   return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)
 
@@ -496,11 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--warmup', type=int, default=5, help='untimed calls after compiling')
   parser.add_argument('--fold-bn', action=argparse.BooleanOptionalAction, default=True,
                       help='fold BatchNorm into the convolutions, as Segmenter does')
-  parser.add_argument('--native-kernels', action=argparse.BooleanOptionalAction, default=True,
-                      help='run the factorised convolutions and the output layer with the '
-                           'compiled AVX-512 kernels (esnet_jax.native_kernels) where '
-                           'available, as Segmenter and training '
-                           '(config.model.native_kernels) do')
+  parser.add_argument('--kernels', choices=implementations.CHOICES, default='auto',
+                      help="who computes the network: the compiled CPU kernels "
+                           "(esnet_jax.kernels) where they build ('auto', as Segmenter and "
+                           "training do), XLA only ('xla'), or the kernels or an error "
+                           "('native')")
   parser.add_argument('--num-classes', type=int, default=None,
                       help="classes of the random-weight network (19 when not given); "
                            "with --checkpoint, must match the checkpoint's")
@@ -510,6 +628,10 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument('--compare-torch', action='store_true',
                       help='also time the PyTorch original (NCHW and channels_last, eager) '
                            'with the same weights, alternating with JAX; needs torch')
+  parser.add_argument('--compare-onnxruntime', action='store_true',
+                      help='also time ONNX Runtime (CPU, JAX\'s thread count) on the ONNX '
+                           'export of the same weights, alternating with JAX; float32 only; '
+                           'needs the export extra (onnx, onnxruntime, onnxscript, torch)')
   parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
   parser.add_argument('--json', default=None, metavar='PATH',
                       help='also write the results to this JSON file')
@@ -521,7 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.train and args.compare_onnxruntime:
+    parser.error('--compare-onnxruntime times inference only, not --train')
   if args.train:  # As `esnet_jax.main` does for training, before JAX starts its threads.
     host_memory.keep_freed_memory()
   if args.trace:
@@ -530,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = run_train_benchmark(height=args.height, width=args.width,
                                  batch=args.batch or 8, runs=args.runs, warmup=args.warmup,
                                  compare_torch=args.compare_torch, seed=args.seed,
-                                 trace_dir=args.trace, use_native_kernels=args.native_kernels)
+                                 trace_dir=args.trace, kernels=args.kernels)
     print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
     _print_trace(result)
     if args.json:
@@ -546,9 +671,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         height=args.height, width=args.width, batch=args.batch or 1, dtype=args.dtype,
         runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
         num_classes=args.num_classes, checkpoint=args.checkpoint,
-        compare_torch=args.compare_torch, seed=args.seed, trace_dir=args.trace,
-        use_native_kernels=args.native_kernels)
-  except (ImportError, ValueError, checkpointing.CheckpointNotFoundError) as e:
+        compare_torch=args.compare_torch, compare_onnxruntime=args.compare_onnxruntime,
+        seed=args.seed, trace_dir=args.trace,
+        kernels=args.kernels)
+  except (ImportError, WeightsError) as e:  # A missing package, unreadable weights: exit 2.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except (ValueError, checkpointing.CheckpointNotFoundError) as e:
     sys.exit(f'error: {e}')
   print(format_report(result))
   _print_trace(result)
@@ -571,6 +700,7 @@ def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[
   result = run_inference_benchmark(
       height=b.height, width=b.width, batch=b.batch, dtype=b.dtype, runs=b.runs,
       fold_bn=b.fold_bn, compare_torch=b.compare_torch,
+      compare_onnxruntime=b.get('compare_onnxruntime', False),
       checkpoint=b.checkpoint or None, num_classes=b.num_classes or None)
   print(format_report(result))
   os.makedirs(workdir, exist_ok=True)

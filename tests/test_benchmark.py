@@ -7,7 +7,9 @@ machine and on whatever else it runs.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,8 +31,10 @@ FIELDS = {
     'd2h_ms': float, 'peak_memory_bytes': int, 'peak_memory_source': str,
     'device_kind': str, 'platform': str, 'threads': int, 'jax_version': str,
     'jaxlib_version': str, 'xla_flags': str, 'runs': int, 'batch': int, 'dtype': str,
-    'fold_bn': bool, 'num_classes': int,
+    'fold_bn': bool, 'num_classes': int, 'native_kernels': bool, 'cpu_model': str,
+    'cpu_isa': str,
 }
+CPU_ISAS = ('avx512', 'avx2', 'neon', 'other')
 
 
 def _check_fields(result):
@@ -39,6 +43,7 @@ def _check_fields(result):
   assert result['params'] == DEPLOYED_PARAMS_C19
   assert result['flops'] > 0
   assert result['threads'] >= 1 and result['peak_memory_bytes'] > 0
+  assert result['cpu_isa'] in CPU_ISAS and result['cpu_model']
   assert result['latency_ms_min'] <= result['latency_ms_p50'] <= result['latency_ms_p90'] \
       <= result['latency_ms_p99']
 
@@ -53,7 +58,13 @@ def test_run_inference_benchmark_reports_every_field(result):
   assert (result['mode'], result['runs'], result['batch'], result['dtype'],
           result['fold_bn'], result['height'], result['width']) == (
               'inference', 3, 1, 'float32', True, 64, 128)
-  assert 'torch_nchw_ms_p50' not in result
+  assert 'torch_nchw_ms_p50' not in result and 'onnxruntime_ms_p50' not in result
+  from esnet_jax.kernels import build
+  # The default model uses the kernels wherever they built, and the report says so.
+  assert result['native_kernels'] == build.available()
+  # `native_kernels` looks for custom calls named esnet_*: every kernel is.
+  targets = build._SYMBOLS  # pylint: disable=protected-access
+  assert all(target.startswith('esnet_') for target in targets)
   json.dumps(result)  # JSON-ready as it is.
 
 
@@ -81,6 +92,51 @@ def test_compare_torch_times_the_same_weights():
         result['latency_ms_p50'] / result[f'{name}_ms_p50'])
   assert result['torch_threads'] == result['threads']
   assert result['torch_max_abs_diff'] < 1e-4
+
+
+@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.export internals
+def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, capsys):
+  for name in benchmark._ONNXRUNTIME_NEEDS:  # pylint: disable=protected-access
+    pytest.importorskip(name)
+  path = tmp_path / 'bench.json'
+  benchmark.main(['--height', '64', '--width', '128', '--runs', '2', '--warmup', '1',
+                  '--compare-onnxruntime', '--json', str(path)])
+  out = capsys.readouterr().out
+  result = json.loads(path.read_text())
+  _check_fields(result)
+  assert math.isfinite(result['onnxruntime_ms_p50']) and result['onnxruntime_ms_p50'] > 0
+  assert result['onnxruntime_ms_min'] <= result['onnxruntime_ms_p50']
+  assert result['ratio_jax_onnxruntime'] == pytest.approx(
+      result['latency_ms_p50'] / result['onnxruntime_ms_p50'])
+  assert result['onnxruntime_threads'] == result['threads']
+  assert result['onnxruntime_providers'][0] == 'CPUExecutionProvider'
+  assert result['onnxruntime_max_abs_diff'] < 1e-4
+  assert 'torch_nchw_ms_p50' not in result
+  assert 'onnxruntime p50' in out and 'jax/onnxruntime' in out
+  assert f"{result['cpu_model']}, {result['cpu_isa']}" in out
+
+
+def test_compare_onnxruntime_without_its_packages_says_what_to_install(monkeypatch, capsys):
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'onnxruntime' else real(name, *a))
+  with pytest.raises(SystemExit) as exit_:
+    benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime'])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1] == ('error: --compare-onnxruntime needs onnxruntime (not installed): '
+                     'pip install torch==2.13.0 && pip install -e ".[export]"')
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--dtype', 'bfloat16'], 'float32 ONNX export'),
+    (['--train'], 'inference only'),
+])
+def test_compare_onnxruntime_bad_settings(args, message, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime',
+                    *args])
+  assert message in str(exit_.value.code) + capsys.readouterr().err
 
 
 def test_benchmark_mode_through_main(tmp_path):
@@ -135,7 +191,8 @@ def test_no_flags_added_once_the_backend_runs(result, monkeypatch):
 
 def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monkeypatch):
   pytest.importorskip('torch')
-  from esnet_jax import host_memory, native_kernels
+  from esnet_jax import host_memory
+  from esnet_jax.kernels import build
   # In-process: keep this test process's malloc as it is (tests/test_host_memory.py).
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
@@ -144,7 +201,8 @@ def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monke
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
   assert saved['mode'] == 'train' and saved['batch'] == 2 and saved['runs'] == 2
-  assert saved['native_kernels'] == native_kernels.available()
+  assert saved['native_kernels'] == build.available()
+  assert saved['cpu_isa'] in CPU_ISAS and saved['cpu_model']
   for name in ('jax', 'torch_nchw', 'torch_channels_last'):
     assert saved[f'{name}_images_per_sec'] > 0
   assert saved['ratio_jax_to_torch_nchw'] == pytest.approx(
@@ -179,7 +237,7 @@ def test_trace_names_the_compiled_operations(tmp_path):
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
       [sys.executable, '-m', 'esnet_jax.benchmark', '--height', '64', '--width', '128',
-       '--runs', '2', '--warmup', '1', '--no-native-kernels', '--trace', str(tmp_path / 'trace'),
+       '--runs', '2', '--warmup', '1', '--kernels', 'xla', '--trace', str(tmp_path / 'trace'),
        '--json', str(out)],
       cwd=REPO, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
