@@ -90,6 +90,17 @@ static ffi::Error ConvKx1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   const float* rp = has_res ? res.typed_data() : nullptr;
   float* yp = y->typed_data();
   const bool vert = vertical != 0, rl = relu != 0;
+  if (winograd_applies(k, cin, cout)) {  // F(2, k): transformed weights, then row tasks.
+    std::vector<float> wt((k + 1) * cin * cout);
+    winograd_weights(k, wp, wt.data(), cin, cout);
+    for_each_row(winograd_tasks(N, H, dilation, vert), threads, pool, [&](int64_t task) {
+      thread_local std::vector<float> scratch;
+      scratch.resize((k + 1) * kWinogradChunk * cin);
+      winograd_task(task, k, xp, wt.data(), bp, rp, yp, H, W, cin, cout, dilation, vert, rl,
+                    scratch.data());
+    });
+    return ffi::Error::Success();
+  }
   for_each_row(N * H, threads, pool, [&](int64_t r) {
     const int64_t n = r / H, h = r % H;
     conv_kx1_row(xp, wp, bp, rp, yp, n, h, H, W, cin, cout, k, dilation, vert, rl);

@@ -51,9 +51,19 @@ static void test_conv_kx1(int64_t N, int64_t H, int64_t W, int64_t cin, int64_t 
   auto x = random(N * H * W * cin), w = random(k * cin * cout), b = random(cout);
   auto res = random(N * H * W * cout);
   vector<float> y(N * H * W * cout, NAN);
-  for (int64_t r = 0; r < N * H; ++r)
-    esnet::conv_kx1_row(x.data(), w.data(), b.data(), residual ? res.data() : nullptr,
-                        y.data(), r / H, r % H, H, W, cin, cout, k, d, vertical, relu);
+  const float* rp = residual ? res.data() : nullptr;
+  const bool winograd = esnet::winograd_applies(k, cin, cout);
+  if (winograd) {  // As kernels.cc runs it.
+    vector<float> wt((k + 1) * cin * cout), scratch((k + 1) * esnet::kWinogradChunk * cin);
+    esnet::winograd_weights(k, w.data(), wt.data(), cin, cout);
+    for (int64_t t = 0; t < esnet::winograd_tasks(N, H, d, vertical); ++t)
+      esnet::winograd_task(t, k, x.data(), wt.data(), b.data(), rp, y.data(), H, W, cin, cout,
+                           d, vertical, relu, scratch.data());
+  } else {
+    for (int64_t r = 0; r < N * H; ++r)
+      esnet::conv_kx1_row(x.data(), w.data(), b.data(), rp, y.data(), r / H, r % H, H, W, cin,
+                          cout, k, d, vertical, relu);
+  }
   vector<double> want(y.size()), scale(y.size());
   const int64_t p = (k - 1) / 2 * d;
   for (int64_t n = 0; n < N; ++n)
@@ -76,7 +86,8 @@ static void test_conv_kx1(int64_t N, int64_t H, int64_t W, int64_t cin, int64_t 
           scale[at] = a;
         }
   char name[160];
-  std::snprintf(name, sizeof name, "conv_kx1 %lldx%lldx%lldx%lld->%lld k%lld d%lld %s%s%s",
+  std::snprintf(name, sizeof name, "conv_kx1%s %lldx%lldx%lldx%lld->%lld k%lld d%lld %s%s%s",
+                winograd ? " (winograd)" : "",
                 (long long)N, (long long)H, (long long)W, (long long)cin, (long long)cout,
                 (long long)k, (long long)d, vertical ? "vertical" : "horizontal",
                 relu ? " relu" : "", residual ? " residual" : "");
@@ -197,6 +208,9 @@ int main() {
     test_conv_kx1(1, 5, 1, 16, 16, 3, 1, vertical, true, false);   // one pixel wide
     test_conv_kx1(1, 3, 40, 16, 64, 3, 9, vertical, false, true);  // dilation past the edge
     test_conv_kx1(1, 4, 7, 64, 64, 5, 1, vertical, true, true);
+    test_conv_kx1(1, 7, 101, 32, 48, 3, 2, vertical, true, true);   // rows of 2 chunks
+    test_conv_kx1(2, 13, 9, 64, 64, 5, 5, vertical, false, true);   // dilation past the edge
+    test_conv_kx1(1, 21, 17, 128, 128, 3, 9, vertical, true, false);
   }
   for (int out : {5, 11, 16, 19, 32}) test_upsample16(2, 5, 7, out);
   test_upsample16(1, 3, 13, 19);
