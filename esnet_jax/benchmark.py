@@ -52,7 +52,6 @@ from esnet_jax import (checkpointing, convert, folding, host_memory, implementat
 from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.kernels import build as kernel_build
-from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
 # Fewer timed runs give unstable tail percentiles; the CLI warns below this.
