@@ -1,35 +1,88 @@
-"""Orbax checkpoints: where they live, and reading model variables back.
+"""Orbax checkpoints: where they live, reading model variables back, surviving damage.
 
 Every checkpoint this project writes is an orbax `CheckpointManager` step with
 the items `state` (a pytree holding at least `params` and `batch_stats`) and
 `meta` (JSON: `num_classes` and what inference needs to reproduce training's
 preprocessing). Training adds `data` (the grain iterator state).
 
-Accepted by `restore_variables` and everything built on it (inference, predict,
+Accepted by `restore_checkpoint` and everything built on it (inference, predict,
 export, eval): a training workdir (its latest checkpoint, or the best with
 `which='best'`), a manager directory with numbered steps, or one step directory.
+
+Damage. Orbax writes each step into `<step>.orbax-checkpoint-tmp-<time>` and
+renames it when complete, so a killed run leaves at most a half-written
+temporary directory, never a half-written step. What a disk fault or an
+interrupted copy leaves (files missing, truncated or zeroed) is found when the
+step is read: a quick scan (`find_damage`) names the file, orbax's own restore
+catches the rest. A step that cannot be restored is:
+  - for training (`TrainCheckpointer`): moved aside, never deleted, to
+    `<manager dir>/damaged/<step>-<time>` (orbax ignores that folder), with a
+    one-line warning naming the step and the reason; training resumes from the
+    newest intact step. Half-written temporary directories go there too.
+  - for read-only use (eval, predict, export, convert, `Segmenter`): skipped with
+    a one-line warning, and left where it is (a reader should not rearrange a
+    workdir a training run may be using).
+If no step is intact, `DamagedCheckpointError` names every step and its reason.
 """
 
 from __future__ import annotations
 
+import datetime
+import errno
+import json
 import os
+import signal
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import orbax.checkpoint as ocp
 
+from esnet_jax.errors import (CheckpointSaveError, DamagedCheckpointError, WeightsError,
+                              WeightsNotFoundError)
+
 Variables = dict[str, Any]
+Warn = Callable[[str], None]
 
 CHECKPOINTS_DIR = 'checkpoints'
 BEST_DIR = 'best'
+DAMAGED_DIR = 'damaged'  # Inside a manager directory; not a number, so orbax ignores it.
 STATE_ITEM = 'state'
 META_ITEM = 'meta'
 DATA_ITEM = 'data'
+TMP_MARKER = '.orbax-checkpoint-tmp'
+# Orbax's own bookkeeping files, never read back on restore: damage there is harmless.
+_UNREAD_FILES = ('commit_success.txt', '_CHECKPOINT_METADATA')
+_JSON_FILES = ('metadata', '_METADATA')
+
+# Fault injection for the tests (tests/test_fault_injection.py): '<point>@<step>' makes
+# the process SIGKILL itself at that point of saving that step. Points, in save order:
+# 'tmp-created' (temporary directory made, nothing written), 'before-rename' (every
+# item written, not yet renamed), 'after-rename' (the step is final, older steps not
+# yet rotated out).
+FAULT_ENV = 'ESNET_JAX_CHECKPOINT_FAULT'
+FAULT_POINTS = ('tmp-created', 'before-rename', 'after-rename')
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(WeightsNotFoundError):
   """A path that holds no checkpoint this project can read."""
+
+
+def warn_stderr(message: str) -> None:
+  """The default warning sink: one line on stderr."""
+  print(f'warning: {message}', file=sys.stderr, flush=True)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """An exception as one line of at most `limit` characters (tensorstore's span many)."""
+  text = ' '.join(str(error).split())
+  if isinstance(error, FileNotFoundError) and error.filename:
+    text = f'{error.filename} is missing'
+  text = text or type(error).__name__
+  if isinstance(error, json.JSONDecodeError):
+    text = f'invalid JSON ({text})'
+  return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
 def save_variables(directory: str | os.PathLike[str], variables: Mapping[str, Any], *,
@@ -58,59 +111,206 @@ def _is_step_dir(path: Path) -> bool:
   return (path / STATE_ITEM).is_dir()
 
 
+def _numbered_steps(manager_dir: Path) -> list[Path]:
+  """Step directories (named by a number) of a manager directory, newest first."""
+  steps = [p for p in manager_dir.iterdir() if p.name.isdigit() and p.is_dir()]
+  return sorted(steps, key=lambda p: int(p.name), reverse=True)
+
+
 def _latest_step_dir(manager_dir: Path) -> Path | None:
-  steps = [int(p.name) for p in manager_dir.iterdir() if p.name.isdigit() and _is_step_dir(p)]
-  return manager_dir / str(max(steps)) if steps else None
+  steps = [p for p in _numbered_steps(manager_dir) if _is_step_dir(p)]
+  return steps[0] if steps else None
+
+
+def _not_a_checkpoint(p: Path) -> WeightsError:
+  expected = (f'expected a training workdir (with {CHECKPOINTS_DIR}/ or {BEST_DIR}/), a '
+              f'directory of numbered orbax steps, a step directory containing {STATE_ITEM}/, '
+              'or a weights file (.npz, .safetensors, .pth, .pt)')
+  if p.is_file():
+    return WeightsError(f'{p} is a file of an unknown kind: {expected}.')
+  return CheckpointNotFoundError(f'No checkpoint found in {p}: {expected}.')
+
+
+def _manager_dir(p: Path, which: str) -> Path:
+  """The directory of numbered steps that `p` (not itself a step) designates."""
+  if which not in ('latest', 'best'):
+    raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+  if not p.exists():
+    raise CheckpointNotFoundError(f'Checkpoint path does not exist: {p}')
+  if p.is_dir():
+    for manager_dir in (p / (BEST_DIR if which == 'best' else CHECKPOINTS_DIR), p):
+      if manager_dir.is_dir() and _numbered_steps(manager_dir):
+        return manager_dir
+  raise _not_a_checkpoint(p)
 
 
 def resolve_checkpoint(path: str | os.PathLike[str], which: str = 'latest') -> Path:
-  """The step directory that `path` designates (see the module docstring)."""
-  if which not in ('latest', 'best'):
-    raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
+  """The step directory that `path` designates (see the module docstring).
+
+  Only locates it: the newest numbered step, intact or not. `restore_checkpoint`
+  is what falls back past damaged steps.
+  """
   p = Path(path).absolute()
-  if not p.exists():
-    raise CheckpointNotFoundError(f'Checkpoint path does not exist: {p}')
   if _is_step_dir(p):
     return p
-  candidates = [p / (BEST_DIR if which == 'best' else CHECKPOINTS_DIR), p]
-  for manager_dir in candidates:
-    if manager_dir.is_dir():
-      step_dir = _latest_step_dir(manager_dir)
-      if step_dir is not None:
-        return step_dir
-  raise CheckpointNotFoundError(
-      f'No checkpoint found in {p}: expected a training workdir (with '
-      f'{CHECKPOINTS_DIR}/ or {BEST_DIR}/), a directory of numbered orbax steps, or a '
-      f'step directory containing {STATE_ITEM}/.')
+  step_dir = _latest_step_dir(_manager_dir(p, which))
+  if step_dir is None:
+    raise _not_a_checkpoint(p)
+  return step_dir
+
+
+def find_damage(step_dir: Path, items: Sequence[str] = (STATE_ITEM, META_ITEM)) -> str | None:
+  """What a disk fault or an interrupted copy left in a step, in words; None if nothing.
+
+  A quick scan that names the file: an item directory missing, a file empty or
+  all zero bytes, a JSON file that does not parse. Orbax's restore checks the
+  rest (array data files are checksummed by their compression).
+  """
+  for item in items:
+    if not (step_dir / item).is_dir():
+      return f'{item}/ is missing'
+  for f in sorted(step_dir.rglob('*')):
+    if f.name in _UNREAD_FILES or not f.is_file():
+      continue
+    rel = f.relative_to(step_dir)
+    data = f.read_bytes()
+    if not data:
+      return f'{rel} is empty (0 bytes)'
+    if data.count(0) == len(data):
+      return f'{rel} is zeroed ({len(data)} bytes of 0)'
+    if f.name in _JSON_FILES or f.suffix == '.json':
+      try:
+        json.loads(data)
+      except ValueError as e:  # JSONDecodeError and UnicodeDecodeError.
+        return f'{rel} is not valid JSON ({" ".join(str(e).split())[:120]})'
+  return None
 
 
 def _restore_items(step_dir: Path, items: dict[str, Any]) -> dict[str, Any]:
-  manager = ocp.CheckpointManager(step_dir.parent)
-  try:
-    restored = manager.restore(int(step_dir.name), args=ocp.args.Composite(**items))
-  finally:
-    manager.close()
-  return dict(restored)
+  """Restore items of one step (without a manager, which would read every sibling step)."""
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as checkpointer:
+    return dict(checkpointer.restore(step_dir, args=ocp.args.Composite(**items)))
+
+
+def _to_numpy(tree: Mapping[str, Any]) -> dict[str, Any]:
+  return {k: _to_numpy(v) if isinstance(v, Mapping) else np.asarray(v) for k, v in tree.items()}
+
+
+def _read_step(step_dir: Path) -> tuple[Variables, dict[str, Any]]:
+  """(variables, meta) of one step; `DamagedCheckpointError` naming it if unreadable."""
+  has_meta = (step_dir / META_ITEM).is_dir()
+  reason = find_damage(step_dir, (STATE_ITEM,))
+  if reason is None:
+    items = {STATE_ITEM: ocp.args.StandardRestore()}
+    if has_meta:
+      items[META_ITEM] = ocp.args.JsonRestore()
+    try:
+      restored = _restore_items(step_dir, items)
+    except Exception as e:  # pylint: disable=broad-except  # orbax/tensorstore raise many kinds.
+      reason = _one_line(e)
+    else:
+      state = restored[STATE_ITEM]
+      if not isinstance(state, Mapping) or 'params' not in state:
+        reason = f'{STATE_ITEM}/ holds no model params'
+      else:
+        variables = {'params': _to_numpy(state['params']),
+                     'batch_stats': _to_numpy(state.get('batch_stats', {}))}
+        return variables, dict(restored.get(META_ITEM) or {})
+  raise DamagedCheckpointError(f'Checkpoint step {step_dir} cannot be restored: {reason}.')
+
+
+def restore_checkpoint(path: str | os.PathLike[str], which: str = 'latest', *,
+                       warn: Warn = warn_stderr) -> tuple[Path, Variables, dict[str, Any]]:
+  """(step directory, variables, meta) of the newest intact step `path` designates.
+
+  A step directory given directly must itself be intact. Otherwise damaged
+  newer steps are skipped (read-only: they stay where they are) with one
+  warning line each; if none is intact, `DamagedCheckpointError` names each.
+  """
+  p = Path(path).absolute()
+  if _is_step_dir(p):
+    return (p, *_read_step(p))
+  manager_dir = _manager_dir(p, which)
+  problems: list[tuple[str, str]] = []
+  for step_dir in _numbered_steps(manager_dir):
+    try:
+      variables, meta = _read_step(step_dir)
+    except DamagedCheckpointError as e:
+      problems.append((step_dir.name, str(e).split(' cannot be restored: ', 1)[-1].rstrip('.')))
+      continue
+    for step, reason in problems:
+      warn(f'checkpoint step {step} in {manager_dir} cannot be restored ({reason}); '
+           f'using step {step_dir.name} instead (the damaged step is left in place).')
+    return step_dir, variables, meta
+  raise DamagedCheckpointError(
+      f'No intact checkpoint in {manager_dir}: '
+      + '; '.join(f'step {s}: {r}' for s, r in problems) + '.')
 
 
 def restore_meta(path: str | os.PathLike[str], which: str = 'latest') -> dict[str, Any]:
   """The JSON metadata saved beside a checkpoint's state."""
-  step_dir = resolve_checkpoint(path, which)
-  if not (step_dir / META_ITEM).is_dir():
-    return {}
-  return dict(_restore_items(step_dir, {META_ITEM: ocp.args.JsonRestore()})[META_ITEM])
+  return restore_checkpoint(path, which)[2]
 
 
 def restore_variables(path: str | os.PathLike[str], which: str = 'latest') -> Variables:
   """`{'params', 'batch_stats'}` as numpy arrays from any accepted checkpoint path."""
-  step_dir = resolve_checkpoint(path, which)
-  state = _restore_items(step_dir, {STATE_ITEM: ocp.args.StandardRestore()})[STATE_ITEM]
-  if 'params' not in state:
-    raise CheckpointNotFoundError(f'{step_dir} holds no model params.')
-  to_numpy = lambda tree: {k: to_numpy(v) if isinstance(v, Mapping) else np.asarray(v)
-                           for k, v in tree.items()}
-  return {'params': to_numpy(state['params']),
-          'batch_stats': to_numpy(state.get('batch_stats', {}))}
+  return restore_checkpoint(path, which)[1]
+
+
+def _timestamp() -> str:
+  return datetime.datetime.now().strftime('%Y%m%dT%H%M%S%f')
+
+
+def move_aside(path: Path) -> Path:
+  """Rename a damaged or half-written step into `<its dir>/damaged/`; never deletes."""
+  target_dir = path.parent / DAMAGED_DIR
+  target_dir.mkdir(exist_ok=True)
+  target = target_dir / f'{path.name}-{_timestamp()}'
+  path.rename(target)
+  return target
+
+
+def _is_disk_full(error: BaseException) -> bool:
+  for e in (error, error.__cause__, error.__context__):
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+      return True
+    if e is not None and any(s in str(e) for s in (
+        'No space left', 'File too large', 'quota exceeded', 'RESOURCE_EXHAUSTED')):
+      return True
+  return False
+
+
+def _fault_at(point: str, final_dir: Any) -> None:
+  """SIGKILL this process if `FAULT_ENV` names this point of saving this step."""
+  spec = os.environ.get(FAULT_ENV, '')
+  if spec == f'{point}@{Path(str(final_dir)).name}':
+    print(f'{FAULT_ENV}: SIGKILL at {point} of {final_dir}', file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fault_injecting_path_class() -> type | None:
+  """An orbax temporary-path class that kills the process at `FAULT_ENV`'s point."""
+  spec = os.environ.get(FAULT_ENV)
+  if not spec:
+    return None
+  point = spec.split('@')[0]
+  if point not in FAULT_POINTS or '@' not in spec:
+    raise ValueError(f'{FAULT_ENV}={spec!r}: expected <point>@<step>, point one of '
+                     f'{", ".join(FAULT_POINTS)}')
+  base = ocp.path.atomicity.AtomicRenameTemporaryPath
+
+  class FaultInjectingTemporaryPath(base):
+    async def create(self, *args, **kwargs):
+      path = await super().create(*args, **kwargs)
+      _fault_at('tmp-created', self.get_final())
+      return path
+
+    async def finalize(self, *args, **kwargs):
+      _fault_at('before-rename', self.get_final())
+      await super().finalize(*args, **kwargs)
+      _fault_at('after-rename', self.get_final())
+
+  return FaultInjectingTemporaryPath
 
 
 class TrainCheckpointer:
@@ -120,26 +320,94 @@ class TrainCheckpointer:
   keeps the single best evaluation. Each step holds the train state, the data
   iterator state (`data`, per process) and `meta`. Orbax writes every step to a
   temporary directory and renames it when complete, so a killed run never leaves
-  a half-written checkpoint behind, and existing steps are never overwritten.
+  a half-written step behind, and existing steps are never overwritten. Damaged
+  steps and half-written temporary directories are moved aside (see the module
+  docstring); a failed save raises `CheckpointSaveError`.
   """
 
-  def __init__(self, workdir: str | os.PathLike[str], keep: int):
+  def __init__(self, workdir: str | os.PathLike[str], keep: int, *,
+               primary: bool | None = None, warn: Warn = warn_stderr):
+    """`primary` (default: JAX process 0) is the one process that moves directories."""
+    import jax
     workdir = Path(workdir).absolute()
+    self._warn = warn
+    primary = jax.process_index() == 0 if primary is None else primary
+    self._primary = primary
+    self._failed = False
+    self._pending: dict[str, int] = {}  # Manager name -> step being written asynchronously.
+    tmp_class = _fault_injecting_path_class()
+    extra = {'temporary_path_class': tmp_class} if tmp_class else {}
+    self._dirs = {CHECKPOINTS_DIR: workdir / CHECKPOINTS_DIR, BEST_DIR: workdir / BEST_DIR}
+    if primary:  # Before orbax reads the steps' metadata (it logs damage there noisily).
+      for directory in self._dirs.values():
+        self._move_aside_half_written(directory)
+      self._move_aside_visibly_damaged(self._dirs[CHECKPOINTS_DIR])
     self._latest = ocp.CheckpointManager(
-        workdir / CHECKPOINTS_DIR, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True))
+        self._dirs[CHECKPOINTS_DIR], options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, **extra))
     self._best = ocp.CheckpointManager(
-        workdir / BEST_DIR, options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+        self._dirs[BEST_DIR], options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, **extra))
+
+  def _move_aside_half_written(self, directory: Path) -> None:
+    if not directory.is_dir():
+      return
+    for tmp in sorted(directory.glob(f'*{TMP_MARKER}*')):
+      target = move_aside(tmp)
+      self._warn(f'checkpoint step {tmp.name.split(".")[0]} in {directory} was half-written '
+                 f'(a run stopped while saving it); moved it to {target}.')
+
+  def _move_aside_visibly_damaged(self, directory: Path) -> None:
+    """Move aside the newest steps that `find_damage` flags, if an older one passes it.
+
+    If none passes, nothing moves: `restore_latest` then names every step and why.
+    """
+    if not directory.is_dir():
+      return
+    damaged = []
+    for step_dir in _numbered_steps(directory):
+      reason = find_damage(step_dir, (STATE_ITEM, DATA_ITEM, META_ITEM))
+      if reason is None:
+        intact = step_dir.name
+        break
+      damaged.append((step_dir, reason))
+    else:
+      return
+    for step_dir, reason in damaged:
+      target = move_aside(step_dir)
+      self._warn(f'checkpoint step {step_dir.name} in {directory} cannot be restored '
+                 f'({reason}); moved it to {target}; resuming from step {intact} '
+                 'or an older intact one.')
 
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
 
   def best_miou(self) -> float | None:
+    """The mIoU of the best checkpoint; None if there is none (or it is damaged)."""
     step = self._best.latest_step()
     if step is None:
       return None
-    meta = self._best.restore(step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()}))
-    return meta[META_ITEM].get('miou')
+    step_dir = self._dirs[BEST_DIR] / str(step)
+    reason = find_damage(step_dir, (META_ITEM,))
+    if reason is None:
+      try:
+        meta = self._best.restore(step, args=ocp.args.Composite(
+            **{META_ITEM: ocp.args.JsonRestore()}))
+        return meta[META_ITEM].get('miou')
+      except Exception as e:  # pylint: disable=broad-except
+        reason = _one_line(e)
+    self._set_aside(self._best, step_dir, reason, 'the next evaluation becomes the best')
+    return None
+
+  def _set_aside(self, manager: Any, step_dir: Path, reason: str, then: str) -> None:
+    if self._primary:
+      target = move_aside(step_dir)
+      self._warn(f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
+                 f'({reason}); moved it to {target}; {then}.')
+      manager.reload()
+    else:
+      self._warn(f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
+                 f'({reason}); {then}.')
 
   @staticmethod
   def _save_args(state: Any, data_iterator: Any, meta: Mapping[str, Any]) -> ocp.args.Composite:
@@ -150,11 +418,32 @@ class TrainCheckpointer:
         META_ITEM: ocp.args.JsonSave(dict(meta)),
     })
 
+  def _save_error(self, name: str, step: int, error: BaseException) -> CheckpointSaveError:
+    """A one-line `CheckpointSaveError` for a save of `step` into manager `name` that failed."""
+    self._failed = True
+    directory = self._dirs[name]
+    step = self._pending.get(name, step)
+    cause = 'the disk is full (or a file size limit was reached)' if _is_disk_full(error) \
+        else 'the save failed'
+    intact = [p.name for p in _numbered_steps(directory) if p.name != str(step)] \
+        if directory.is_dir() else []
+    kept = (f'the previous checkpoint, step {intact[0]}, is intact' if intact
+            else 'no earlier checkpoint exists')
+    return CheckpointSaveError(f'Could not write checkpoint step {step} to {directory}: '
+                               f'{cause} ({_one_line(error, 200)}); {kept}.')
+
+  def _save(self, name: str, manager: Any, step: int, args: ocp.args.Composite) -> None:
+    try:
+      manager.save(step, args=args, force=True)
+    except Exception as e:  # pylint: disable=broad-except  # Includes the previous async save.
+      raise self._save_error(name, step, e) from e
+    self._pending[name] = step
+
   def save(self, step: int, state: Any, data_iterator: Any, meta: Mapping[str, Any]) -> None:
     """Save `state` (host arrays) and the iterator's position after `step` steps."""
     if step in self._latest.all_steps():
       return
-    self._latest.save(step, args=self._save_args(state, data_iterator, meta), force=True)
+    self._save(CHECKPOINTS_DIR, self._latest, step, self._save_args(state, data_iterator, meta))
 
   def save_if_best(self, step: int, state: Any, data_iterator: Any,
                    meta: Mapping[str, Any], miou: float) -> bool:
@@ -163,25 +452,79 @@ class TrainCheckpointer:
       return False
     if step in self._best.all_steps():
       return False
-    self._best.save(step, args=self._save_args(state, data_iterator, {**meta, 'miou': miou}),
-                    force=True)
+    self._save(BEST_DIR, self._best, step,
+               self._save_args(state, data_iterator, {**meta, 'miou': miou}))
     return True
 
   def restore_latest(self, state_template: Any, data_iterator: Any) -> tuple[int, Any]:
-    """Restore the latest step into `state_template`'s structure and the iterator."""
+    """Restore the newest intact step into `state_template`'s structure and the iterator.
+
+    Newer steps that cannot be restored are moved aside with a warning each. A
+    checkpoint that is intact but does not fit the template (another config) is
+    an error, not damage: nothing is moved.
+    """
     import grain
-    step = self._latest.latest_step()
-    restored = self._latest.restore(step, args=ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardRestore(state_template),
-        DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
-    }))
-    return step, restored[STATE_ITEM]
+    directory = self._dirs[CHECKPOINTS_DIR]
+    problems: list[tuple[int, str]] = []
+    for step in sorted(self._latest.all_steps(), reverse=True):
+      step_dir = directory / str(step)
+      reason = find_damage(step_dir, (STATE_ITEM, DATA_ITEM, META_ITEM))
+      if reason is None:
+        try:
+          restored = self._latest.restore(step, args=ocp.args.Composite(**{
+              STATE_ITEM: ocp.args.StandardRestore(state_template),
+              DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+          }))
+        except Exception as e:  # pylint: disable=broad-except
+          reason = _one_line(e)
+          if self._readable(step):
+            raise WeightsError(f'Checkpoint step {step_dir} is intact but does not fit the '
+                               f'current config (was it written with another one?): '
+                               f'{reason}') from e
+        else:
+          for bad_step, bad_reason in problems:
+            self._set_aside(self._latest, directory / str(bad_step), bad_reason,
+                            f'resuming from step {step}')
+          return step, restored[STATE_ITEM]
+      problems.append((step, reason))
+    raise DamagedCheckpointError(
+        f'No intact checkpoint in {directory}: '
+        + '; '.join(f'step {s}: {r}' for s, r in problems)
+        + '. Nothing was moved; move the directory away to start afresh.')
+
+  def _readable(self, step: int) -> bool:
+    """Whether the state of `step` reads back without a template (so it is not damaged)."""
+    try:
+      self._latest.restore(step, args=ocp.args.Composite(
+          **{STATE_ITEM: ocp.args.StandardRestore()}))
+      return True
+    except Exception:  # pylint: disable=broad-except
+      return False
 
   def wait_until_finished(self) -> None:
-    self._latest.wait_until_finished()
-    self._best.wait_until_finished()
+    """Block until pending saves are written; `CheckpointSaveError` if one failed."""
+    for name, manager in ((CHECKPOINTS_DIR, self._latest), (BEST_DIR, self._best)):
+      try:
+        manager.wait_until_finished()
+      except Exception as e:  # pylint: disable=broad-except
+        raise self._save_error(name, self._pending.get(name, -1), e) from e
+      self._pending.pop(name, None)
 
   def close(self) -> None:
-    self.wait_until_finished()
-    self._latest.close()
-    self._best.close()
+    """Finish pending saves and release the managers (also after a failed save).
+
+    A save failure already raised to the caller is not raised a second time.
+    """
+    already_reported = self._failed
+    try:
+      self.wait_until_finished()
+    except CheckpointSaveError:
+      if not already_reported:
+        raise
+    finally:
+      for manager in (self._latest, self._best):
+        try:
+          manager.close()
+        except Exception:  # pylint: disable=broad-except
+          if not self._failed:
+            raise

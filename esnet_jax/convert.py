@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from esnet_jax.errors import WeightsError, WeightsNotFoundError
 from esnet_jax.models import ESNet
 
 Variables = dict[str, Any]
@@ -29,8 +30,8 @@ _BN_TORCH_TO_FLAX = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
 _BN_FLAX_TO_TORCH = {v: k for k, v in _BN_TORCH_TO_FLAX.items()}
 
 
-class ConversionError(ValueError):
-  """A state dict that does not describe the ESNet architecture."""
+class ConversionError(WeightsError):
+  """A weights file that cannot be read, or a state dict that is not ESNet's."""
 
 
 def _is_transposed_conv(module_path: tuple[str, ...]) -> bool:
@@ -93,14 +94,20 @@ def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   return dict(state_dict)
 
 
+# Where the number of classes can be read, in order: (key, axis of the class dimension).
+_CLASS_COUNT_KEYS = (('decoder.output_conv.bias', 0), ('decoder.output_conv.weight', 1),
+                     ('encoder_output_conv.bias', 0), ('encoder_output_conv.weight', 0))
+
+
 def infer_num_classes(state_dict: Mapping[str, Any]) -> int:
-  """Number of classes of a PyTorch ESNet state dict (from its output conv)."""
+  """Number of classes of a PyTorch ESNet state dict (from its output convs)."""
   state_dict = _strip_prefix(state_dict)
-  key = 'decoder.output_conv.bias'
-  if key not in state_dict:
-    raise ConversionError(f'State dict has no {key!r}: not an ESNet checkpoint? '
-                          f'First keys: {sorted(state_dict)[:5]}')
-  return int(np.shape(state_dict[key])[0])
+  for key, axis in _CLASS_COUNT_KEYS:
+    shape = np.shape(state_dict[key]) if key in state_dict else ()
+    if len(shape) > axis:
+      return int(shape[axis])
+  raise ConversionError(f'State dict has none of {", ".join(k for k, _ in _CLASS_COUNT_KEYS)}: '
+                        f'not an ESNet checkpoint? First keys: {sorted(state_dict)[:5]}')
 
 
 def torch_to_flax(state_dict: Mapping[str, Any]) -> Variables:
@@ -185,42 +192,84 @@ def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
+# How each kind of weights file starts: zip archives (.npz, PyTorch >= 1.6) with 'PK',
+# PyTorch's legacy format with a pickle protocol byte, safetensors with a little-endian
+# header length (8 bytes; its top bytes are zero for any real header).
+_ZIP = (b'PK\x03\x04', b'PK\x05\x06')
+_MAGIC = {'.npz': _ZIP, '.pth': _ZIP + (b'\x80',), '.pt': _ZIP + (b'\x80',),
+          '.safetensors': (b'',)}
+
+
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """Read a PyTorch ESNet state dict from `.npz`, `.safetensors` or `.pth`/`.pt`.
 
   `.pth` needs the `torch` extra and is read with `weights_only=True`, so a
   malicious pickle cannot run code. Checkpoints that wrap the state dict
-  (`{'state_dict': ...}` or `{'model': ...}`) are unwrapped.
+  (`{'state_dict': ...}` or `{'model': ...}`) are unwrapped. An empty,
+  truncated, garbage or wrong-format file is a `ConversionError` naming it.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'Weights file not found: {path}')
+    raise WeightsNotFoundError(f'Weights file not found: {path}')
   ext = os.path.splitext(path)[1].lower()
-  if ext == '.npz':
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
-  if ext == '.safetensors':
-    from safetensors.numpy import load_file
-    return dict(load_file(path))
+  expected = {'.npz': 'a zip archive of named arrays, as numpy.savez writes',
+              '.safetensors': 'a safetensors file of named tensors',
+              '.pth': 'a PyTorch state dict saved with torch.save',
+              '.pt': 'a PyTorch state dict saved with torch.save'}
+  if ext not in expected:
+    raise ConversionError(f'Unsupported weights file {path}: expected .npz, '
+                          f'.safetensors, .pth or .pt')
+  if os.path.getsize(path) == 0:
+    raise ConversionError(f'{path} is empty (0 bytes): expected {expected[ext]}.')
+  with open(path, 'rb') as f:
+    head = f.read(8)
+  if not any(head.startswith(m) for m in _MAGIC[ext]):
+    raise ConversionError(f'{path} is not {expected[ext]}: it starts with bytes {head!r}, '
+                          f'not {" or ".join(repr(m) for m in _MAGIC[ext])}.')
   if ext in ('.pth', '.pt'):
-    try:
-      import torch
-    except ImportError as e:
-      raise ImportError(f'Reading {path} needs PyTorch: pip install "esnet-jax[torch]" '
-                        '(on CPU-only machines: pip install torch==2.13.0 first).') from e
-    try:
-      obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle errors name no file; add it.
-      raise ConversionError(f'Could not read {path} as a weights-only PyTorch '
-                            f'checkpoint: {e}') from e
-    for wrapper in ('state_dict', 'model', 'model_state_dict'):
-      if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
-        obj = obj[wrapper]
-    if not isinstance(obj, Mapping):
-      raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict.')
-    return {k: v.detach().cpu().numpy() for k, v in obj.items()}
-  raise ConversionError(f'Unsupported weights file {path}: expected .npz, '
-                        f'.safetensors, .pth or .pt')
+    return _load_pth(path)
+  try:
+    if ext == '.npz':
+      with np.load(path, allow_pickle=False) as data:
+        if not hasattr(data, 'files'):  # A bare .npy array, renamed.
+          raise ValueError(f'it holds one {type(data).__name__}, not named arrays')
+        state_dict = {k: data[k] for k in data.files}
+    else:
+      from safetensors.numpy import load_file
+      state_dict = dict(load_file(path))
+  except Exception as e:  # pylint: disable=broad-except  # zipfile, zlib, pickle, safetensors.
+    raise ConversionError(f'Could not read {path}: expected {expected[ext]} '
+                          f'({type(e).__name__}: {" ".join(str(e).split())[:200]}).') from e
+  if not state_dict:
+    raise ConversionError(f'{path} holds no arrays: expected an ESNet state dict.')
+  return state_dict
+
+
+def _load_pth(path: str) -> dict[str, np.ndarray]:
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f'Reading {path} needs PyTorch: pip install "esnet-jax[torch]" '
+                      '(on CPU-only machines: pip install torch==2.13.0 first).') from e
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pickle errors name no file; add it.
+    message = str(e)
+    if 'WeightsUnpickler error:' in message:  # The reason, after torch's long preamble.
+      message = message.split('WeightsUnpickler error:', 1)[1]
+    raise ConversionError(f'Could not read {path}: expected a PyTorch state dict saved with '
+                          f'torch.save, readable with weights_only=True '
+                          f'({type(e).__name__}: {" ".join(message.split())[:300]})') from e
+  for wrapper in ('state_dict', 'model', 'model_state_dict'):
+    if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
+      obj = obj[wrapper]
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict.')
+  not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+  if not_tensors:
+    raise ConversionError(f'{path} is not a state dict of tensors: {", ".join(not_tensors[:5])} '
+                          f'{"are" if len(not_tensors) > 1 else "is"} not a tensor.')
+  return {k: v.detach().cpu().numpy() for k, v in obj.items()}
 
 
 def load_torch_weights(path: str | os.PathLike[str]) -> Variables:
@@ -250,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
   import argparse
   import sys
 
-  from esnet_jax import checkpointing, pretrained, weights
+  from esnet_jax import checkpointing, weights
 
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.convert',
@@ -278,8 +327,7 @@ def main(argv: list[str] | None = None) -> int:
       loaded = weights.load(args.checkpoint, args.which)
       save_torch_weights(loaded.variables, args.out_torch)
       print(f'Wrote the PyTorch state dict of {loaded.source} to {args.out_torch}')
-  except (ConversionError, checkpointing.CheckpointNotFoundError, pretrained.PretrainedError,
-          FileNotFoundError, FileExistsError, ImportError) as e:
+  except (WeightsError, FileNotFoundError, FileExistsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   return 0

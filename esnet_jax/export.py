@@ -42,7 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import checkpointing, convert, folding, pretrained, weights
+from esnet_jax import convert, folding, weights
+from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -198,8 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     path, meta_path = export(args.checkpoint, args.format, args.height, args.width, args.out,
                              batch=args.batch, fold_bn=not args.no_fold_bn, which=args.which)
-  except (ExportError, checkpointing.CheckpointNotFoundError, convert.ConversionError,
-          pretrained.PretrainedError, ImportError) as e:
+  except (ExportError, WeightsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(f'Wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {meta_path}')

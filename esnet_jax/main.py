@@ -65,9 +65,10 @@ def main(argv: list[str]) -> None:
   if FLAGS.config.mode == 'train':  # Before JAX starts its threads.
     from esnet_jax import host_memory
     host_memory.keep_freed_memory()
-  from esnet_jax import benchmark, checkpointing, convert, predict, pretrained, train
+  from esnet_jax import benchmark, predict, train
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError
+  from esnet_jax.errors import CheckpointSaveError, WeightsError
 
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Progress goes to stdout; keep INFO chatter off.
@@ -79,9 +80,10 @@ def main(argv: list[str]) -> None:
     if config.mode not in run:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
-  except (ConfigError, DatasetError, checkpointing.CheckpointNotFoundError,
-          convert.ConversionError, pretrained.PretrainedError,
-          train.NonFiniteLossError) as e:
+  except (WeightsError, CheckpointSaveError) as e:  # Unreadable weights, a failed save: exit 2.
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+  except (ConfigError, DatasetError, train.NonFiniteLossError) as e:
     sys.exit(f'error: {e}')
 
 

@@ -21,8 +21,27 @@ def format_duration(seconds: float) -> str:
   return f'{h:d}:{m:02d}:{s:02d}' if h else f'{m:d}:{s:02d}'
 
 
+def _ends_mid_line(path: Path) -> bool:
+  """Whether `path` exists and its last byte is not a newline (a line cut short)."""
+  try:
+    with open(path, 'rb') as f:
+      f.seek(0, 2)
+      if f.tell() == 0:
+        return False
+      f.seek(-1, 2)
+      return f.read(1) != b'\n'
+  except FileNotFoundError:
+    return False
+
+
 class MetricWriter:
-  """Appends scalars to `workdir/metrics.jsonl` and TensorBoard; prints progress."""
+  """Appends scalars to `workdir/metrics.jsonl` and TensorBoard; prints progress.
+
+  A resumed run appends to the same `metrics.jsonl`. If the previous run was
+  killed mid-line, that torn line is kept as it is and the new records start on
+  a line of their own, so every complete record stays readable (`plots.read_metrics`
+  skips lines that are not JSON).
+  """
 
   def __init__(self, workdir: str | Path, *, enabled: bool, stream: TextIO = sys.stdout):
     self.enabled = enabled
@@ -32,7 +51,12 @@ class MetricWriter:
     if enabled:
       workdir = Path(workdir)
       workdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(workdir / 'metrics.jsonl', 'a', encoding='utf-8')
+      path = workdir / 'metrics.jsonl'
+      torn = _ends_mid_line(path)
+      self._jsonl = open(path, 'a', encoding='utf-8')
+      if torn:  # A killed run cut its last line short: keep it, start the next on its own.
+        self._jsonl.write('\n')
+        self._jsonl.flush()
       from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(str(workdir / 'tensorboard'))
 

@@ -50,11 +50,11 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from esnet_jax import (checkpointing, convert, datasets, pretrained, train, transforms, video,
-                       visualize)
+from esnet_jax import datasets, train, transforms, video, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
+from esnet_jax.errors import WeightsError
 from esnet_jax.inference import Segmenter
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
@@ -419,7 +419,8 @@ def predict_from_config(config: ml_collections.ConfigDict, workdir: str | Path) 
                       'dataset.')
   output = Path(cfg.output or Path(workdir) / 'predictions')
   segmenter = Segmenter.from_checkpoint(cfg.checkpoint or workdir,
-                                        dtype=jnp.dtype(config.model.dtype))
+                                        dtype=jnp.dtype(config.model.dtype),
+                                        kernels=config.model.kernels)
   try:
     if cfg.submission:
       class_table = cityscapes.cityscapes_class_table()
@@ -478,6 +479,10 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--scales', type=_parse_scales, default=(1.0,),
                       help='test-time augmentation: comma-separated scales, e.g. 0.75,1,1.25')
   parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  parser.add_argument('--kernels', choices=('auto', 'xla', 'native'), default='auto',
+                      help="who computes the network (esnet_jax.implementations): the "
+                           "compiled CPU kernels where they build ('auto'), XLA only, or the "
+                           "kernels or an error ('native')")
   parser.add_argument('--palette', choices=PALETTES, default='checkpoint',
                       help="colours: the checkpoint's own, or a dataset's (class counts "
                       'must agree)')
@@ -502,7 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.error(f'the following arguments are required: {", ".join(missing)}')
   try:
     segmenter = Segmenter.from_checkpoint(args.checkpoint, args.which,
-                                          dtype=jnp.dtype(args.dtype))
+                                          dtype=jnp.dtype(args.dtype), kernels=args.kernels)
     palette = 'cityscapes' if args.cityscapes_submission else args.palette
     colours = colours_for(segmenter.num_classes, segmenter.meta,
                           None if palette == 'checkpoint' else palette_class_table(palette))
@@ -510,8 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictor = Predictor(segmenter, scales=args.scales, flip=args.flip)
     report = run(predictor, inputs, args.output, colours=colours, alpha=args.alpha,
                  batch_size=args.batch_size, submission=args.cityscapes_submission)
-  except (InputError, visualize.PaletteError, checkpointing.CheckpointNotFoundError,
-          convert.ConversionError, pretrained.PretrainedError, ImportError) as e:
+  except (InputError, visualize.PaletteError, WeightsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   report.skipped = skipped
