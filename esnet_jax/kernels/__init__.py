@@ -14,7 +14,9 @@ compiler emits the ISA's FMAs, broadcasts and unaligned moves, and only the shap
 the register blocks (pixels x output-channel vectors held in registers) changes per
 ISA, as compile-time constants: AVX2 has 16 registers of 8 floats, AVX-512 and NEON 32
 of 16 and 4. No SIMD library to install (highway would do the same as a dependency),
-no per-ISA intrinsics to keep in step. `build` compiles with explicit flags per ISA
+no per-ISA intrinsics to keep in step. At 32+ channels the 3- and 5-tap convolutions
+use Winograd F(2, k) (k + 1 matrix products per output pair instead of 2k), since the
+direct tiles already run at the FMA units' peak. `build` compiles with explicit flags per ISA
 (`-mavx512f -mfma`, `-mavx2 -mfma`, aarch64's default) on first use, or ahead of time
 with `python -m esnet_jax.kernels.build`; other CPUs use XLA's operations.
 

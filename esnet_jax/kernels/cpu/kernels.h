@@ -6,14 +6,16 @@
 // vector extension, so `a * b + c` is one vfmadd / fmla (with -ffp-contract=fast), loads
 // and stores are unaligned vector moves, and a broadcast is `s - vf{}`. The kernels are
 // written in these vectors and in register blocks whose shape is a compile-time choice
-// per ISA (the kBlock* constants below): an accumulator tile of NB pixels (or input
+// per ISA (the k* constants below): an accumulator tile of NB pixels (or input
 // channels) by NV vectors of output channels lives in registers for a whole reduction,
 // and must leave room for the NV weight vectors and a broadcast:
 //   NB * NV + NV + 1 <= registers (x86 without AVX-512: 16 ymm; AVX-512 and NEON: 32).
 // A portable SIMD library (highway) would do the same with a dependency to install;
 // intrinsics per ISA would triple the source. The compiler is trusted only with what it
 // does reliably: fully unrolled loops over compile-time trip counts on local arrays of
-// vectors (kept in registers), contraction of a*b+c, and unaligned vector moves.
+// vectors (kept in registers), contraction of a*b+c, and unaligned vector moves (as a
+// dereference of the under-aligned, may_alias type: GCC 12 routes a memcpy of a vector
+// through the stack, which took the AVX2 build from 33 to 12 GF/s per core).
 //
 // At 32 or more channels, 3- and 5-tap factorised convolutions go through Winograd
 // F(2, k) (winograd_task): the direct tiles run at the FMA units' peak already (as do
@@ -73,7 +75,7 @@ constexpr int kAccumulators = 24;  // upsample16's tiles: 24 / (vectors per pixe
 #elif ESNET_LANES == 8  // AVX2: 16 ymm registers of 8 floats.
 // 6 pixels x 16 channels: 12 accumulators, 2 weight vectors and a broadcast fill 15 of
 // 16 registers, 8 loads per 12 FMAs. 3 x 32 channels would need 17: the weights would
-// be reloaded for every pixel (11 loads per 12 FMAs), measured 5-10% slower on Zen 2.
+// be reloaded for every pixel (11 loads per 12 FMAs), measured up to 10% slower on Zen 2.
 constexpr int kConvPixels = 6, kConvVectors = 2;
 constexpr int kConvMidPixels = 6, kConvMidVectors = 2;
 constexpr int kConvNarrowPixels = 6, kConvNarrowVectors = 2;
