@@ -153,6 +153,40 @@ def test_inputs_whose_results_would_collide_are_not_overwritten(tmp_path, checkp
                                                                  - _scene(8)).mean()
 
 
+def test_a_workdir_whose_newest_step_is_damaged_predicts_with_the_newest_intact_one(
+    tmp_path, checkpoint8, segmenter8, capsys):
+  """Read-only use skips a damaged `latest` (leaving it in place); a damaged `best` with
+  nothing older is one error naming the step and why."""
+  workdir = tmp_path / 'work'
+  meta = checkpointing.restore_meta(checkpoint8)
+  meta.pop('num_classes')
+  for step, seed in ((1, 0), (2, 1)):
+    for sub in ('checkpoints', 'best'):
+      if sub == 'checkpoints' or step == 2:
+        checkpointing.save_variables(workdir / sub, random_variables(8, seed), num_classes=8,
+                                     meta=meta, step=step)
+  for damaged in (workdir / 'checkpoints' / '2', workdir / 'best' / '2'):
+    for f in damaged.rglob('*'):
+      if f.is_file():
+        f.write_bytes(b'\0' * f.stat().st_size)
+  image = _save(_scene(3), tmp_path / 'in' / 'x.png')
+  capsys.readouterr()
+  assert predict.main(['--checkpoint', str(workdir), '--input', str(image),
+                       '--output', str(tmp_path / 'out')]) == 0
+  err = capsys.readouterr().err
+  assert f'warning: checkpoint step 2 in {workdir / "checkpoints"} cannot be restored' in err
+  assert 'using step 1 instead' in err
+  # Step 1 holds checkpoint8's variables (seed 0), so segmenter8's classes.
+  classes = _read(tmp_path / 'out' / 'x_classes.png')
+  assert (classes == segmenter8.predict(_scene(3))).mean() > 0.999
+  assert (workdir / 'checkpoints' / '2').is_dir()  # Left in place by a reader.
+  assert predict.main(['--checkpoint', str(workdir), '--which', 'best', '--input', str(image),
+                       '--output', str(tmp_path / 'out2')]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith(f'error: No intact checkpoint in {workdir / "best"}: step 2: ')
+  assert err.count('\n') == 1
+
+
 def test_demo_image_and_config_mode_through_main(tmp_path, checkpoint8):
   demo = tmp_path / 'scene.png'
   assert predict.main(['--demo-image', str(demo), '--demo-size', '40', '56']) == 0
