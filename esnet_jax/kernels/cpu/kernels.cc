@@ -90,12 +90,12 @@ static ffi::Error ConvKx1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
   const float* rp = has_res ? res.typed_data() : nullptr;
   float* yp = y->typed_data();
   const bool vert = vertical != 0, rl = relu != 0;
-  if (winograd_applies(k, cin, cout)) {  // F(2, k): transformed weights, then row tasks.
-    std::vector<float> wt((k + 1) * cin * cout);
+  if (winograd_applies(k, cin, cout)) {  // F(m, k): transformed weights, then row tasks.
+    std::vector<float> wt(kWinogradInputs * cin * cout);
     winograd_weights(k, wp, wt.data(), cin, cout);
-    for_each_row(winograd_tasks(N, H, dilation, vert), threads, pool, [&](int64_t task) {
+    for_each_row(winograd_tasks(N, H, k, dilation, vert), threads, pool, [&](int64_t task) {
       thread_local std::vector<float> scratch;
-      scratch.resize((k + 1) * kWinogradChunk * cin);
+      scratch.resize(kWinogradInputs * kWinogradChunk * cin);
       winograd_task(task, k, xp, wt.data(), bp, rp, yp, H, W, cin, cout, dilation, vert, rl,
                     scratch.data());
     });

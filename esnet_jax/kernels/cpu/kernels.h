@@ -18,10 +18,11 @@
 // through the stack, which took the AVX2 build from 33 to 12 GF/s per core).
 //
 // At 32 or more channels, 3- and 5-tap factorised convolutions go through Winograd
-// F(2, k) (winograd_task): the direct tiles run at the FMA units' peak already (as do
-// XLA's at these widths), so the only speed left is in fewer FMAs: k + 1 products per
-// pair of output pixels instead of 2k (1.5x fewer for k = 3, 1.67x for k = 5). At 16
-// channels the transforms cost more than they save (measured), so those stay direct.
+// F(4, 3) and F(2, 5) (winograd_task): the direct tiles run at the FMA units' peak
+// already (as do XLA's at these widths), so the only speed left is in fewer FMAs: 6
+// products per 4 output pixels instead of 12 for k = 3, 6 per 2 instead of 10 for k = 5.
+// At 16 channels the transforms cost more than they save (measured), so those stay
+// direct.
 //
 // Layouts are NHWC float32. Channel counts: conv_kx1 Cout % 16 == 0 (any Cin),
 // wgrad Cout % 16 == 0 (any Cin), channel sums C % 16 == 0, upsample16 Cin == 16 and
@@ -231,25 +232,34 @@ static inline void conv_kx1_row(const float* x, const float* w, const float* b,
                                                          cout);
 }
 
-// --- Winograd F(2, k) for the factorised convolution with k = 3 or 5 taps ------------------
-// Two outputs y(q), y(q + d) of a k-tap (dilated) 1-D correlation from k + 1 inputs
-// d_s = x(q + (s - (k - 1) / 2) d): y = AT [(G g) * (BT d)], so per pair of output pixels
-// k + 1 matrix products (cin x cout) instead of 2k: 1.5x fewer FMAs for k = 3, 1.67x for
-// k = 5. The products are the same register-blocked tiles as the direct convolution.
-// Matrices for the points 0, 1, -1 (, 2, -2) and infinity (Lavin & Gray 2016), checked
-// against the direct sums by selftest.cc.
+// --- Winograd F(m, k) for the factorised convolution with k = 3 or 5 taps ------------------
+// m outputs y(q), y(q + d), ..., y(q + (m - 1) d) of a k-tap (dilated) 1-D correlation
+// from n = m + k - 1 inputs d_s = x(q + (s - (k - 1) / 2) d): y = AT [(G g) * (BT d)], so
+// per group of m output pixels n matrix products (cin x cout) instead of m k: F(4, 3)
+// (2x fewer FMAs) and F(2, 5) (1.67x; F(4, 5) would need the points +-1/2, whose
+// rounding errors grow past float32's comfort). The products are the same
+// register-blocked tiles as the direct convolution. Matrices for the points 0, +-1,
+// +-2 and infinity (Lavin & Gray 2016), checked against the direct sums by selftest.cc.
 template <int K>
 struct Winograd;
 template <>
 struct Winograd<3> {
-  static constexpr int N = 4;
-  static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, 1}};
-  static constexpr float G[4][3] = {{-1, 0, 0}, {.5f, .5f, .5f}, {.5f, -.5f, .5f}, {0, 0, 1}};
-  static constexpr float BT[4][4] = {{-1, 0, 1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
+  static constexpr int M = 4, N = 6;
+  static constexpr float AT[4][6] = {
+      {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+  static constexpr float G[6][3] = {{.25f, 0, 0},
+                                    {-1.f / 6, -1.f / 6, -1.f / 6},
+                                    {-1.f / 6, 1.f / 6, -1.f / 6},
+                                    {1.f / 24, 1.f / 12, 1.f / 6},
+                                    {1.f / 24, -1.f / 12, 1.f / 6},
+                                    {0, 0, 1}};
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0},
+                                     {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
+                                     {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
 };
 template <>
 struct Winograd<5> {
-  static constexpr int N = 6;
+  static constexpr int M = 2, N = 6;
   static constexpr float AT[2][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 1}};
   static constexpr float G[6][5] = {
       {.25f, 0, 0, 0, 0},
@@ -262,6 +272,7 @@ struct Winograd<5> {
                                      {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0},
                                      {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
 };
+constexpr int kWinogradInputs = 6;  // n of both: the transformed weights are (6, cin, cout)
 
 // Whether conv_kx1 with these taps and channels goes through Winograd (wide enough that
 // the transforms cost little next to the products; input channels whole vectors).
@@ -269,7 +280,7 @@ static inline bool winograd_applies(int64_t k, int64_t cin, int64_t cout) {
   return (k == 3 || k == 5) && cin >= 32 && cin % 16 == 0 && cout >= 32 && cout % 16 == 0;
 }
 
-// wt (k + 1, cin, cout) = G w for w (k, cin, cout).
+// wt (kWinogradInputs, cin, cout) = G w for w (k, cin, cout).
 static inline void winograd_weights(int64_t k, const float* w, float* wt, int64_t cin,
                                     int64_t cout) {
   auto run = [&](auto tag) {
@@ -285,29 +296,35 @@ static inline void winograd_weights(int64_t k, const float* w, float* wt, int64_
   if (k == 3) run(Winograd<3>{}); else run(Winograd<5>{});
 }
 
-// Pairs per line: positions q of [0, n) with q mod 2d < d (their partners q + d).
-static inline int64_t winograd_pairs(int64_t n, int64_t d) {
-  return n / (2 * d) * d + std::min(n % (2 * d), d);
+// Groups per line: positions q of [0, n) with q mod (m d) < d (their outputs q + o d).
+static inline int64_t winograd_groups(int64_t n, int64_t d, int64_t m) {
+  return n / (m * d) * d + std::min(n % (m * d), d);
 }
-static inline int64_t winograd_pair(int64_t j, int64_t d) { return j / d * 2 * d + j % d; }
+static inline int64_t winograd_group(int64_t j, int64_t d, int64_t m) {
+  return j / d * m * d + j % d;
+}
+static inline int64_t winograd_outputs(int64_t k) { return k == 3 ? 4 : 2; }
 
-// Tasks of a conv_kx1 through Winograd: one per image row (horizontal), or one per pair
-// of output rows (h, h + d) (vertical).
-static inline int64_t winograd_tasks(int64_t N, int64_t H, int64_t d, bool vertical) {
-  return N * (vertical ? winograd_pairs(H, d) : H);
+// Tasks of a conv_kx1 through Winograd: one per image row (horizontal), or one per group
+// of output rows (h, h + d, ...) (vertical).
+static inline int64_t winograd_tasks(int64_t N, int64_t H, int64_t k, int64_t d,
+                                     bool vertical) {
+  return N * (vertical ? winograd_groups(H, d, winograd_outputs(k)) : H);
 }
 
 template <int K, int NB, int NV>
 static inline void winograd_tile(const float* U, int64_t upair, int64_t ustride,
                                  const float* wt, const float* b, const float* res, float* y,
                                  int64_t cin, int64_t cout, bool use_relu, int64_t o0,
-                                 const int64_t* out0, const int64_t* out1) {
+                                 const int64_t (*out)[NB]) {
   using T = Winograd<K>;
-  vf y0[NB][NV], y1[NB][NV];
+  vf yo[T::M][NB][NV];
 #pragma GCC unroll 16
-  for (int j = 0; j < NB; ++j)
+  for (int m = 0; m < T::M; ++m)
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) y0[j][v] = y1[j][v] = load(b + o0 + v * L);
+    for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) yo[m][j][v] = load(b + o0 + v * L);
   for (int i = 0; i < T::N; ++i) {
     vf acc[NB][NV];
 #pragma GCC unroll 16
@@ -316,21 +333,21 @@ static inline void winograd_tile(const float* U, int64_t upair, int64_t ustride,
       for (int v = 0; v < NV; ++v) acc[j][v] = vf{};
     tile_fma<NB, NV>(acc, U + i * ustride, upair, wt + i * cin * cout + o0, cout, cin);
 #pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j)
+    for (int m = 0; m < T::M; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v)
+          if (T::AT[m][i] != 0) yo[m][j][v] = T::AT[m][i] * acc[j][v] + yo[m][j][v];
+  }
+  for (int m = 0; m < T::M; ++m)
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) {
+      const int64_t at = out[m][j];
+      if (at < 0) continue;
 #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) {
-        if (T::AT[0][i] != 0) y0[j][v] = T::AT[0][i] * acc[j][v] + y0[j][v];
-        if (T::AT[1][i] != 0) y1[j][v] = T::AT[1][i] * acc[j][v] + y1[j][v];
-      }
-  }
-#pragma GCC unroll 16
-  for (int j = 0; j < NB; ++j)
-#pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) {
-      for (int half = 0; half < 2; ++half) {
-        const int64_t at = half ? out1[j] : out0[j];
-        if (at < 0) continue;
-        vf r = half ? y1[j][v] : y0[j][v];
+        vf r = yo[m][j][v];
         if (res) r += load(res + at + o0 + v * L);
         if (use_relu) r = relu(r);
         store(y + at + o0 + v * L, r);
@@ -339,7 +356,7 @@ static inline void winograd_tile(const float* U, int64_t upair, int64_t ustride,
 }
 
 // Task t of winograd_tasks: x (N, H, W, cin), wt = winograd_weights, b, res (or null),
-// y (N, H, W, cout); `scratch` holds (k + 1) * kWinogradChunk * cin floats.
+// y (N, H, W, cout); `scratch` holds kWinogradInputs * kWinogradChunk * cin floats.
 constexpr int64_t kWinogradChunk = 48;  // pairs whose transformed inputs stay in L2
 template <int K>
 static void winograd_task_k(int64_t task, const float* x, const float* wt, const float* b,
@@ -347,14 +364,14 @@ static void winograd_task_k(int64_t task, const float* x, const float* wt, const
                             int64_t cout, int64_t d, bool vertical, bool use_relu,
                             float* scratch) {
   using T = Winograd<K>;
-  constexpr int N = T::N;
+  constexpr int N = T::N, M = T::M;
   constexpr int64_t half = (K - 1) / 2;
   int64_t n, h, npairs;
   if (vertical) {
-    const int64_t per_image = winograd_pairs(H, d);
-    n = task / per_image, h = winograd_pair(task % per_image, d), npairs = W;
+    const int64_t per_image = winograd_groups(H, d, M);
+    n = task / per_image, h = winograd_group(task % per_image, d, M), npairs = W;
   } else {
-    n = task / H, h = task % H, npairs = winograd_pairs(W, d);
+    n = task / H, h = task % H, npairs = winograd_groups(W, d, M);
   }
   const float* ximg = x + n * H * W * cin;
   const int64_t yimg = n * H * W * cout;
@@ -364,7 +381,7 @@ static void winograd_task_k(int64_t task, const float* x, const float* wt, const
       const int64_t hs = h + (s - half) * d;
       return hs < 0 || hs >= H ? nullptr : ximg + (hs * W + j) * cin;
     }
-    const int64_t ws = winograd_pair(j, d) + (s - half) * d;
+    const int64_t ws = winograd_group(j, d, M) + (s - half) * d;
     return ws < 0 || ws >= W ? nullptr : ximg + (h * W + ws) * cin;
   };
   auto output = [&](int64_t j, int which) -> int64_t {
@@ -372,7 +389,7 @@ static void winograd_task_k(int64_t task, const float* x, const float* wt, const
       const int64_t ho = h + which * d;
       return ho < H ? yimg + (ho * W + j) * cout : -1;
     }
-    const int64_t wo = winograd_pair(j, d) + which * d;
+    const int64_t wo = winograd_group(j, d, M) + which * d;
     return wo < W ? yimg + (h * W + wo) * cout : -1;
   };
   const int64_t ustride = kWinogradChunk * cin;
@@ -394,21 +411,22 @@ static void winograd_task_k(int64_t task, const float* x, const float* wt, const
         }
       }
     }
-    int64_t out0[kConvNarrowPixels > kConvPixels ? kConvNarrowPixels : kConvPixels];
-    int64_t out1[sizeof(out0) / sizeof(out0[0])];
     auto run = [&](auto nb_tag, auto nv_tag, int64_t o_begin, int64_t o_end) {
       constexpr int NB = decltype(nb_tag)::value, NV = decltype(nv_tag)::value;
+      int64_t out[M][NB];
       for (int64_t o0 = o_begin; o0 < o_end; o0 += NV * L) {
         int64_t j = 0;
         for (; j + NB <= count; j += NB) {
-          for (int q = 0; q < NB; ++q) out0[q] = output(j0 + j + q, 0), out1[q] = output(j0 + j + q, 1);
+          for (int m = 0; m < M; ++m)
+            for (int q = 0; q < NB; ++q) out[m][q] = output(j0 + j + q, m);
           winograd_tile<K, NB, NV>(scratch + j * cin, cin, ustride, wt, b, res, y, cin, cout,
-                                   use_relu, o0, out0, out1);
+                                   use_relu, o0, out);
         }
         for (; j < count; ++j) {
-          out0[0] = output(j0 + j, 0), out1[0] = output(j0 + j, 1);
+          int64_t one[M][1];
+          for (int m = 0; m < M; ++m) one[m][0] = output(j0 + j, m);
           winograd_tile<K, 1, NV>(scratch + j * cin, cin, ustride, wt, b, res, y, cin, cout,
-                                  use_relu, o0, out0, out1);
+                                  use_relu, o0, one);
         }
       }
     };

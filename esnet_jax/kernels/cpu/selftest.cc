@@ -54,9 +54,10 @@ static void test_conv_kx1(int64_t N, int64_t H, int64_t W, int64_t cin, int64_t 
   const float* rp = residual ? res.data() : nullptr;
   const bool winograd = esnet::winograd_applies(k, cin, cout);
   if (winograd) {  // As kernels.cc runs it.
-    vector<float> wt((k + 1) * cin * cout), scratch((k + 1) * esnet::kWinogradChunk * cin);
+    vector<float> wt(esnet::kWinogradInputs * cin * cout);
+    vector<float> scratch(esnet::kWinogradInputs * esnet::kWinogradChunk * cin);
     esnet::winograd_weights(k, w.data(), wt.data(), cin, cout);
-    for (int64_t t = 0; t < esnet::winograd_tasks(N, H, d, vertical); ++t)
+    for (int64_t t = 0; t < esnet::winograd_tasks(N, H, k, d, vertical); ++t)
       esnet::winograd_task(t, k, x.data(), wt.data(), b.data(), rp, y.data(), H, W, cin, cout,
                            d, vertical, relu, scratch.data());
   } else {
