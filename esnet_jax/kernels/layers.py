@@ -118,6 +118,17 @@ def _pair(c: int, k: int, name: str) -> tuple[jax.Array, jax.Array]:
   return _FactorizedParams(c, (k, 1) if vertical else (1, k), name=name)(c)
 
 
+def _first_pair(unit: nn.Module, x: jax.Array, k: int, train: bool) -> jax.Array:
+  """The unit's first (kx1, ReLU, 1xk, folded BN, ReLU) pair, fused; only in BN-folded
+  inference (the unit's `norm` None, `train` False)."""
+  if unit.norm is not None or train:
+    raise ValueError(f'{type(unit).__name__} is for BN-folded inference '
+                     '(norm=None, train=False).')
+  c = x.shape[-1]
+  y = ops.conv_kx1(x, *_pair(c, k, 'conv3x1_1'), vertical=True, relu=True)
+  return ops.conv_kx1(y, *_pair(c, k, 'conv1x3_1'), vertical=False, relu=True)
+
+
 class FusedFCU(nn.Module):
   """A BN-folded `FCU` in inference: four `ops.conv_kx1` calls with bias, ReLU and the
   residual fused (the fields of `FCU`; `norm` must be None, dropout is inactive)."""
@@ -130,11 +141,8 @@ class FusedFCU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if self.norm is not None or train:
-      raise ValueError('FusedFCU is for BN-folded inference (norm=None, train=False).')
     c, k, d = x.shape[-1], self.kernel_size, self.dilation
-    y = ops.conv_kx1(x, *_pair(c, k, 'conv3x1_1'), vertical=True, relu=True)
-    y = ops.conv_kx1(y, *_pair(c, k, 'conv1x3_1'), vertical=False, relu=True)
+    y = _first_pair(self, x, k, train)
     y = ops.conv_kx1(y, *_pair(c, k, 'conv3x1_2'), vertical=True, dilation=d, relu=True)
     return ops.conv_kx1(y, *_pair(c, k, 'conv1x3_2'), vertical=False, dilation=d,
                         relu=True, residual=x)
@@ -151,11 +159,8 @@ class FusedPFCU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    if self.norm is not None or train:
-      raise ValueError('FusedPFCU is for BN-folded inference (norm=None, train=False).')
     c = x.shape[-1]
-    y = ops.conv_kx1(x, *_pair(c, 3, 'conv3x1_1'), vertical=True, relu=True)
-    y = ops.conv_kx1(y, *_pair(c, 3, 'conv1x3_1'), vertical=False, relu=True)
+    y = _first_pair(self, x, 3, train)
     out = x
     for i, rate in enumerate(self.dilations):
       b = ops.conv_kx1(y, *_pair(c, 3, f'conv3x1_2{rate}'), vertical=True, dilation=rate,
