@@ -7,6 +7,15 @@ ISA and a hash of the sources, the compile command and the JAX version, so an
 edited source, another compiler or a cache shared with a machine of another ISA
 never reuses a wrong build. Only CPU backends ever build or load them.
 
+Why on first use rather than at install time (what JAX's FFI guide suggests for
+a package of its own): GPU and TPU installs must never need a compiler for
+kernels they never run; the ISA that matters is the one of the machine that runs
+the program, which for a shared virtualenv or a container image is not always
+the one that installed it; and the FFI headers come with the installed JAX, which
+can change after this package is installed. The cost is one compile (about 10 s
+on 2 cores) on a machine's first CPU run, which the prebuild command moves to
+deployment time.
+
 Flags are explicit per ISA (`_ISA_FLAGS`), not `-march=native`: the build is then
 the same on every machine of an ISA (reproducible, and a cache shared between,
 say, two AVX2 CPUs of different generations holds one library valid on both),
