@@ -7,6 +7,7 @@ from typing import Any, Callable
 import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
+from esnet_jax.input_pipeline import parse_phases
 from esnet_jax.datasets import camvid
 from esnet_jax.implementations import CHOICES as KERNELS
 
@@ -91,6 +92,10 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
         'two positive numbers (min, max)')
   _check(config.dataset.scale_range[0] <= config.dataset.scale_range[1],
          'dataset.scale_range', config.dataset.scale_range, 'min <= max')
+  try:
+    parse_phases(config.dataset.get('phases', ()))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _check(config.dataset.eval_scale > 0, 'dataset.eval_scale', config.dataset.eval_scale,
          'a positive number')
   _one_of(config, 'eval.which', WHICH_CHECKPOINT)

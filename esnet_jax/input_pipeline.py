@@ -38,6 +38,9 @@ gives ``config.dataset`` with defaults):
   dataset.scale_range     Random scale factor range, e.g. (0.5, 2.0).
   dataset.flip            Random horizontal flips.
   dataset.colour_jitter   Brightness/contrast/saturation strength, 0 = off.
+  dataset.phases          Progressive resizing: ((until_step, scale, crop_h,
+                          crop_w), ...); steps before until_step take crops of
+                          that size from images scaled by scale x scale_range.
   dataset.eval_scale      Eval image scale factor (labels stay full size).
   dataset.mean, .std      Per-channel normalisation in pixel units.
   dataset.num_workers     Loader processes; 0 = in this process. Worker
@@ -95,8 +98,35 @@ SIZE_MULTIPLE = 8
 
 
 @dataclasses.dataclass(frozen=True)
+class Phase:
+  """Training steps before ``until_step``: images scaled by ``scale``, crops of ``crop_size``."""
+
+  until_step: int
+  scale: float
+  crop_size: tuple[int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class TagStep(grain.transforms.MapWithIndex):
+  """Adds the training step an example belongs to (its index // per-process batch).
+
+  The index is the example's position in this process's endless stream, which the
+  iterator's checkpointed state restores, so a resumed run sees the same phases.
+  """
+
+  batch_size: int
+
+  def map_with_index(self, index: int, element: Example) -> Example:
+    return {**element, 'step': index // self.batch_size}
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainAugment(grain.transforms.RandomMap):
-  """Random scale, crop (padding small images), flip and colour jitter."""
+  """Random scale, crop (padding small images), flip and colour jitter.
+
+  With ``phases``, an example of step s (tagged by ``TagStep``) takes the scale and
+  crop of the first phase with s < until_step; after the last, ``crop_size``.
+  """
 
   crop_size: tuple[int, int]
   scale_range: tuple[float, float]
@@ -104,16 +134,25 @@ class TrainAugment(grain.transforms.RandomMap):
   colour_jitter: float
   ignore_label: int
   image_pad_value: tuple[int, int, int]
+  phases: tuple[Phase, ...] = ()
+
+  def _phase(self, step: int | None) -> tuple[tuple[float, float], tuple[int, int]]:
+    for phase in self.phases:
+      if step is not None and step < phase.until_step:
+        return (self.scale_range[0] * phase.scale,
+                self.scale_range[1] * phase.scale), phase.crop_size
+    return self.scale_range, self.crop_size
 
   def random_map(self, element: Example, rng: np.random.Generator) -> Example:
+    scale_range, crop_size = self._phase(element.get('step'))
     image, label = transforms.random_scale(
-        element['image'], element['label'], rng, self.scale_range
+        element['image'], element['label'], rng, scale_range
     )
     image, label = transforms.random_crop(
         image,
         label,
         rng,
-        self.crop_size,
+        crop_size,
         ignore_label=self.ignore_label,
         image_pad_value=self.image_pad_value,
     )
@@ -264,12 +303,17 @@ def create_train_iterator(
       colour_jitter=float(dataset_cfg.colour_jitter),
       ignore_label=source.class_table.ignore_label,
       image_pad_value=_pixel(dataset_cfg.mean),
+      phases=parse_phases(dataset_cfg.get('phases', ())),
   )
   ds = (
       grain.MapDataset.source(source)[process_index::process_count]
       .shuffle(seed=int(shuffle_seed))
       .repeat()
-      .random_map(augment, seed=int(augment_seed))
+  )
+  if augment.phases:
+    ds = ds.map_with_index(TagStep(batch_size))
+  ds = (
+      ds.random_map(augment, seed=int(augment_seed))
       .map(_normalize(dataset_cfg))
       .batch(batch_size, drop_remainder=True)
       .map(SplitForDevices(local_device_count))
@@ -386,6 +430,23 @@ def _size_option(option: str, size: Sequence[int]) -> tuple[int, int]:
         f'multiples of {SIZE_MULTIPLE}, got {tuple(size)}.'
     )
   return int(size[0]), int(size[1])
+
+
+def parse_phases(phases: Sequence[Sequence[float]]) -> tuple[Phase, ...]:
+  """Checks ``dataset.phases`` and returns them as ``Phase``s."""
+  result = []
+  for i, phase in enumerate(phases):
+    ok = len(phase) == 4 and isinstance(phase[0], int) and phase[0] > (
+        result[-1].until_step if result else 0) and phase[1] > 0
+    if not ok:
+      raise ValueError(
+          f'config.dataset.phases[{i}] must be (until_step, scale, crop_h, '
+          'crop_w) with until_step a positive integer above the previous '
+          f'phase\'s and scale > 0, got {tuple(phase)}.'
+      )
+    crop = _size_option(f'phases[{i}] crop', phase[2:])
+    result.append(Phase(int(phase[0]), float(phase[1]), crop))
+  return tuple(result)
 
 
 def _check_enough_examples(

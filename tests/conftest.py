@@ -1,7 +1,16 @@
-"""Shared test fixtures: paths to ../shared beside the checkout, reference weights."""
+"""Shared test fixtures: paths to ../shared beside the checkout, reference weights.
+
+The whole session, and every process it starts, shares one persistent XLA
+compilation cache (unless JAX_COMPILATION_CACHE_DIR is already set): the many
+short training runs in subprocesses compile the same smoke-config programs, and
+only the first one needs to.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +20,25 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 TORCH_FIXTURES = SHARED / 'fixtures' / 'esnet_torch'
 CAMVID = SHARED / 'data' / 'camvid'
+
+
+_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+_CACHE_KEY = pytest.StashKey[str]()
+
+
+def pytest_configure(config) -> None:
+  # Before any test module imports jax, which reads these variables once.
+  if _CACHE_ENV not in os.environ:
+    cache = tempfile.mkdtemp(prefix='esnet-jax-test-xla-cache-')
+    config.stash[_CACHE_KEY] = cache
+    os.environ[_CACHE_ENV] = cache
+    os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '1'
+
+
+def pytest_unconfigure(config) -> None:
+  cache = config.stash.get(_CACHE_KEY, None)
+  if cache:
+    shutil.rmtree(cache, ignore_errors=True)
 
 
 def random_variables(num_classes: int, seed: int = 0) -> dict:

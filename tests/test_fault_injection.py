@@ -1,8 +1,8 @@
 """Faults in weights files and checkpoints: clear errors, fallback to intact steps, exact resume.
 
 The slow tests run the smoke config (8 steps, a checkpoint every 2) in
-subprocesses that share one persistent XLA compilation cache, so that only the
-first run compiles. Kill points inside a save come from
+subprocesses that share the session's persistent XLA compilation cache
+(conftest.py), so that only the first run compiles. Kill points inside a save come from
 `checkpointing.FAULT_ENV` (the process SIGKILLs itself at a named point of
 saving a named step), so each kill lands at the same place every time.
 """
@@ -290,10 +290,9 @@ def test_a_torn_last_metrics_line_is_kept_and_the_next_record_starts_on_its_own(
 # ---------------------------------------------------------------------------------------
 # End to end: SIGKILL inside saves, a zeroed latest step, a full disk.
 
-def _train(workdir: Path, cache: Path, *overrides: str, fault: str | None = None,
+def _train(workdir: Path, *overrides: str, fault: str | None = None,
            file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-  env = _env(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
+  env = _env()
   env.pop(checkpointing.FAULT_ENV, None)
   if fault:
     env[checkpointing.FAULT_ENV] = fault
@@ -313,15 +312,14 @@ def _steps(directory: Path) -> list[str]:
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory) -> tuple[Path, Path, str]:
-  """An uninterrupted run: (workdir, compilation cache, its params fingerprint line)."""
-  cache = tmp_path_factory.mktemp('xla_cache')
+def reference(tmp_path_factory) -> tuple[Path, str]:
+  """An uninterrupted run: (workdir, its params fingerprint line)."""
   workdir = tmp_path_factory.mktemp('reference')
-  out = _train(workdir, cache)
+  out = _train(workdir)
   assert out.returncode == 0, out.stderr[-3000:]
   fingerprint = [l for l in out.stdout.splitlines() if 'params sha256' in l]
   assert fingerprint and fingerprint[0].endswith(f'at step {STEPS}')
-  return workdir, cache, fingerprint[0]
+  return workdir, fingerprint[0]
 
 
 def _assert_same_params(workdir: Path, reference_dir: Path) -> None:
@@ -333,22 +331,22 @@ def _assert_same_params(workdir: Path, reference_dir: Path) -> None:
 
 def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_equal(
     reference, tmp_path):
-  ref_dir, cache, fingerprint = reference
+  ref_dir, fingerprint = reference
   ckpts = tmp_path / 'checkpoints'
   killed = -signal.SIGKILL
   # 1. Killed right after the temporary directory of step 4 was made.
-  out = _train(tmp_path, cache, fault='tmp-created@4')
+  out = _train(tmp_path, fault='tmp-created@4')
   assert out.returncode == killed, out.stderr[-3000:]
   assert '2' in _steps(ckpts) and '4' not in _steps(ckpts)
   assert any(n.startswith('4.orbax-checkpoint-tmp') for n in _steps(ckpts))
   # 2. The same command: resumes from 2; killed with step 6 written but not renamed.
-  out = _train(tmp_path, cache, fault='before-rename@6')
+  out = _train(tmp_path, fault='before-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "2"}' in out.stdout
   assert 'checkpoint step 4' in out.stderr and 'half-written' in out.stderr
   assert '6' not in _steps(ckpts) and any(n.startswith('6.orbax') for n in _steps(ckpts))
   # 3. Killed just after step 6 became final (before older steps were rotated out).
-  out = _train(tmp_path, cache, fault='after-rename@6')
+  out = _train(tmp_path, fault='after-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   assert '6' in _steps(ckpts)
@@ -359,7 +357,7 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   weights_cache.write_text(weights_cache.read_text()[:40])
   with open(tmp_path / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 7, "train/lo')
-  out = _train(tmp_path, cache)
+  out = _train(tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   warnings = [l for l in out.stderr.splitlines() if l.startswith('warning:')]
@@ -379,11 +377,11 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
 
 def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_step(
     reference, tmp_path):
-  ref_dir, cache, _ = reference
+  ref_dir, _ = reference
   workdir = tmp_path / 'w'
   shutil.copytree(ref_dir, workdir)
   # Ten steps: resumes at 8; the save of step 10 (a 12 MB state file) exceeds 4 MB.
-  out = _train(workdir, cache, '--config.num_train_steps=10', file_size_limit=4 << 20)
+  out = _train(workdir, '--config.num_train_steps=10', file_size_limit=4 << 20)
   assert out.returncode == 2, out.stderr[-3000:]
   # One line of ours (orbax's background threads also log what failed, in their format).
   errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]

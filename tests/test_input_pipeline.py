@@ -133,6 +133,43 @@ def test_restoring_the_state_resumes_exactly():
     _assert_batches_equal(a, b)
 
 
+def test_phases_set_each_steps_crop_for_every_process_and_resume_exactly():
+  # Steps 0-1: images at half scale, 8x16 crops; step 2: 16x16; later: crop_size 16x24.
+  config = _config(phases=((2, 0.5, 8, 16), (3, 1.0, 16, 16)), scale_range=(1.0, 1.0))
+  expected = [(8, 16), (8, 16), (16, 16), (16, 24), (16, 24)]
+  for process_index in (0, 1):
+    iterator = _train(config, process_index, process_count=2, local_device_count=2)
+    shapes = [next(iterator)['label'].shape[2:] for _ in range(5)]
+    assert shapes == expected
+  iterator = _train(config)
+  next(iterator)
+  state = iterator.get_state()
+  rest = list(itertools.islice(iterator, 3))
+  assert [b['label'].shape[2:] for b in rest] == expected[1:4]
+  restored = _train(config)
+  restored.set_state(state)
+  for a, b in zip(rest, itertools.islice(restored, 3)):
+    _assert_batches_equal(a, b)
+
+
+def test_a_half_scale_phase_crops_from_the_downscaled_image(tmp_path):
+  # Image i of the folder is 16x16 of one grey; at scale 0.5 it is 8x8, so a 16x16 crop
+  # of it is padded: a quarter of the crop is labelled, the rest ignored.
+  options = _indexed_folder(tmp_path, 4, sizes=((16, 16),))
+  options.update(crop_size=(16, 16), phases=((1, 0.5, 16, 16),))
+  iterator = _train(_config(**options))
+  first, second = next(iterator), next(iterator)
+  assert ((first['label'] != IGNORE).mean(axis=(-2, -1)) == 0.25).all()
+  assert (second['label'] != IGNORE).all()
+
+
+@pytest.mark.parametrize('phases', [((0, 0.5, 8, 16),), ((2, 0.5, 8, 16), (2, 1.0, 8, 16)),
+                                    ((2, 0.0, 8, 16),), ((2, 0.5, 9, 16),), ((2, 0.5, 8),)])
+def test_bad_phases_name_the_option(phases):
+  with pytest.raises(ValueError, match=r'config.dataset.phases\[\d\]'):
+    _train(_config(phases=phases))
+
+
 def test_orbax_checkpoint_of_the_iterator(tmp_path):
   config = _config()
   iterator = _train(config)

@@ -49,6 +49,11 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   config.scale_range = (0.5, 2.0)
   config.flip = True
   config.colour_jitter = 0.0
+  # Progressive resizing: ((until_step, scale, crop_h, crop_w), ...). Steps below each
+  # until_step (and at or above the previous one) scale the images by `scale` on top of
+  # scale_range and take crops of (crop_h, crop_w); later steps use crop_size. Cheaper,
+  # lower-resolution steps early let more epochs fit a budget. () = off.
+  config.phases = ()
   # Evaluation input scale (labels always stay at full resolution).
   config.eval_scale = 1.0
   config.mean = transforms.MEAN_RGB
