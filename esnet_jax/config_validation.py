@@ -7,9 +7,9 @@ from typing import Any, Callable
 import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
-from esnet_jax.input_pipeline import parse_phases
 from esnet_jax.datasets import camvid
 from esnet_jax.implementations import CHOICES as KERNELS
+from esnet_jax.input_pipeline import parse_phases
 
 MODES = ('train', 'eval', 'predict', 'benchmark')
 DTYPES = ('float32', 'bfloat16')
