@@ -81,7 +81,9 @@ def main(argv: list[str]) -> None:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
   except (WeightsError, CheckpointSaveError) as e:  # Unreadable weights, a failed save: exit 2.
-    print(f'error: {e}', file=sys.stderr)
+    # One write, line and newline together: orbax's threads may be printing at the same time.
+    sys.stderr.write(f'error: {e}\n')
+    sys.stderr.flush()
     sys.exit(2)
   except (ConfigError, DatasetError, train.NonFiniteLossError) as e:
     sys.exit(f'error: {e}')

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -383,12 +384,13 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_st
   # Ten steps: resumes at 8; the save of step 10 (a 12 MB state file) exceeds 4 MB.
   out = _train(workdir, '--config.num_train_steps=10', file_size_limit=4 << 20)
   assert out.returncode == 2, out.stderr[-3000:]
-  # One line of ours (orbax's background threads also log what failed, in their format).
-  errors = [l for l in out.stderr.splitlines() if l.startswith('error:')]
-  assert len(errors) == 1, out.stderr[-3000:]
-  assert errors[0].startswith(f'error: Could not write checkpoint step 10 to '
-                              f'{workdir / "checkpoints"}: the disk is full'), errors[0]
-  assert errors[0].endswith('the previous checkpoint, step 8, is intact.'), errors[0]
+  # One message of ours. Orbax's background threads also log what failed, in their format,
+  # and may print while the process exits, so their text can land on either side of it.
+  assert out.stderr.count('error:') == 1, out.stderr[-3000:]
+  error = re.search(r'error: [^\n]*', out.stderr).group(0)
+  assert error.startswith(f'error: Could not write checkpoint step 10 to '
+                          f'{workdir / "checkpoints"}: the disk is full'), error
+  assert 'the previous checkpoint, step 8, is intact.' in error, error
   assert '10' not in _steps(workdir / 'checkpoints')
   loaded = weights.load(workdir, warn=pytest.fail)
   assert loaded.step == STEPS
