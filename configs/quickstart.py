@@ -6,9 +6,9 @@ Generates 8-class synthetic street scenes (esnet_jax.datasets.synthetic), trains
 for 800 steps of 4 crops of 96x192 with periodic evaluation and checkpoints, and
 ends with the final evaluation. Result (2026-11-29, 2 cores of an AMD EPYC with
 AVX2 + FMA): val mIoU 68.0% in 8 min 5 s and 8 min 52 s of wall time (two runs). In
-so short a run, updates count more than pixels: 400 steps of 8 crops of 128x256 reached 68.4% in 10 min
-38 s there, 300 of them 53.9% in 8 min 52 s, 400 of 8 crops of 96x192 57.3% in
-7 min 44 s (docs/benchmarks.md, quick start).
+so short a run, updates count more than pixels: 400 steps of 8 crops of 128x256
+reached 68.4% in 10 min 38 s there, 300 of them 53.9% in 8 min 52 s, 400 of 8 crops
+of 96x192 57.3% in 7 min 44 s (docs/benchmarks.md, quick start).
 """
 
 from configs import default
