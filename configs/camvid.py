@@ -42,6 +42,9 @@ def get_config():
   config.optimizer.learning_rate = 2e-3
   config.model.dropout = False
   config.optimizer.warmup_steps = 50
+  # ENet weights square-rooted: at full strength (power 1) the rare classes were
+  # over-predicted (Pedestrian: 89% recall, 33% precision on val); see docs/camvid/trials.md.
+  config.loss.class_weight_power = 0.5
   config.dataset.name = 'camvid'
   config.dataset.root = CAMVID_ROOT
   config.dataset.crop_size = (240, 320)

@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.loss = ml_collections.ConfigDict()
   config.loss.class_weights = 'enet'  # 'enet' (1/ln(1.02+p_c)), 'none', or 'w0,w1,...'
+  # The weights raised to this power: 1 as they are, 0.5 their square root (rare classes
+  # still favoured, but predicted less often where they are not), 0 no weighting.
+  config.loss.class_weight_power = 1.0
   config.loss.ohem = False
   config.loss.ohem_threshold = 0.7  # OHEM keeps pixels whose true-class prob is below
   config.loss.ohem_min_kept = 100000  # ... and at least this many per device

@@ -79,6 +79,8 @@ def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
   weights = _get(config, 'loss.class_weights')
   _check(weights in ('enet', 'none') or _is_float_list(weights), 'loss.class_weights',
          weights, '"enet", "none" or comma-separated floats')
+  _check(config.loss.class_weight_power >= 0, 'loss.class_weight_power',
+         config.loss.class_weight_power, 'a non-negative number')
   _check(0 < config.loss.ohem_threshold < 1, 'loss.ohem_threshold',
          config.loss.ohem_threshold, 'a probability in (0, 1)')
   _one_of(config, 'dataset.name', DATASET_NAMES)

@@ -168,16 +168,23 @@ def evaluate(p_eval_step: Callable, state: TrainState,
 
 def class_weights(config: ml_collections.ConfigDict, workdir: Path,
                   class_table: ClassTable, source: Any) -> np.ndarray | None:
-  """Per-class loss weights from `config.loss.class_weights`, cached in the workdir."""
+  """Per-class loss weights from `config.loss.class_weights` to the power
+  `config.loss.class_weight_power`; ENet weights are cached in the workdir (unpowered,
+  so that a resumed run may change the power)."""
   mode = config.loss.class_weights
   if mode == 'none':
     return None
-  if mode != 'enet':
+  if mode == 'enet':
+    weights = _enet_class_weights(workdir, class_table, source)
+  else:
     weights = np.asarray([float(w) for w in str(mode).split(',')], np.float32)
     if weights.shape != (class_table.num_classes,):
       raise ConfigError(f'config.loss.class_weights has {weights.size} values; '
                         f'expected {class_table.num_classes} (or "enet" / "none").')
-    return weights
+  return (weights ** np.float32(config.loss.class_weight_power)).astype(np.float32)
+
+
+def _enet_class_weights(workdir: Path, class_table: ClassTable, source: Any) -> np.ndarray:
   cache = workdir / CLASS_WEIGHTS_FILE
   cached = losses.read_cached_class_weights(cache, class_table.names)  # None if damaged.
   if cached is not None:

@@ -36,6 +36,29 @@ def test_learning_rate_warmup_then_poly():
   assert float(lr(100)) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_class_weight_power_softens_the_weights_and_the_cache_keeps_them_whole(tmp_path):
+  from esnet_jax import input_pipeline
+  from esnet_jax.config_validation import ConfigError, validate_config
+  from esnet_jax.datasets import build_source
+  config = smoke.get_config()
+  config.loss.class_weights = 'enet'
+  table = input_pipeline.dataset_class_table(config)
+  source = build_source(config.dataset, config.dataset.train_split)
+  whole = train.class_weights(config, tmp_path, table, source)
+  assert whole.max() / whole.min() > 1.5  # Something to soften.
+  config.loss.class_weight_power = 0.5  # As when a resumed run changes it.
+  soft = train.class_weights(config, tmp_path, table, source)
+  np.testing.assert_allclose(soft, np.sqrt(whole), rtol=1e-6)
+  cached = json.loads((tmp_path / train.CLASS_WEIGHTS_FILE).read_text())['weights']
+  np.testing.assert_allclose(cached, whole, rtol=1e-6)
+  config.loss.class_weights = ','.join(['4'] * table.num_classes)  # Given ones too.
+  np.testing.assert_array_equal(train.class_weights(config, tmp_path, table, source),
+                                [2] * table.num_classes)
+  config.loss.class_weight_power = -1.0
+  with pytest.raises(ConfigError, match=r'loss.class_weight_power=-1.0.*non-negative'):
+    validate_config(config, device_count=1, local_device_count=1)
+
+
 def test_coupled_weight_decay_is_pytorch_adam_l2():
   config = smoke.get_config()
   config.optimizer.weight_decay = 0.1
