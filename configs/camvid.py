@@ -10,10 +10,11 @@ naming the folder and the flag (esnet_jax.config_validation). Tuned for a CPU bu
 (2 cores, <= 150 minutes, resumable: re-run the same command to continue); the recipe's
 trials are in docs/camvid/trials.md. Evaluates on val at full 360x480 label resolution,
 ignoring label 11.
-Result (2026-11-29, 2 cores AMD EPYC, AVX2 + FMA, no AVX-512): val mIoU 64.2% at
-step 3900 in 141 min 28 s of training wall time; these are the weights shipped as
-`pretrained:camvid` (per-class table in the README). The previous recipe (3000 steps at
-full scale, 62.1% val, 50.0% test) is recorded in docs/camvid/history/2026-11-24/.
+Result (2026-11-29, 2 cores AMD EPYC, AVX2 + FMA, no AVX-512): val mIoU 66.5% at
+step 3900 in 134 min 19 s of training wall time, this command in a fresh clone; these are
+the weights shipped as `pretrained:camvid` (per-class table in the README). Earlier
+recipes (62.1% val and 50.0% test; 64.2% val with ENet weights at full strength) are
+recorded in docs/camvid/history/.
 """
 
 import os
@@ -31,7 +32,7 @@ def get_config():
   config.batch_size = 8
   config.eval_batch_size = 4
   # 2500 steps at half scale (1.6-1.7 s each on the AVX2 machine) + 1400 at full scale
-  # (2.8-3.0 s) + 6 evaluations of ~30 s: 141 min there.
+  # (2.8-3.0 s) + 6 evaluations of ~30 s: 134-141 min there.
   config.num_train_steps = 3900
   config.eval_every_steps = 650
   config.checkpoint_every_steps = 100
