@@ -47,8 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import (checkpointing, convert, folding, host_memory, implementations, profiling,
-                       weights, xla_flags)
+from esnet_jax import (checkpointing, cli, convert, folding, host_memory, implementations,
+                       profiling, weights, xla_flags)
 from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.kernels import build as kernel_build
@@ -710,4 +710,4 @@ def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[
 
 
 if __name__ == '__main__':
-  main()
+  cli.run(lambda: [main(), 0][1])  # The results are for callers; success is status 0.

@@ -23,6 +23,11 @@ catches the rest. A step that cannot be restored is:
     a one-line warning, and left where it is (a reader should not rearrange a
     workdir a training run may be using).
 If no step is intact, `DamagedCheckpointError` names every step and its reason.
+
+In flight. Saves are asynchronous: a step being written has no directory of its
+own until its rename. Training never judges a step of a manager whose save is
+in flight (it lets the save finish first); a reader skips a step that training
+rotates out while it is being read, and lists the directory again.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ import datetime
 import errno
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -55,14 +59,9 @@ TMP_MARKER = '.orbax-checkpoint-tmp'
 # Orbax's own bookkeeping files, never read back on restore: damage there is harmless.
 _UNREAD_FILES = ('commit_success.txt', '_CHECKPOINT_METADATA')
 _JSON_FILES = ('metadata', '_METADATA')
+# How often a reader lists a manager directory again when a training changed it meanwhile.
+_READ_ATTEMPTS = 3
 
-# Fault injection for the tests (tests/test_fault_injection.py): '<point>@<step>' makes
-# the process SIGKILL itself at that point of saving that step. Points, in save order:
-# 'tmp-created' (temporary directory made, nothing written), 'before-rename' (every
-# item written, not yet renamed), 'after-rename' (the step is final, older steps not
-# yet rotated out).
-FAULT_ENV = 'ESNET_JAX_CHECKPOINT_FAULT'
-FAULT_POINTS = ('tmp-created', 'before-rename', 'after-rename')
 
 
 class CheckpointNotFoundError(WeightsNotFoundError):
@@ -117,11 +116,6 @@ def _numbered_steps(manager_dir: Path) -> list[Path]:
   return sorted(steps, key=lambda p: int(p.name), reverse=True)
 
 
-def _latest_step_dir(manager_dir: Path) -> Path | None:
-  steps = [p for p in _numbered_steps(manager_dir) if _is_step_dir(p)]
-  return steps[0] if steps else None
-
-
 def _not_a_checkpoint(p: Path) -> WeightsError:
   expected = (f'expected a training workdir (with {CHECKPOINTS_DIR}/ or {BEST_DIR}/), a '
               f'directory of numbered orbax steps, a step directory containing {STATE_ITEM}/, '
@@ -142,21 +136,6 @@ def _manager_dir(p: Path, which: str) -> Path:
       if manager_dir.is_dir() and _numbered_steps(manager_dir):
         return manager_dir
   raise _not_a_checkpoint(p)
-
-
-def resolve_checkpoint(path: str | os.PathLike[str], which: str = 'latest') -> Path:
-  """The step directory that `path` designates (see the module docstring).
-
-  Only locates it: the newest numbered step, intact or not. `restore_checkpoint`
-  is what falls back past damaged steps.
-  """
-  p = Path(path).absolute()
-  if _is_step_dir(p):
-    return p
-  step_dir = _latest_step_dir(_manager_dir(p, which))
-  if step_dir is None:
-    raise _not_a_checkpoint(p)
-  return step_dir
 
 
 def find_damage(step_dir: Path, items: Sequence[str] = (STATE_ITEM, META_ITEM)) -> str | None:
@@ -231,17 +210,24 @@ def restore_checkpoint(path: str | os.PathLike[str], which: str = 'latest', *,
   if _is_step_dir(p):
     return (p, *_read_step(p))
   manager_dir = _manager_dir(p, which)
-  problems: list[tuple[str, str]] = []
-  for step_dir in _numbered_steps(manager_dir):
-    try:
-      variables, meta = _read_step(step_dir)
-    except DamagedCheckpointError as e:
-      problems.append((step_dir.name, str(e).split(' cannot be restored: ', 1)[-1].rstrip('.')))
-      continue
-    for step, reason in problems:
-      warn(f'checkpoint step {step} in {manager_dir} cannot be restored ({reason}); '
-           f'using step {step_dir.name} instead (the damaged step is left in place).')
-    return step_dir, variables, meta
+  # A training may be writing this directory: a step it rotates out while we read it
+  # vanishes (skipped, not damage), and one it renames into place appears (read again).
+  for _ in range(_READ_ATTEMPTS):
+    listed = _numbered_steps(manager_dir)
+    problems: list[tuple[str, str]] = []
+    for step_dir in listed:
+      try:
+        variables, meta = _read_step(step_dir)
+      except DamagedCheckpointError as e:
+        if step_dir.exists():
+          problems.append((step_dir.name, str(e).split(' cannot be restored: ', 1)[-1].rstrip('.')))
+        continue
+      for step, reason in problems:
+        warn(f'checkpoint step {step} in {manager_dir} cannot be restored ({reason}); '
+             f'using step {step_dir.name} instead (the damaged step is left in place).')
+      return step_dir, variables, meta
+    if _numbered_steps(manager_dir) == listed:
+      break
   raise DamagedCheckpointError(
       f'No intact checkpoint in {manager_dir}: '
       + '; '.join(f'step {s}: {r}' for s, r in problems) + '.')
@@ -280,37 +266,59 @@ def _is_disk_full(error: BaseException) -> bool:
   return False
 
 
-def _fault_at(point: str, final_dir: Any) -> None:
-  """SIGKILL this process if `FAULT_ENV` names this point of saving this step."""
-  spec = os.environ.get(FAULT_ENV, '')
-  if spec == f'{point}@{Path(str(final_dir)).name}':
-    print(f'{FAULT_ENV}: SIGKILL at {point} of {final_dir}', file=sys.stderr, flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
+def _tree_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Leaf shapes of a pytree (arrays, or orbax's array metadata) by 'a/b/0/c' path."""
+  import jax
+
+  def name(key: Any) -> str:
+    for attr in ('key', 'idx', 'name'):
+      if hasattr(key, attr):
+        return str(getattr(key, attr))
+    return str(key)
+
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
+  return {'/'.join(name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in leaves}
 
 
-def _fault_injecting_path_class() -> type | None:
-  """An orbax temporary-path class that kills the process at `FAULT_ENV`'s point."""
-  spec = os.environ.get(FAULT_ENV)
-  if not spec:
-    return None
-  point = spec.split('@')[0]
-  if point not in FAULT_POINTS or '@' not in spec:
-    raise ValueError(f'{FAULT_ENV}={spec!r}: expected <point>@<step>, point one of '
-                     f'{", ".join(FAULT_POINTS)}')
-  base = ocp.path.atomicity.AtomicRenameTemporaryPath
+_STATE_PARTS = {'params': "the model's parameters", 'batch_stats': "the model's BatchNorm statistics",
+                'opt_state': 'the optimizer state (another optimizer setting?)'}
 
-  class FaultInjectingTemporaryPath(base):
-    async def create(self, *args, **kwargs):
-      path = await super().create(*args, **kwargs)
-      _fault_at('tmp-created', self.get_final())
-      return path
 
-    async def finalize(self, *args, **kwargs):
-      _fault_at('before-rename', self.get_final())
-      await super().finalize(*args, **kwargs)
-      _fault_at('after-rename', self.get_final())
+def _classes(meta: Mapping[str, Any]) -> str:
+  names = meta.get('class_names') or []
+  count = meta.get('num_classes', len(names))
+  return f'{count} classes ({", ".join(map(str, names))})' if names else f'{count} classes'
 
-  return FaultInjectingTemporaryPath
+
+def describe_mismatch(stored_meta: Mapping[str, Any], stored_shapes: Mapping[str, tuple],
+                      meta: Mapping[str, Any], shapes: Mapping[str, tuple]) -> str | None:
+  """How a checkpoint differs from what the config builds, in a person's terms; None if not.
+
+  Class count and names first (the usual cause: another dataset), then the state's
+  arrays (another model or optimizer), naming the first few that differ.
+  """
+  for key in ('num_classes', 'class_names'):
+    if key in stored_meta and key in meta and list(np.ravel(stored_meta[key])) != list(
+        np.ravel(meta[key])):
+      return f'it was trained with {_classes(stored_meta)}; the config asks for {_classes(meta)}'
+  parts = []
+  for top in sorted({k.split('/')[0] for k in (*stored_shapes, *shapes)}):
+    there = {k for k in stored_shapes if k.split('/')[0] == top}
+    here = {k for k in shapes if k.split('/')[0] == top}
+    reshaped = sorted(k for k in there & here if stored_shapes[k] != shapes[k])
+    details = []
+    if reshaped:
+      k = reshaped[0]
+      details.append(f'{len(reshaped)} array(s) of another shape (e.g. {k}: '
+                     f'{stored_shapes[k]} in the checkpoint, {shapes[k]} in the config)')
+    for keys, where in ((there - here, 'the checkpoint'), (here - there, 'the config')):
+      if keys:
+        details.append(f'{len(keys)} array(s) only in {where} (e.g. {min(keys)})')
+    if details:
+      parts.append(f'{_STATE_PARTS.get(top, top)}: {", ".join(details)}')
+  return 'its state differs from the one the config builds: ' + '; '.join(parts) \
+      if parts else None
 
 
 class TrainCheckpointer:
@@ -323,6 +331,11 @@ class TrainCheckpointer:
   a half-written step behind, and existing steps are never overwritten. Damaged
   steps and half-written temporary directories are moved aside (see the module
   docstring); a failed save raises `CheckpointSaveError`.
+
+  Saves are asynchronous. Nothing here judges, restores or moves a step of a
+  manager while that manager's save is in flight: it lets the save finish first
+  (`_settle`), so a slow disk or a fast machine never makes a step being written
+  look damaged.
   """
 
   def __init__(self, workdir: str | os.PathLike[str], keep: int, *,
@@ -335,19 +348,16 @@ class TrainCheckpointer:
     self._primary = primary
     self._failed = False
     self._pending: dict[str, int] = {}  # Manager name -> step being written asynchronously.
-    tmp_class = _fault_injecting_path_class()
-    extra = {'temporary_path_class': tmp_class} if tmp_class else {}
     self._dirs = {CHECKPOINTS_DIR: workdir / CHECKPOINTS_DIR, BEST_DIR: workdir / BEST_DIR}
     if primary:  # Before orbax reads the steps' metadata (it logs damage there noisily).
       for directory in self._dirs.values():
         self._move_aside_half_written(directory)
       self._move_aside_visibly_damaged(self._dirs[CHECKPOINTS_DIR])
-    self._latest = ocp.CheckpointManager(
-        self._dirs[CHECKPOINTS_DIR], options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, **extra))
-    self._best = ocp.CheckpointManager(
-        self._dirs[BEST_DIR], options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, **extra))
+    self._managers = {
+        name: ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep if name == CHECKPOINTS_DIR else 1, create=True))
+        for name, directory in self._dirs.items()}
+    self._latest, self._best = self._managers[CHECKPOINTS_DIR], self._managers[BEST_DIR]
 
   def _move_aside_half_written(self, directory: Path) -> None:
     if not directory.is_dir():
@@ -379,11 +389,22 @@ class TrainCheckpointer:
                  f'({reason}); moved it to {target}; resuming from step {intact} '
                  'or an older intact one.')
 
+  def _settle(self, name: str) -> None:
+    """Let the in-flight save of manager `name` finish; `CheckpointSaveError` if it failed."""
+    if name not in self._pending:
+      return
+    try:
+      self._managers[name].wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(name, self._pending[name], e) from e
+    self._pending.pop(name)
+
   def latest_step(self) -> int | None:
     return self._latest.latest_step()
 
   def best_miou(self) -> float | None:
     """The mIoU of the best checkpoint; None if there is none (or it is damaged)."""
+    self._settle(BEST_DIR)
     step = self._best.latest_step()
     if step is None:
       return None
@@ -432,9 +453,9 @@ class TrainCheckpointer:
     return CheckpointSaveError(f'Could not write checkpoint step {step} to {directory}: '
                                f'{cause} ({_one_line(error, 200)}); {kept}.')
 
-  def _save(self, name: str, manager: Any, step: int, args: ocp.args.Composite) -> None:
+  def _save(self, name: str, step: int, args: ocp.args.Composite) -> None:
     try:
-      manager.save(step, args=args, force=True)
+      self._managers[name].save(step, args=args, force=True)
     except Exception as e:  # pylint: disable=broad-except  # Includes the previous async save.
       raise self._save_error(name, step, e) from e
     self._pending[name] = step
@@ -443,7 +464,7 @@ class TrainCheckpointer:
     """Save `state` (host arrays) and the iterator's position after `step` steps."""
     if step in self._latest.all_steps():
       return
-    self._save(CHECKPOINTS_DIR, self._latest, step, self._save_args(state, data_iterator, meta))
+    self._save(CHECKPOINTS_DIR, step, self._save_args(state, data_iterator, meta))
 
   def save_if_best(self, step: int, state: Any, data_iterator: Any,
                    meta: Mapping[str, Any], miou: float) -> bool:
@@ -452,24 +473,30 @@ class TrainCheckpointer:
       return False
     if step in self._best.all_steps():
       return False
-    self._save(BEST_DIR, self._best, step,
-               self._save_args(state, data_iterator, {**meta, 'miou': miou}))
+    self._save(BEST_DIR, step, self._save_args(state, data_iterator, {**meta, 'miou': miou}))
     return True
 
-  def restore_latest(self, state_template: Any, data_iterator: Any) -> tuple[int, Any]:
+  def restore_latest(self, state_template: Any, data_iterator: Any,
+                     meta: Mapping[str, Any] | None = None) -> tuple[int, Any]:
     """Restore the newest intact step into `state_template`'s structure and the iterator.
 
     Newer steps that cannot be restored are moved aside with a warning each. A
     checkpoint that is intact but does not fit the template (another config) is
-    an error, not damage: nothing is moved.
+    an error, not damage: nothing is moved, and the error says what differs
+    (the classes of `meta` against the stored ones, or the state's arrays).
     """
     import grain
+    self._settle(CHECKPOINTS_DIR)
     directory = self._dirs[CHECKPOINTS_DIR]
     problems: list[tuple[int, str]] = []
     for step in sorted(self._latest.all_steps(), reverse=True):
       step_dir = directory / str(step)
       reason = find_damage(step_dir, (STATE_ITEM, DATA_ITEM, META_ITEM))
       if reason is None:
+        # Another config is told apart before orbax tries (and fails loudly) to restore.
+        mismatch = self._mismatch(step_dir, state_template, meta or {})
+        if mismatch:
+          raise self._misfit(step_dir, mismatch)
         try:
           restored = self._latest.restore(step, args=ocp.args.Composite(**{
               STATE_ITEM: ocp.args.StandardRestore(state_template),
@@ -478,9 +505,7 @@ class TrainCheckpointer:
         except Exception as e:  # pylint: disable=broad-except
           reason = _one_line(e)
           if self._readable(step):
-            raise WeightsError(f'Checkpoint step {step_dir} is intact but does not fit the '
-                               f'current config (was it written with another one?): '
-                               f'{reason}') from e
+            raise self._misfit(step_dir, reason) from e
         else:
           for bad_step, bad_reason in problems:
             self._set_aside(self._latest, directory / str(bad_step), bad_reason,
@@ -491,6 +516,28 @@ class TrainCheckpointer:
         f'No intact checkpoint in {directory}: '
         + '; '.join(f'step {s}: {r}' for s, r in problems)
         + '. Nothing was moved; move the directory away to start afresh.')
+
+  @staticmethod
+  def _misfit(step_dir: Path, what: str) -> WeightsError:
+    workdir = step_dir.parent.parent
+    return WeightsError(
+        f'Checkpoint step {step_dir} is intact but does not fit the current config: {what}. '
+        f'Resume it with the config it was trained with (its {workdir / "config.json"}), or '
+        'train this config in another --workdir.')
+
+  @staticmethod
+  def _mismatch(step_dir: Path, template: Any, meta: Mapping[str, Any]) -> str | None:
+    """What differs between a step and the config, from its metadata alone; None if nothing
+    (or if the metadata cannot be read: the restore then decides)."""
+    from etils import epath
+    try:
+      with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        stored_meta = checkpointer.restore(epath.Path(step_dir / META_ITEM))
+      stored = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir / STATE_ITEM))
+      stored_shapes = _tree_shapes(stored.tree)
+    except Exception:  # pylint: disable=broad-except
+      return None
+    return describe_mismatch(stored_meta or {}, stored_shapes, meta, _tree_shapes(template))
 
   def _readable(self, step: int) -> bool:
     """Whether the state of `step` reads back without a template (so it is not damaged)."""
@@ -503,9 +550,9 @@ class TrainCheckpointer:
 
   def wait_until_finished(self) -> None:
     """Block until pending saves are written; `CheckpointSaveError` if one failed."""
-    for name, manager in ((CHECKPOINTS_DIR, self._latest), (BEST_DIR, self._best)):
+    for name in self._managers:
       try:
-        manager.wait_until_finished()
+        self._managers[name].wait_until_finished()
       except Exception as e:  # pylint: disable=broad-except
         raise self._save_error(name, self._pending.get(name, -1), e) from e
       self._pending.pop(name, None)
@@ -522,7 +569,7 @@ class TrainCheckpointer:
       if not already_reported:
         raise
     finally:
-      for manager in (self._latest, self._best):
+      for manager in self._managers.values():
         try:
           manager.close()
         except Exception:  # pylint: disable=broad-except

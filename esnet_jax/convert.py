@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from esnet_jax import cli
 from esnet_jax.errors import WeightsError, WeightsNotFoundError
 from esnet_jax.models import ESNet
 
@@ -200,13 +201,37 @@ _MAGIC = {'.npz': _ZIP, '.pth': _ZIP + (b'\x80',), '.pt': _ZIP + (b'\x80',),
           '.safetensors': (b'',)}
 
 
+# Weights are arrays of a few MB (ESNet's state dict is about 7 MB); a zip archive that
+# unpacks to more than this is refused before it is read (a zip bomb exhausts memory).
+MAX_UNPACKED_BYTES = 1 << 30
+
+
+def _refuse_zip_bomb(path: str) -> None:
+  """`ConversionError` if the zip archive `path` declares more than `MAX_UNPACKED_BYTES`.
+
+  Reading a member never yields more than its declared size, so the sum bounds memory.
+  """
+  import zipfile
+  try:
+    with zipfile.ZipFile(path) as archive:
+      total = sum(member.file_size for member in archive.infolist())
+  except (zipfile.BadZipFile, OSError, ValueError):
+    return  # Not a readable archive: the reader says why.
+  if total > MAX_UNPACKED_BYTES:
+    raise ConversionError(
+        f'{path} unpacks to {total / 2**20:.0f} MiB, more than the '
+        f'{MAX_UNPACKED_BYTES / 2**20:.0f} MiB accepted for a weights file (an ESNet state '
+        'dict is about 7 MB); it was not read.')
+
+
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   """Read a PyTorch ESNet state dict from `.npz`, `.safetensors` or `.pth`/`.pt`.
 
   `.pth` needs the `torch` extra and is read with `weights_only=True`, so a
   malicious pickle cannot run code. Checkpoints that wrap the state dict
   (`{'state_dict': ...}` or `{'model': ...}`) are unwrapped. An empty,
-  truncated, garbage or wrong-format file is a `ConversionError` naming it.
+  truncated, garbage or wrong-format file, or an archive that would unpack to more
+  than `MAX_UNPACKED_BYTES`, is a `ConversionError` naming it.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
@@ -226,6 +251,8 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   if not any(head.startswith(m) for m in _MAGIC[ext]):
     raise ConversionError(f'{path} is not {expected[ext]}: it starts with bytes {head!r}, '
                           f'not {" or ".join(repr(m) for m in _MAGIC[ext])}.')
+  if head.startswith(_ZIP):
+    _refuse_zip_bomb(path)
   if ext in ('.pth', '.pt'):
     return _load_pth(path)
   try:
@@ -334,4 +361,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  raise SystemExit(main())
+  cli.run(main)

@@ -28,3 +28,11 @@ class DamagedCheckpointError(WeightsError):
 
 class CheckpointSaveError(RuntimeError):
   """A checkpoint could not be written (e.g. the disk is full); the previous ones are intact."""
+
+
+class WorkdirError(RuntimeError):
+  """A training workdir that cannot be used (a file, not writable); the message names it."""
+
+
+class WorkdirBusyError(WorkdirError):
+  """A training workdir already taken by another training; the message names its holder."""

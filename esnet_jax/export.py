@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import convert, folding, weights
+from esnet_jax import cli, convert, folding, weights
 from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
@@ -207,4 +207,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from esnet_jax import convert, folding, implementations
+from esnet_jax import cli, convert, folding, implementations
 from esnet_jax.kernels import build
 from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables,
                                  _time_alternating)
@@ -183,4 +183,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  raise SystemExit(main())
+  cli.run(main)

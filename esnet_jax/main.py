@@ -13,6 +13,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from esnet_jax import cli
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
                                 lock_config=True)
@@ -68,7 +70,7 @@ def main(argv: list[str]) -> None:
   from esnet_jax import benchmark, predict, train
   from esnet_jax.config_validation import ConfigError
   from esnet_jax.datasets import DatasetError
-  from esnet_jax.errors import CheckpointSaveError, WeightsError
+  from esnet_jax.errors import CheckpointSaveError, WeightsError, WorkdirError
 
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Progress goes to stdout; keep INFO chatter off.
@@ -80,14 +82,11 @@ def main(argv: list[str]) -> None:
     if config.mode not in run:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
-  except (WeightsError, CheckpointSaveError) as e:  # Unreadable weights, a failed save: exit 2.
-    # One write, line and newline together: orbax's threads may be printing at the same time.
-    sys.stderr.write(f'error: {e}\n')
-    sys.stderr.flush()
-    sys.exit(2)
+  except (WeightsError, CheckpointSaveError, WorkdirError) as e:  # Exit status 2.
+    raise cli.Failure(str(e), 2) from e
   except (ConfigError, DatasetError, train.NonFiniteLossError) as e:
-    sys.exit(f'error: {e}')
+    raise cli.Failure(str(e), 1) from e
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(lambda: app.run(main, flags_parser=_parse_flags))

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from absl import logging
 
+from esnet_jax import cli
+
 PLOTS_DIR = 'plots'
 METRICS_FILE = 'metrics.jsonl'
 CURVES = (('train/loss', 'train loss'), ('train/learning_rate', 'learning rate'),
@@ -208,4 +210,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

@@ -50,7 +50,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from esnet_jax import datasets, train, transforms, video, visualize
+from esnet_jax import cli, datasets, train, transforms, video, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
@@ -524,4 +524,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

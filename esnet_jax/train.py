@@ -28,7 +28,7 @@ import optax
 from flax.training import train_state
 
 from esnet_jax import (checkpointing, implementations, input_pipeline, losses, metrics, plots,
-                       weights)
+                       weights, workdir_lock)
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
@@ -280,11 +280,18 @@ class _Preemption:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Train with periodic evaluation and checkpoints; resume from the workdir if possible.
 
-  Returns the last evaluation summary (with `step`).
+  The run holds the workdir for itself (`workdir_lock`): a second training on it
+  refuses. Returns the last evaluation summary (with `step`).
   """
   validate_config(config, device_count=jax.device_count(),
                   local_device_count=jax.local_device_count())
   workdir = Path(workdir).absolute()
+  with workdir_lock.hold(workdir) as lock:
+    return _train_in_held_workdir(config, workdir, lock)
+
+
+def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
+                           lock: workdir_lock.WorkdirLock | None) -> dict[str, Any]:
   primary = jax.process_index() == 0
   writer = MetricWriter(workdir, enabled=primary)
   class_table = input_pipeline.dataset_class_table(config)
@@ -307,7 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   meta = _checkpoint_meta(config, class_table)
   start_step = 0
   if checkpointer.latest_step() is not None:
-    start_step, state = checkpointer.restore_latest(state, train_iter)
+    start_step, state = checkpointer.restore_latest(state, train_iter, meta)
     writer.print(f'Resumed from {workdir / checkpointing.CHECKPOINTS_DIR / str(start_step)}')
   if primary:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
@@ -330,7 +337,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                f'The last good checkpoint is kept in {workdir}.')
     return host
 
+  def still_ours() -> None:
+    if lock is not None:
+      lock.check()  # Never write over a training that took the workdir meanwhile.
+
   def save(step: int) -> None:
+    still_ours()
     checkpointer.save(step, host_state(step), train_iter, meta)
 
   try:
@@ -363,6 +375,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
       if step % config.eval_every_steps == 0 or step == total:
         summary = {'step': step, **run_eval(state)}
         _write_eval(workdir, step, summary, writer, class_table)
+        still_ours()
         checkpointer.save_if_best(step, host_state(step), train_iter, meta, summary['miou'])
       if preemption.requested:
         writer.print(f'SIGTERM: saving a checkpoint at step {step} and exiting.')

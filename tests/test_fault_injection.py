@@ -2,9 +2,10 @@
 
 The slow tests run the smoke config (8 steps, a checkpoint every 2) in
 subprocesses that share the session's persistent XLA compilation cache
-(conftest.py), so that only the first run compiles. Kill points inside a save come from
-`checkpointing.FAULT_ENV` (the process SIGKILLs itself at a named point of
-saving a named step), so each kill lands at the same place every time.
+(conftest.py), so that only the first run compiles. Faults inside a save come from
+`tests/checkpoint_faults.py` (the process SIGKILLs itself at a named point of
+saving a named step, or a save's commit is held open), so each lands at the same
+place every time.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grain
@@ -27,6 +30,7 @@ import pytest
 from configs import smoke
 from esnet_jax import checkpointing, convert, input_pipeline, predict, train, weights
 from esnet_jax.datasets import build_source
+from esnet_jax.datasets.synthetic import SYNTHETIC_CLASSES
 from esnet_jax.errors import DamagedCheckpointError, WeightsError
 from esnet_jax.metric_writers import MetricWriter
 from esnet_jax.plots import read_metrics
@@ -67,6 +71,18 @@ def test_a_damaged_weights_file_is_a_weights_error_naming_it(tmp_path, name):
   message = str(err.value)
   assert name in message and '\n' not in message
   assert 'expected' in message or 'holds' in message or 'not a' in message
+
+
+def test_a_weights_archive_that_unpacks_too_large_is_refused_before_it_is_read(
+    tmp_path, monkeypatch):
+  """A zip bomb: a few KB on disk, far more in memory (the limit lowered to keep it small)."""
+  monkeypatch.setattr(convert, 'MAX_UNPACKED_BYTES', 1 << 20)
+  path = tmp_path / 'bomb.npz'
+  np.savez_compressed(path, **{'decoder.output_conv.bias': np.zeros(1 << 19, np.float32)})
+  assert path.stat().st_size < 1 << 14
+  with pytest.raises(WeightsError, match=r'bomb.npz unpacks to 2 MiB, more than the 1 MiB '
+                                         r'accepted.*it was not read'):
+    weights.load(path)
 
 
 def test_a_directory_or_file_that_is_not_a_checkpoint_is_a_weights_error(tmp_path):
@@ -246,12 +262,41 @@ def test_training_with_no_intact_step_names_each_and_moves_nothing(tmp_path):
 def test_an_intact_checkpoint_of_another_config_is_an_error_not_damage(tmp_path):
   _toy_run(tmp_path, steps=(2,))
   checkpointer = checkpointing.TrainCheckpointer(tmp_path, keep=5)
-  other = {**_toy_state(0), 'params': {'w': np.zeros(6, np.float32),  # Another model.
+  other = {**_toy_state(0), 'params': {'w': np.zeros(4, np.float32),  # Another model.
                                        'v': np.zeros(2, np.float32)}}
-  with pytest.raises(WeightsError, match='does not fit the current config'):
-    checkpointer.restore_latest(other, _toy_iterator())
+  with pytest.raises(WeightsError) as err:
+    checkpointer.restore_latest(other, _toy_iterator(), {'num_classes': 3})
+  assert str(err.value) == (
+      f'Checkpoint step {tmp_path / "checkpoints" / "2"} is intact but does not fit the current '
+      "config: its state differs from the one the config builds: the model's parameters: 1 "
+      'array(s) of another shape (e.g. params/w: (6,) in the checkpoint, (4,) in the config), '
+      '1 array(s) only in the config (e.g. params/v). Resume it with the config it was trained '
+      f'with (its {tmp_path / "config.json"}), or train this config in another --workdir.')
+  with pytest.raises(WeightsError, match=r'it was trained with 3 classes; the config asks for '
+                                         r'4 classes \(a, b, c, d\)\.'):
+    checkpointer.restore_latest(_toy_state(0), _toy_iterator(),
+                                {'num_classes': 4, 'class_names': list('abcd')})
   checkpointer.close()
   assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['2']
+
+
+def test_a_reader_skips_a_step_rotated_out_while_it_reads_it(tmp_path, monkeypatch):
+  """As `best/` (one step kept) while a training saves a better one: the step being read
+  disappears and a newer one is renamed into place; that is not damage."""
+  _toy_run(tmp_path, steps=(4,))
+  ckpts = tmp_path / 'checkpoints'
+  read = checkpointing._read_step
+
+  def rotated_while_read(step_dir):
+    if step_dir.name == '4':
+      shutil.copytree(step_dir, ckpts / '8.orbax-checkpoint-tmp-1')  # What the training does:
+      (ckpts / '8.orbax-checkpoint-tmp-1').rename(ckpts / '8')  # commit a new step, then
+      shutil.rmtree(step_dir)  # rotate out the old one.
+    return read(step_dir)
+
+  monkeypatch.setattr(checkpointing, '_read_step', rotated_while_read)
+  loaded = weights.load(tmp_path, warn=pytest.fail)
+  assert loaded.step == 8
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,20 +336,20 @@ def test_a_torn_last_metrics_line_is_kept_and_the_next_record_starts_on_its_own(
 # ---------------------------------------------------------------------------------------
 # End to end: SIGKILL inside saves, a zeroed latest step, a full disk.
 
+def _command(workdir: Path, *overrides: str, fault: str | None = None) -> list[str]:
+  entry = ['tests/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
+  return [sys.executable, *entry, '--config=configs/smoke.py', f'--workdir={workdir}', *RUN,
+          *overrides]
+
+
 def _train(workdir: Path, *overrides: str, fault: str | None = None,
            file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-  env = _env()
-  env.pop(checkpointing.FAULT_ENV, None)
-  if fault:
-    env[checkpointing.FAULT_ENV] = fault
-
   def limit_file_size():  # As a full disk: writes past the limit fail (EFBIG), no signal.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
   return subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.main', '--config=configs/smoke.py',
-       f'--workdir={workdir}', *RUN, *overrides], cwd=REPO, env=env, capture_output=True,
+      _command(workdir, *overrides, fault=fault), cwd=REPO, env=_env(), capture_output=True,
       text=True, timeout=900, preexec_fn=limit_file_size if file_size_limit else None)
 
 
@@ -336,18 +381,22 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   ckpts = tmp_path / 'checkpoints'
   killed = -signal.SIGKILL
   # 1. Killed right after the temporary directory of step 4 was made.
-  out = _train(tmp_path, fault='tmp-created@4')
+  out = _train(tmp_path, fault='kill:tmp-created@4')
   assert out.returncode == killed, out.stderr[-3000:]
   assert '2' in _steps(ckpts) and '4' not in _steps(ckpts)
   assert any(n.startswith('4.orbax-checkpoint-tmp') for n in _steps(ckpts))
   # 2. The same command: resumes from 2; killed with step 6 written but not renamed.
-  out = _train(tmp_path, fault='before-rename@6')
+  out = _train(tmp_path, fault='kill:before-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "2"}' in out.stdout
   assert 'checkpoint step 4' in out.stderr and 'half-written' in out.stderr
+  # The killed run's lock did not stop the same command: taken over, in one line.
+  takeover = [l for l in out.stderr.splitlines() if 'taking over the lock' in l]
+  assert len(takeover) == 1 and re.search(r'left by process \d+ on .*: process \d+ is gone',
+                                          takeover[0]), out.stderr[-3000:]
   assert '6' not in _steps(ckpts) and any(n.startswith('6.orbax') for n in _steps(ckpts))
   # 3. Killed just after step 6 became final (before older steps were rotated out).
-  out = _train(tmp_path, fault='after-rename@6')
+  out = _train(tmp_path, fault='kill:after-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   assert '6' in _steps(ckpts)
@@ -395,3 +444,106 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_st
   loaded = weights.load(workdir, warn=pytest.fail)
   assert loaded.step == STEPS
   _assert_same_params(workdir, ref_dir)
+
+
+# ---------------------------------------------------------------------------------------
+# Saves in flight, one training per workdir, an error exit's last line.
+
+def _assert_every_step_intact(workdir: Path) -> None:
+  for manager in (checkpointing.CHECKPOINTS_DIR, checkpointing.BEST_DIR):
+    names = _steps(workdir / manager)
+    assert names and all(n.isdigit() for n in names), (manager, names)  # No tmp, no damaged/.
+    for name in names:
+      assert checkpointing.find_damage(workdir / manager / name, (
+          checkpointing.STATE_ITEM, checkpointing.DATA_ITEM, checkpointing.META_ITEM)) is None
+
+
+def test_saves_held_in_flight_are_never_judged_and_the_run_ends_with_every_step_intact(
+    reference, tmp_path):
+  """The issue's race, made certain: the commits of best/4 and checkpoints/4 stay open
+  until the run waits for them; meanwhile it evaluates, saves, and looks for the best."""
+  _, fingerprint = reference
+  held = ('best/4', 'checkpoints/4')
+  out = _train(tmp_path, '--config.eval_every_steps=4',
+               fault=','.join(f'hold:{h}' for h in held))
+  assert out.returncode == 0, out.stderr[-3000:]
+  for h in held:
+    assert f'hold: {h} held' in out.stderr and f'hold: {h} released by a wait' in out.stderr
+  assert 'cannot be restored' not in out.stderr and 'Traceback' not in out.stderr
+  assert fingerprint in out.stdout  # Evaluating at step 4 too changes nothing.
+  _assert_every_step_intact(tmp_path)
+  assert _steps(tmp_path / 'checkpoints') == ['4', '6', '8']
+
+
+def _snapshot(workdir: Path) -> dict[str, int]:
+  """What a second training would touch first: its files' modification times."""
+  files = [workdir / 'config.json', workdir / train.CLASS_WEIGHTS_FILE,
+           *(workdir / 'tensorboard').iterdir(), *(workdir / 'checkpoints').iterdir()]
+  return {str(f.relative_to(workdir)): f.stat().st_mtime_ns for f in files}
+
+
+def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_ends_unharmed(
+    reference, tmp_path):
+  _, fingerprint = reference
+  workdir, release, log = tmp_path / 'w', tmp_path / 'release', tmp_path / 'first.err'
+  with open(log, 'w') as err:  # The first run pauses inside its save of step 2.
+    first = subprocess.Popen(_command(workdir, fault=f'hold:checkpoints/2@{release}'), cwd=REPO,
+                             env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+  try:
+    deadline = time.monotonic() + 600
+    while 'hold: checkpoints/2 held' not in log.read_text():
+      assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+      time.sleep(0.1)
+    before = _snapshot(workdir)
+    second = _train(workdir)
+    assert second.returncode == 2, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f'error: {workdir} is in use by another training: process {first.pid} on '
+        f'{socket.gethostname()}, started '), second.stderr[-3000:]
+    assert 'Traceback' not in second.stderr
+    assert _snapshot(workdir) == before  # It wrote nothing.
+    release.touch()
+    out, _ = first.communicate(timeout=600)
+  finally:
+    release.touch()
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == 0, log.read_text()[-3000:]
+  assert 'released by its file' in log.read_text()
+  assert fingerprint in out
+  _assert_every_step_intact(workdir)
+  assert not (workdir / 'train.lock').exists()  # Released at the end.
+
+
+def _folder_dataset(root: Path, num_classes: int) -> Path:
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  for split in ('train', 'val'):
+    for sub in ('img', 'lbl'):
+      (root / split / sub).mkdir(parents=True)
+    for i in range(2):
+      Image.fromarray(rng.integers(0, 255, (32, 48, 3), np.uint8)).save(
+          root / split / 'img' / f'{i}.png')
+      Image.fromarray((np.arange(32 * 48).reshape(32, 48) % num_classes).astype(np.uint8)).save(
+          root / split / 'lbl' / f'{i}.png')
+  return root
+
+
+def test_resuming_with_another_class_count_ends_with_one_line_saying_what_differs(
+    reference, tmp_path):
+  ref_dir, _ = reference
+  workdir = tmp_path / 'w'
+  shutil.copytree(ref_dir, workdir)
+  data = _folder_dataset(tmp_path / 'data', 3)
+  out = _train(workdir, '--config.num_train_steps=10', '--config.dataset.name=folder',
+               f'--config.dataset.root={data}', '--config.dataset.image_dir={split}/img',
+               '--config.dataset.label_dir={split}/lbl', "--config.dataset.class_names=('a','b','c')")
+  assert out.returncode == 2, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(
+      f'error: Checkpoint step {workdir / "checkpoints" / str(STEPS)} is intact but does not fit '
+      f'the current config: it was trained with 8 classes ({", ".join(SYNTHETIC_CLASSES.names)}); '
+      'the config asks for 3 classes (a, b, c). Resume it with the config it was trained with'), last
+  assert last.endswith('or train this config in another --workdir.'), last
+  assert 'Traceback' not in out.stderr and len(out.stderr.splitlines()) < 5, out.stderr[-3000:]
+  assert _steps(workdir / 'checkpoints') == _steps(ref_dir / 'checkpoints')  # Nothing moved.

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import jax
 
+from esnet_jax import cli
+
 OPT_OUT_ENV = 'ESNET_JAX_NO_NATIVE_KERNELS'
 CACHE_ENV = 'ESNET_JAX_CACHE_DIR'
 SOURCE = Path(__file__).with_name('cpu') / 'kernels.cc'
@@ -202,4 +204,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  cli.run(main)

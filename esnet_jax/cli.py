@@ -1,0 +1,75 @@
+"""How every command of the package ends: an error exit's last output is its `error:` line.
+
+Orbax, TensorStore and asyncio keep threads and event loops that, when a process
+exits after an error, may print thousands of lines of their own (closed event
+loops, cancelled reads) after the one line that says what went wrong. `run`
+wraps a command's `main`: on success the process exits normally; on an error
+exit it flushes what was printed, points the process's stdout and stderr at
+/dev/null so that no other thread can print after it, writes the error line
+(if the command has not printed it already) to the terminal's stderr, and ends
+the process at once, skipping the interpreter's exit-time work, where the noise
+comes from. An exception no command expected is a bug: its traceback is printed,
+then one `error:` line that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable, NoReturn
+
+
+class Failure(SystemExit):
+  """Ends a command with one `error:` line and an exit status (2 unless told)."""
+
+  def __init__(self, message: str, status: int = 2):
+    super().__init__(status)
+    self.message = message
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+  """`text` on one line (a message from a library may span many)."""
+  text = ' '.join(str(text).split())
+  return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+def exit_now(status: int, line: str | None = None) -> NoReturn:
+  """End the process with `status`; `line`, if given, is the very last output."""
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  try:
+    terminal = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    if line is not None:
+      os.write(terminal, (line.rstrip('\n') + '\n').encode(errors='replace'))
+  except OSError:
+    pass
+  os._exit(status)  # pylint: disable=protected-access
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+  """Run a command's `main` (which returns an exit status or raises) and exit with it."""
+  try:
+    status = main()
+  except Failure as e:
+    exit_now(int(e.code), f'error: {one_line(e.message)}')
+  except SystemExit as e:
+    if isinstance(e.code, str):  # sys.exit('error: ...') prints its message: the last line.
+      exit_now(1, one_line(e.code))
+    status = e.code
+  except KeyboardInterrupt:
+    exit_now(130, 'error: interrupted (Ctrl-C).')
+  except Exception as e:  # pylint: disable=broad-except
+    traceback.print_exc()
+    exit_now(1, f'error: unexpected {type(e).__name__}: {one_line(e, 300)} (a bug in '
+             'esnet-jax: please report it with the traceback above).')
+  status = 0 if status is None else int(status)
+  if status:
+    exit_now(status)
+  sys.exit(0)
