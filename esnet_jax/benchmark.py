@@ -446,8 +446,6 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   """
   import functools
 
-  import flax
-
   from esnet_jax import losses, train
   config = _train_config(kernels)
   num_classes = 19
@@ -464,8 +462,8 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   p_step = jax.pmap(functools.partial(train.train_step, model=model, loss_fn=loss_fn,
                                       lr_fn=lr_fn), axis_name=train.AXIS, devices=device,
                     donate_argnums=(0,))
-  holder = {'state': flax.jax_utils.replicate(state, devices=device)}
-  batch_dev = flax.jax_utils.replicate({'image': images, 'label': labels}, devices=device)
+  holder = {'state': train.replicate(state, devices=device)}
+  batch_dev = train.replicate({'image': images, 'label': labels}, devices=device)
   start = time.perf_counter()
   holder['state'], metrics = p_step(holder['state'], batch_dev)
   jax.block_until_ready(metrics)

@@ -517,6 +517,22 @@ class TrainCheckpointer:
         + '; '.join(f'step {s}: {r}' for s, r in problems)
         + '. Nothing was moved; move the directory away to start afresh.')
 
+  def check_classes(self, meta: Mapping[str, Any]) -> None:
+    """`WeightsError` if the newest step whose metadata reads was trained on other classes.
+
+    Cheap (JSON only), so that a resume with another dataset is told before the model
+    is built; `restore_latest` checks the rest.
+    """
+    for step_dir in _numbered_steps(self._dirs[CHECKPOINTS_DIR]):
+      try:
+        stored = json.loads((step_dir / META_ITEM / 'metadata').read_text())
+      except (OSError, ValueError):
+        continue  # Damaged: restore_latest deals with it.
+      what = describe_mismatch(stored, {}, meta, {}) if isinstance(stored, dict) else None
+      if what:
+        raise self._misfit(step_dir, what)
+      return
+
   @staticmethod
   def _misfit(step_dir: Path, what: str) -> WeightsError:
     workdir = step_dir.parent.parent

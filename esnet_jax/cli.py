@@ -6,7 +6,8 @@ loops, cancelled reads) after the one line that says what went wrong. `run`
 wraps a command's `main`: on success the process exits normally; on an error
 exit it flushes what was printed, points the process's stdout and stderr at
 /dev/null so that no other thread can print after it, writes the error line
-(if the command has not printed it already) to the terminal's stderr, and ends
+to the terminal's stderr (again, if the command printed it and something came
+after), and ends
 the process at once, skipping the interpreter's exit-time work, where the noise
 comes from. An exception no command expected is a bug: its traceback is printed,
 then one `error:` line that says so.
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 
 class Failure(SystemExit):
@@ -34,8 +36,11 @@ def one_line(text: str, limit: int = 2000) -> str:
   return text if len(text) <= limit else text[:limit - 3] + '...'
 
 
-def exit_now(status: int, line: str | None = None) -> NoReturn:
-  """End the process with `status`; `line`, if given, is the very last output."""
+def exit_now(status: int, line: str | Callable[[], str | None] | None = None) -> NoReturn:
+  """End the process with `status`; `line`, if given, is the very last output.
+
+  `line` may be a function, asked once nothing else can print any more.
+  """
   for stream in (sys.stdout, sys.stderr):
     try:
       stream.flush()
@@ -46,6 +51,8 @@ def exit_now(status: int, line: str | None = None) -> NoReturn:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+    if callable(line):
+      line = line()
     if line is not None:
       os.write(terminal, (line.rstrip('\n') + '\n').encode(errors='replace'))
   except OSError:
@@ -53,8 +60,45 @@ def exit_now(status: int, line: str | None = None) -> NoReturn:
   os._exit(status)  # pylint: disable=protected-access
 
 
+class _LastErrorLine:
+  """What a command printed: its last `error:` line, and whether anything came after it."""
+
+  def __init__(self):
+    self.line: str | None = None
+    self.followed = False
+    self._lock = threading.Lock()
+
+  def saw(self, text: str) -> None:
+    with self._lock:
+      for line in text.splitlines():
+        if line.startswith('error:'):
+          self.line, self.followed = line, False
+        elif line.strip() and self.line is not None:
+          self.followed = True
+
+
+class _Watched:
+  """A text stream whose writes `_LastErrorLine` sees."""
+
+  def __init__(self, stream: Any, watch: _LastErrorLine):
+    self._stream, self._watch = stream, watch
+
+  def write(self, text: str) -> int:
+    self._watch.saw(text)  # First: what reaches the terminal has always been seen.
+    return self._stream.write(text)
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._stream, name)
+
+
 def run(main: Callable[[], int | None]) -> NoReturn:
-  """Run a command's `main` (which returns an exit status or raises) and exit with it."""
+  """Run a command's `main` (which returns an exit status or raises) and exit with it.
+
+  A command that printed its `error:` line itself and returned a non-zero status
+  has that line written again last if anything (another thread) printed after it.
+  """
+  watch = _LastErrorLine()
+  sys.stdout, sys.stderr = _Watched(sys.stdout, watch), _Watched(sys.stderr, watch)
   try:
     status = main()
   except Failure as e:
@@ -71,5 +115,5 @@ def run(main: Callable[[], int | None]) -> NoReturn:
              'esnet-jax: please report it with the traceback above).')
   status = 0 if status is None else int(status)
   if status:
-    exit_now(status)
+    exit_now(status, lambda: watch.line if watch.followed else None)
   sys.exit(0)

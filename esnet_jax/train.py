@@ -17,9 +17,8 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -210,9 +209,26 @@ def params_fingerprint(params: Any) -> str:
   return digest.hexdigest()
 
 
+def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
+  """One copy of `tree` per device (default: the local ones), laid out as the pmapped
+  steps lay out theirs.
+
+  That is, sharded along a mesh axis named `AXIS` over the local devices. With
+  `flax.jax_utils.replicate` (a mesh axis of its own name), the first step's
+  output state differs in sharding from its input, and JAX traces and lowers the
+  whole train step a second time at step 2.
+  """
+  devices = list(devices or jax.local_devices())
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)),
+                                        jax.sharding.PartitionSpec(AXIS))
+  return jax.tree.map(
+      lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x))),
+                               sharding), tree)
+
+
 def _host_state(state: TrainState) -> TrainState:
-  """First replica of a replicated state, on the host."""
-  return jax.device_get(jax.tree.map(lambda x: x[0], state))
+  """First replica of a replicated state, on the host (no device computation)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], state)
 
 
 def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
@@ -295,6 +311,13 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
   primary = jax.process_index() == 0
   writer = MetricWriter(workdir, enabled=primary)
   class_table = input_pipeline.dataset_class_table(config)
+  meta = _checkpoint_meta(config, class_table)
+  checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
+  try:  # Another dataset's workdir: said before anything is computed or written.
+    checkpointer.check_classes(meta)
+  except Exception:
+    checkpointer.close()
+    raise
   train_source = build_source(config.dataset, config.dataset.train_split)
   build_source(config.dataset, config.dataset.eval_split)  # Fail early on a bad eval split.
   weights = class_weights(config, workdir, class_table, train_source)
@@ -310,8 +333,6 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
   train_iter = input_pipeline.create_train_iterator(
       config, process_index=jax.process_index(), process_count=jax.process_count(),
       local_device_count=jax.local_device_count())
-  checkpointer = checkpointing.TrainCheckpointer(workdir, keep=config.keep_checkpoints)
-  meta = _checkpoint_meta(config, class_table)
   start_step = 0
   if checkpointer.latest_step() is not None:
     start_step, state = checkpointer.restore_latest(state, train_iter, meta)
@@ -319,7 +340,7 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
   if primary:
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
 
-  state = flax.jax_utils.replicate(state)
+  state = replicate(state)
   p_train_step = jax.pmap(functools.partial(train_step, model=model, loss_fn=loss_fn,
                                             lr_fn=lr_fn),
                           axis_name=AXIS, donate_argnums=(0,))
@@ -406,7 +427,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
     raise ConfigError(f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
                       f'{config.dataset.name!r} has {class_table.num_classes}.')
   model = create_model(config, class_table.num_classes)
-  state = flax.jax_utils.replicate(TrainState(
+  state = replicate(TrainState(
       step=0, apply_fn=model.apply, params=variables['params'], tx=None, opt_state=None,
       batch_stats=variables['batch_stats'], rng=jax.random.PRNGKey(0)))
   summary = {'step': loaded.step, 'checkpoint': loaded.source,
