@@ -77,10 +77,13 @@ def _inject_hold(target: str, release_file: str | None) -> None:
   base = ocp.path.atomicity.AtomicRenameTemporaryPath
   manager_dir = target.split('/')[0]
   holding, released = threading.Event(), threading.Event()
+  waiting = []  # One entry per wait on that manager in progress.
   finalize, wait = base.finalize, ocp.CheckpointManager.wait_until_finished
 
   def free() -> bool:
-    return os.path.exists(release_file) if release_file else released.is_set()
+    if release_file:
+      return os.path.exists(release_file)
+    return released.is_set() or bool(waiting)  # Also a wait that began before the hold.
 
   async def held_finalize(self, *args, **kwargs):
     if _name(self.get_final()) == target:
@@ -94,9 +97,15 @@ def _inject_hold(target: str, release_file: str | None) -> None:
     await finalize(self, *args, **kwargs)
 
   def releasing_wait(self, *args, **kwargs):
-    if holding.is_set() and Path(str(self.directory)).name == manager_dir:
+    if Path(str(self.directory)).name != manager_dir:
+      return wait(self, *args, **kwargs)
+    if holding.is_set():
       released.set()
-    return wait(self, *args, **kwargs)
+    waiting.append(1)
+    try:
+      return wait(self, *args, **kwargs)
+    finally:
+      waiting.pop()
 
   base.finalize = held_finalize
   ocp.CheckpointManager.wait_until_finished = releasing_wait

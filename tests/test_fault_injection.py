@@ -458,23 +458,6 @@ def _assert_every_step_intact(workdir: Path) -> None:
           checkpointing.STATE_ITEM, checkpointing.DATA_ITEM, checkpointing.META_ITEM)) is None
 
 
-def test_saves_held_in_flight_are_never_judged_and_the_run_ends_with_every_step_intact(
-    reference, tmp_path):
-  """The issue's race, made certain: the commits of best/4 and checkpoints/4 stay open
-  until the run waits for them; meanwhile it evaluates, saves, and looks for the best."""
-  _, fingerprint = reference
-  held = ('best/4', 'checkpoints/4')
-  out = _train(tmp_path, '--config.eval_every_steps=4',
-               fault=','.join(f'hold:{h}' for h in held))
-  assert out.returncode == 0, out.stderr[-3000:]
-  for h in held:
-    assert f'hold: {h} held' in out.stderr and f'hold: {h} released by a wait' in out.stderr
-  assert 'cannot be restored' not in out.stderr and 'Traceback' not in out.stderr
-  assert fingerprint in out.stdout  # Evaluating at step 4 too changes nothing.
-  _assert_every_step_intact(tmp_path)
-  assert _steps(tmp_path / 'checkpoints') == ['4', '6', '8']
-
-
 def _snapshot(workdir: Path) -> dict[str, int]:
   """What a second training would touch first: its files' modification times."""
   files = [workdir / 'config.json', workdir / train.CLASS_WEIGHTS_FILE,
@@ -482,13 +465,19 @@ def _snapshot(workdir: Path) -> dict[str, int]:
   return {str(f.relative_to(workdir)): f.stat().st_mtime_ns for f in files}
 
 
-def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_ends_unharmed(
-    reference, tmp_path):
-  _, fingerprint = reference
+HELD = ('best/4', 'checkpoints/4')  # Released only when the run waits for that manager.
+
+
+@pytest.fixture(scope='module')
+def busy_workdir(tmp_path_factory) -> dict:
+  """A first run that pauses inside its save of step 2 (until a file exists) and holds
+  the commits of `HELD` open; the same command run again while it is paused."""
+  tmp_path = tmp_path_factory.mktemp('busy')
   workdir, release, log = tmp_path / 'w', tmp_path / 'release', tmp_path / 'first.err'
-  with open(log, 'w') as err:  # The first run pauses inside its save of step 2.
-    first = subprocess.Popen(_command(workdir, fault=f'hold:checkpoints/2@{release}'), cwd=REPO,
-                             env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+  faults = ','.join([f'hold:checkpoints/2@{release}', *(f'hold:{h}' for h in HELD)])
+  with open(log, 'w') as err:
+    first = subprocess.Popen(_command(workdir, '--config.eval_every_steps=4', fault=faults),
+                             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
   try:
     deadline = time.monotonic() + 600
     while 'hold: checkpoints/2 held' not in log.read_text():
@@ -496,21 +485,45 @@ def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_e
       time.sleep(0.1)
     before = _snapshot(workdir)
     second = _train(workdir)
-    assert second.returncode == 2, second.stderr[-3000:]
-    assert second.stderr.strip().splitlines()[-1].startswith(
-        f'error: {workdir} is in use by another training: process {first.pid} on '
-        f'{socket.gethostname()}, started '), second.stderr[-3000:]
-    assert 'Traceback' not in second.stderr
-    assert _snapshot(workdir) == before  # It wrote nothing.
+    untouched = _snapshot(workdir) == before
     release.touch()
     out, _ = first.communicate(timeout=600)
   finally:
     release.touch()
     if first.poll() is None:
       first.kill()
-  assert first.returncode == 0, log.read_text()[-3000:]
-  assert 'released by its file' in log.read_text()
-  assert fingerprint in out
+  return {'workdir': workdir, 'first': first, 'first_out': out, 'first_err': log.read_text(),
+          'second': second, 'untouched': untouched}
+
+
+def test_saves_held_in_flight_are_never_judged_and_the_run_ends_with_every_step_intact(
+    reference, busy_workdir):
+  """The issue's race, made certain: the commits of best/4 and checkpoints/4 stay open
+  until the run waits for them; meanwhile it evaluates, saves, and looks for the best."""
+  _, fingerprint = reference
+  first, err = busy_workdir['first'], busy_workdir['first_err']
+  assert first.returncode == 0, err[-3000:]
+  for h in HELD:
+    assert f'hold: {h} held' in err and f'hold: {h} released by a wait' in err, err[-3000:]
+  assert 'cannot be restored' not in err and 'Traceback' not in err
+  assert fingerprint in busy_workdir['first_out']  # Evaluating at step 4 too changes nothing.
+  _assert_every_step_intact(busy_workdir['workdir'])
+  assert _steps(busy_workdir['workdir'] / 'checkpoints') == ['4', '6', '8']
+
+
+def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_ends_unharmed(
+    reference, busy_workdir):
+  _, fingerprint = reference
+  workdir, first, second = busy_workdir['workdir'], busy_workdir['first'], busy_workdir['second']
+  assert second.returncode == 2, second.stderr[-3000:]
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f'error: {workdir} is in use by another training: process {first.pid} on '
+      f'{socket.gethostname()}, started '), second.stderr[-3000:]
+  assert 'Traceback' not in second.stderr
+  assert busy_workdir['untouched']  # The second one wrote nothing.
+  assert first.returncode == 0, busy_workdir['first_err'][-3000:]
+  assert 'hold: checkpoints/2 released by its file' in busy_workdir['first_err']
+  assert fingerprint in busy_workdir['first_out']
   _assert_every_step_intact(workdir)
   assert not (workdir / 'train.lock').exists()  # Released at the end.
 

@@ -103,7 +103,7 @@ _PMAP_CHECK = textwrap.dedent('''
     def run(devices):
       d = len(devices)
       p_step = jax.pmap(step, axis_name='batch', devices=devices)
-      s = flax.jax_utils.replicate(state, devices=devices)
+      s = train.replicate(state, devices=devices)
       batch = {'image': images.reshape(d, 4 // d, 32, 48, 3),
                'label': labels.reshape(d, 4 // d, 32, 48)}
       for _ in range(2):
