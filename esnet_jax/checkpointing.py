@@ -281,6 +281,16 @@ def _tree_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
           for path, leaf in leaves}
 
 
+def _stored_meta(step_dir: Path) -> dict[str, Any] | None:
+  """The `meta` item of a step (orbax's JSON item is the file `meta/metadata`); None if
+  it cannot be read."""
+  try:
+    stored = json.loads((step_dir / META_ITEM / 'metadata').read_text())
+  except (OSError, ValueError):
+    return None
+  return stored if isinstance(stored, dict) else None
+
+
 _STATE_PARTS = {'params': "the model's parameters", 'batch_stats': "the model's BatchNorm statistics",
                 'opt_state': 'the optimizer state (another optimizer setting?)'}
 
@@ -524,11 +534,10 @@ class TrainCheckpointer:
     is built; `restore_latest` checks the rest.
     """
     for step_dir in _numbered_steps(self._dirs[CHECKPOINTS_DIR]):
-      try:
-        stored = json.loads((step_dir / META_ITEM / 'metadata').read_text())
-      except (OSError, ValueError):
+      stored = _stored_meta(step_dir)
+      if stored is None:
         continue  # Damaged: restore_latest deals with it.
-      what = describe_mismatch(stored, {}, meta, {}) if isinstance(stored, dict) else None
+      what = describe_mismatch(stored, {}, meta, {})
       if what:
         raise self._misfit(step_dir, what)
       return
@@ -547,13 +556,12 @@ class TrainCheckpointer:
     (or if the metadata cannot be read: the restore then decides)."""
     from etils import epath
     try:
-      with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        stored_meta = checkpointer.restore(epath.Path(step_dir / META_ITEM))
       stored = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir / STATE_ITEM))
       stored_shapes = _tree_shapes(stored.tree)
     except Exception:  # pylint: disable=broad-except
       return None
-    return describe_mismatch(stored_meta or {}, stored_shapes, meta, _tree_shapes(template))
+    return describe_mismatch(_stored_meta(step_dir) or {}, stored_shapes, meta,
+                             _tree_shapes(template))
 
   def _readable(self, step: int) -> bool:
     """Whether the state of `step` reads back without a template (so it is not damaged)."""
@@ -567,11 +575,7 @@ class TrainCheckpointer:
   def wait_until_finished(self) -> None:
     """Block until pending saves are written; `CheckpointSaveError` if one failed."""
     for name in self._managers:
-      try:
-        self._managers[name].wait_until_finished()
-      except Exception as e:  # pylint: disable=broad-except
-        raise self._save_error(name, self._pending.get(name, -1), e) from e
-      self._pending.pop(name, None)
+      self._settle(name)
 
   def close(self) -> None:
     """Finish pending saves and release the managers (also after a failed save).
