@@ -38,6 +38,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -277,12 +278,15 @@ def _cpu_model() -> str:
 
 
 # Every FFI target of `esnet_jax.kernels` is named esnet_* (`kernels.build`).
-_KERNEL_TARGET_PREFIX = 'custom_call_target="esnet_'
+# The targets of this package's CPU kernels (esnet_jax.kernels) all start so.
+KERNEL_TARGET_PREFIX = 'esnet_'
+# A custom call in compiled HLO text, and in lowered StableHLO text.
+_CUSTOM_CALL = re.compile(r'custom_call_target="([^"]+)"|stablehlo\.custom_call @([\w.$-]+)')
 
 
-def _runs_native_kernels(compiled: Any) -> bool:
-  """Whether this package's compiled kernels are in a compiled program (its final HLO)."""
-  return _KERNEL_TARGET_PREFIX in compiled.as_text()
+def custom_call_targets(program_text: str) -> list[str]:
+  """The distinct custom-call targets of a program's HLO or StableHLO text."""
+  return sorted({a or b for a, b in _CUSTOM_CALL.findall(program_text)})
 
 
 def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int = 1,
@@ -386,7 +390,10 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
       'runs': runs, 'warmup': warmup,
       'checkpoint': None if checkpoint is None else os.fspath(checkpoint),
   }
-  result['native_kernels'] = _runs_native_kernels(compiled)  # What ran, not what was asked.
+  result['custom_call_targets'] = custom_call_targets(compiled.as_text())
+  # What ran, not what was asked:
+  result['native_kernels'] = any(t.startswith(KERNEL_TARGET_PREFIX)
+                                 for t in result['custom_call_targets'])
   result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   if compare_torch:
     torch_fns, torch_info, torch_logits = _torch_calls(variables, x_host, dtype, threads)
@@ -431,67 +438,101 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
 
 
 def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
-                        runs: int = 10, warmup: int = 2, compare_torch: bool = False,
+                        dtype: str = 'float32', devices: int = 1, runs: int = 10,
+                        warmup: int = 2, compare_torch: bool = False, compare_jit: bool = False,
                         seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
                         kernels: str = 'auto') -> dict[str, Any]:
   """Images/s of one training step (forward, loss, backward, Adam update).
 
-  JAX: `train.train_step` pmapped over one device, exactly as training runs it
-  (train-mode BatchNorm, dropout, ENet-style weighted cross-entropy, coupled
-  weight decay). With `compare_torch`, the original PyTorch network in eager
-  train mode with `torch.optim.Adam(weight_decay=1e-4)` and
-  `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating steps.
+  JAX: `train.train_step` pmapped over `devices` local devices, `batch` images
+  each, exactly as training runs it (train-mode cross-replica BatchNorm, dropout,
+  ENet-style weighted cross-entropy, coupled weight decay, donated state). With
+  `compare_jit`, the same step under `jit` over a mesh of the same devices
+  (`esnet_jax.mesh_step`), alternating steps; `ratio_pmap_to_jit` is the ratio of
+  their medians. With `compare_torch` (one device only), the original PyTorch
+  network in eager train mode with `torch.optim.Adam(weight_decay=1e-4)` and
+  `CrossEntropyLoss(ignore_index=255)` on the same batch, alternating likewise.
   `trace_dir` and `kernels` as for `run_inference_benchmark` (`config.model.kernels`
-  in training).
+  in training). Images/s count all devices' images.
   """
   import functools
 
-  from esnet_jax import losses, train
-  config = _train_config(kernels)
+  from esnet_jax import losses, mesh_step, train
+  if dtype not in _DTYPES:
+    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
+  local = jax.local_devices()
+  if not 1 <= devices <= len(local):
+    raise ValueError(f'devices={devices}: this process has {len(local)} local device(s).')
+  if compare_torch and devices != 1:
+    raise ValueError(f'--compare-torch times one device; got --devices {devices}.')
+  config = _train_config(kernels, dtype)
   num_classes = 19
   model = train.create_model(config, num_classes)
   lr_fn = train.create_learning_rate_fn(config)
   state = train.create_train_state(jax.random.PRNGKey(seed), config, model, (height, width),
                                    lr_fn)
   rng = np.random.default_rng(seed)
-  images = rng.normal(size=(batch, height, width, 3)).astype(np.float32)
-  labels = rng.integers(0, num_classes, size=(batch, height, width)).astype(np.int32)
-  device = jax.local_devices()[:1]
+  images = rng.normal(size=(devices * batch, height, width, 3)).astype(np.float32)
+  labels = rng.integers(0, num_classes, size=(devices * batch, height, width)).astype(np.int32)
+  used = local[:devices]
+  device_mesh = mesh_step.mesh(used)
   loss_fn = functools.partial(losses.cross_entropy, ignore_label=255,
                               class_weights=jnp.ones((num_classes,)))
-  p_step = jax.pmap(functools.partial(train.train_step, model=model, loss_fn=loss_fn,
-                                      lr_fn=lr_fn), axis_name=train.AXIS, devices=device,
-                    donate_argnums=(0,))
-  holder = {'state': train.replicate(state, devices=device)}
-  batch_dev = train.replicate({'image': images, 'label': labels}, devices=device)
-  start = time.perf_counter()
-  holder['state'], metrics = p_step(holder['state'], batch_dev)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - start
+  step = functools.partial(train.train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn)
+  p_step = jax.pmap(step, axis_name=train.AXIS, devices=used, donate_argnums=(0,))
+  per_device = {'image': images.reshape(devices, batch, height, width, 3),
+                'label': labels.reshape(devices, batch, height, width)}
+  holders = {'jax': {'state': train.replicate(state, devices=used),
+                     'batch': mesh_step.sharded(per_device, device_mesh), 'step': p_step}}
+  if compare_jit:
+    holders['jax_jit'] = {'state': mesh_step.replicated(state, device_mesh),
+                          'batch': mesh_step.sharded({'image': images, 'label': labels},
+                                                     device_mesh),
+                          'step': mesh_step.jit_over_mesh(step, device_mesh)}
 
-  def jax_step() -> Any:
-    holder['state'], m = p_step(holder['state'], batch_dev)
-    return jax.block_until_ready(m)
+  def make_call(holder: dict[str, Any]) -> Callable[[], Any]:
+    def call() -> Any:
+      holder['state'], m = holder['step'](holder['state'], holder['batch'])
+      return jax.block_until_ready(m)
+    return call
 
-  calls: dict[str, Callable[[], Any]] = {'jax': jax_step}
+  calls: dict[str, Callable[[], Any]] = {}
+  compile_s = {}
+  for name, holder in holders.items():
+    calls[name] = make_call(holder)
+    start = time.perf_counter()
+    calls[name]()  # Traces, compiles and runs the first step.
+    compile_s[name] = time.perf_counter() - start
   result: dict[str, Any] = {'mode': 'train', 'height': height, 'width': width, 'batch': batch,
-                            'runs': runs, 'compile_s': compile_s, 'devices': 1,
+                            'dtype': dtype, 'devices': devices, 'runs': runs,
+                            'compile_s': compile_s['jax'],
                             'native_kernels': implementations.uses_kernels(model),
+                            'platform': used[0].platform, 'device_kind': used[0].device_kind,
                             'jax_version': jax.__version__,
+                            'jaxlib_version': importlib.metadata.version('jaxlib'),
                             'xla_flags': os.environ.get('XLA_FLAGS', '')}
   result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
+  result['custom_call_targets'] = custom_call_targets(
+      p_step.lower(holders['jax']['state'], holders['jax']['batch']).as_text())
+  if compare_jit:
+    result['jax_jit_compile_s'] = compile_s['jax_jit']
   if compare_torch:
     calls.update(_torch_train_calls(images, labels, num_classes, _host_threads()))
   times = _time_alternating(calls, runs=runs, warmup=warmup, seed=seed)
   for name, seconds in times.items():
     median = float(np.median(seconds))
     result[f'{name}_step_ms_p50'] = median * 1e3
-    result[f'{name}_images_per_sec'] = batch / median
+    result[f'{name}_step_ms_min'] = float(np.min(seconds)) * 1e3
+    result[f'{name}_images_per_sec'] = devices * batch / median
   for name in ('torch_nchw', 'torch_channels_last'):
     if name in times:
       result[f'ratio_jax_to_{name}'] = result['jax_step_ms_p50'] / result[f'{name}_step_ms_p50']
+  if compare_jit:
+    result['ratio_pmap_to_jit'] = result['jax_step_ms_p50'] / result['jax_jit_step_ms_p50']
   if trace_dir is not None:
-    result.update(_trace(jax_step, trace_dir))
+    result.update(_trace(calls['jax'], trace_dir))
+  peak, source = _peak_memory(used[0])
+  result.update({'peak_memory_bytes': peak, 'peak_memory_source': source})
   return result
 
 
@@ -503,12 +544,12 @@ def _trace(call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: in
           'trace_ops': profiling.op_totals(trace_file, calls)[:20]}
 
 
-def _train_config(kernels: str = 'auto') -> Any:
+def _train_config(kernels: str = 'auto', dtype: str = 'float32') -> Any:
   """The parts of configs/default.py that a train step reads (the paper's recipe)."""
   import ml_collections
   return ml_collections.ConfigDict({
       'num_train_steps': 1000,
-      'model': {'dtype': 'float32', 'dropout': True, 'kernels': kernels},
+      'model': {'dtype': dtype, 'dropout': True, 'kernels': kernels},
       'optimizer': {'learning_rate': 5e-4, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
                     'weight_decay': 1e-4, 'weight_decay_mode': 'coupled',
                     'poly_power': 0.9, 'warmup_steps': 0}})
@@ -599,8 +640,22 @@ def build_parser() -> argparse.ArgumentParser:
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
   parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
+  parser.add_argument('--suite', choices=('gpu',), default=None,
+                      help="'gpu': the whole GPU report (esnet_jax.gpu_report: device, "
+                           "driver, CUDA, inference at 1024x512 and 2048x1024, the pmapped "
+                           "train step, float32 and bfloat16, compile times, peak memory); "
+                           "the size options do not apply")
+  parser.add_argument('--smoke', action='store_true',
+                      help='with --suite gpu: tiny sizes, on any backend (a check that the '
+                           'report runs, not a measurement)')
   parser.add_argument('--train', action='store_true',
                       help='time the training step (images/s) instead of inference')
+  parser.add_argument('--devices', type=int, default=1,
+                      help='with --train: pmap the step over this many local devices '
+                           '(--batch images each)')
+  parser.add_argument('--compare-jit', action='store_true',
+                      help='with --train: also time the same step under jit over a mesh of '
+                           'the same devices (esnet_jax.mesh_step), alternating with pmap')
   parser.add_argument('--batch', type=int, default=None,
                       help='images per call (default 1; 8 with --train)')
   parser.add_argument('--dtype', choices=tuple(_DTYPES), default='float32',
@@ -642,17 +697,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """CLI entry point; returns the result dict (also printed, and written with --json)."""
   parser = build_parser()
   args = parser.parse_args(argv)
+  if args.smoke and not args.suite:
+    parser.error('--smoke belongs to --suite gpu')
+  if args.suite and args.train:
+    parser.error('--suite gpu times the train step itself; drop --train')
+  if not args.train and (args.devices != 1 or args.compare_jit):
+    parser.error('--devices and --compare-jit time the train step: add --train')
   if args.train and args.compare_onnxruntime:
     parser.error('--compare-onnxruntime times inference only, not --train')
+  if args.suite:
+    return _gpu_suite(args)
   if args.train:  # As `esnet_jax.main` does for training, before JAX starts its threads.
     host_memory.keep_freed_memory()
   if args.trace:
     xla_flags.request_flags((profiling.TRACE_FLAG,))
   if args.train:
-    result = run_train_benchmark(height=args.height, width=args.width,
-                                 batch=args.batch or 8, runs=args.runs, warmup=args.warmup,
-                                 compare_torch=args.compare_torch, seed=args.seed,
-                                 trace_dir=args.trace, kernels=args.kernels)
+    try:
+      result = run_train_benchmark(height=args.height, width=args.width,
+                                   batch=args.batch or 8, dtype=args.dtype,
+                                   devices=args.devices, runs=args.runs, warmup=args.warmup,
+                                   compare_torch=args.compare_torch,
+                                   compare_jit=args.compare_jit, seed=args.seed,
+                                   trace_dir=args.trace, kernels=args.kernels)
+    except ValueError as e:
+      sys.exit(f'error: {e}')
     print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
     _print_trace(result)
     if args.json:
@@ -683,6 +751,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       json.dump(result, f, indent=2)
       f.write('\n')
   return result
+
+
+def _gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
+  from esnet_jax import gpu_report
+  try:
+    report = gpu_report.run_gpu_report(smoke=args.smoke)
+  except ValueError as e:
+    sys.exit(f'error: {e}')
+  print(gpu_report.format_report(report))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(report, f, indent=2)
+      f.write('\n')
+  if not report['ok']:
+    sys.exit(f"error: GPU programs held CPU kernel calls: {', '.join(report['cpu_kernel_calls'])}")
+  return report
 
 
 def _print_trace(result: Mapping[str, Any]) -> None:

@@ -79,10 +79,9 @@ def palette(colours: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
 def colourise(class_map: np.ndarray, colours: Sequence[Sequence[int]] | np.ndarray
               ) -> np.ndarray:
   """RGB uint8 [..., 3] picture of an integer class map; ids that are not classes are black."""
-  class_map = np.asarray(class_map)
+  ids = np.asarray(class_map).astype(np.intp)  # uint8 maps too: 256 is no uint8.
   table = np.concatenate([palette(colours), np.zeros((1, 3), np.uint8)])  # 256: off-range
-  in_range = (class_map >= 0) & (class_map <= 255)
-  return table[np.where(in_range, class_map, 256).astype(np.intp)]
+  return table[np.where((ids >= 0) & (ids <= 255), ids, 256)]
 
 
 def overlay(image: np.ndarray, class_map: np.ndarray,

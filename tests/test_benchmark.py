@@ -82,6 +82,7 @@ def test_cli_writes_json_and_prints_a_table(tmp_path, capsys):
       2, 2, 'bfloat16', False)
 
 
+@pytest.mark.torch
 def test_compare_torch_times_the_same_weights():
   pytest.importorskip('torch')
   result = benchmark.run_inference_benchmark(runs=2, compare_torch=True, **SMALL)
@@ -94,6 +95,7 @@ def test_compare_torch_times_the_same_weights():
   assert result['torch_max_abs_diff'] < 1e-4
 
 
+@pytest.mark.torch
 @pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.export internals
 def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, capsys):
   for name in benchmark._ONNXRUNTIME_NEEDS:  # pylint: disable=protected-access
@@ -118,13 +120,15 @@ def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, caps
 
 def test_compare_onnxruntime_without_its_packages_says_what_to_install(monkeypatch, capsys):
   real = importlib.util.find_spec
+  missing = [n for n in benchmark._ONNXRUNTIME_NEEDS  # pylint: disable=protected-access
+             if n == 'onnxruntime' or real(n) is None]
   monkeypatch.setattr(importlib.util, 'find_spec',
                       lambda name, *a: None if name == 'onnxruntime' else real(name, *a))
   with pytest.raises(SystemExit) as exit_:
     benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime'])
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert err[-1] == ('error: --compare-onnxruntime needs onnxruntime (not installed): '
+  assert err[-1] == (f'error: --compare-onnxruntime needs {", ".join(missing)} (not installed): '
                      'pip install torch==2.13.0 && pip install -e ".[export]"')
 
 
@@ -189,6 +193,7 @@ def test_no_flags_added_once_the_backend_runs(result, monkeypatch):
   assert os.environ['XLA_FLAGS'] == ''
 
 
+@pytest.mark.torch
 def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monkeypatch):
   pytest.importorskip('torch')
   from esnet_jax import host_memory
@@ -209,6 +214,7 @@ def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monke
       saved['jax_step_ms_p50'] / saved['torch_nchw_step_ms_p50'])
 
 
+@pytest.mark.torch
 def test_layer_timing_covers_every_block_of_both_frameworks(tmp_path, capsys):
   pytest.importorskip('torch')
   from esnet_jax import layer_timing
@@ -274,3 +280,61 @@ def test_op_totals_pair_library_calls_with_their_end_events(tmp_path):
   assert rows['convolution']['async'] and not rows['add_fusion']['async']
   assert rows['add_fusion']['ms_per_call'] == pytest.approx(8 / 2 / 1e3)
   assert rows['add_fusion']['count_per_call'] == 1
+
+
+def test_train_step_beside_jit_over_a_mesh_reports_both_and_their_ratio(tmp_path, monkeypatch):
+  from esnet_jax import host_memory
+  monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
+  out = tmp_path / 'train.json'
+  result = benchmark.main(['--train', '--height', '32', '--width', '48', '--batch', '2',
+                           '--runs', '2', '--warmup', '0', '--compare-jit', '--json', str(out)])
+  saved = json.loads(out.read_text())
+  assert saved == json.loads(json.dumps(result))
+  assert saved['devices'] == 1 and saved['dtype'] == 'float32'
+  for name in ('jax', 'jax_jit'):
+    assert saved[f'{name}_images_per_sec'] == pytest.approx(2 / saved[f'{name}_step_ms_p50'] * 1e3)
+  assert saved['ratio_pmap_to_jit'] == pytest.approx(
+      saved['jax_step_ms_p50'] / saved['jax_jit_step_ms_p50'])
+  assert saved['jax_jit_compile_s'] > 0 and saved['peak_memory_bytes'] > 0
+
+
+@pytest.mark.parametrize('argv, expected', [
+    (['--devices', '2'], '--devices and --compare-jit time the train step'),
+    (['--smoke'], '--smoke belongs to --suite gpu'),
+    (['--suite', 'gpu', '--train'], 'drop --train'),
+])
+def test_benchmark_options_that_do_not_go_together_are_refused(argv, expected, capsys):
+  with pytest.raises(SystemExit) as e:
+    benchmark.main(argv)
+  assert e.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_train_benchmark_on_more_devices_than_there_are_says_so():
+  with pytest.raises(SystemExit, match='devices=64: this process has 1 local device'):
+    benchmark.main(['--train', '--devices', '64', '--runs', '1'])
+
+
+def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monkeypatch):
+  """The GPU report end to end at its tiny sizes: every case and field, and the
+  custom-call check seeing this CPU's own kernels where they build."""
+  from esnet_jax import gpu_report, host_memory
+  from esnet_jax.kernels import build
+  monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
+  with pytest.raises(SystemExit, match="--suite gpu times a GPU, but JAX runs on 'cpu'"):
+    benchmark.main(['--suite', 'gpu'])
+  out = tmp_path / 'gpu.json'
+  benchmark.main(['--suite', 'gpu', '--smoke', '--json', str(out)])
+  report = json.loads(out.read_text())
+  assert report['suite'] == 'gpu' and report['smoke'] and report['ok']
+  env = report['environment']
+  assert env['platform'] == 'cpu' and env['jax_version'] and env['jaxlib_version']
+  cases = [(e['height'], e['width'], e['batch'], e['dtype']) for e in report['inference']]
+  assert cases == [(h, w, b, d) for d in gpu_report.DTYPES
+                   for h, w, b in gpu_report.SMOKE_INFERENCE_CASES]
+  assert [e['dtype'] for e in report['train']] == list(gpu_report.DTYPES)
+  for entry in report['inference'] + report['train']:
+    assert entry['compile_s'] > 0 and entry['peak_memory_bytes'] > 0
+  assert all(e['fps'] > 0 for e in report['inference'])
+  assert all(e['images_per_sec'] > 0 and e['devices'] == 1 for e in report['train'])
+  assert bool(report['cpu_kernel_calls']) == build.available()
+  assert all(t.startswith(benchmark.KERNEL_TARGET_PREFIX) for t in report['cpu_kernel_calls'])

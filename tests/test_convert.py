@@ -29,6 +29,7 @@ def test_parity_with_original_pytorch_from_npz(reference_variables, parity):
   _assert_parity(reference_variables, parity)
 
 
+@pytest.mark.torch
 def test_parity_with_original_pytorch_from_pth(torch_fixtures, parity):
   pytest.importorskip('torch')
   _assert_parity(convert.load_torch_weights(torch_fixtures / 'state_dict_c19.pth'), parity)
@@ -51,6 +52,7 @@ def test_round_trip_is_exact(torch_fixtures):
       assert back[key].dtype == value.dtype
 
 
+@pytest.mark.torch
 def test_flax_to_torch_loads_strictly_into_the_torch_reference(reference_variables, parity):
   torch = pytest.importorskip('torch')
   from esnet_jax.torch_reference import ESNet as TorchESNet
@@ -116,6 +118,7 @@ class _Exploit:
     return (open, (self.marker, 'w'))
 
 
+@pytest.mark.torch
 def test_pth_is_loaded_without_running_pickled_code(tmp_path):
   torch = pytest.importorskip('torch')
   marker = tmp_path / 'pwned'
@@ -126,6 +129,7 @@ def test_pth_is_loaded_without_running_pickled_code(tmp_path):
   assert not marker.exists()
 
 
+@pytest.mark.torch
 def test_cli_writes_a_checkpoint_the_inference_api_restores(tmp_path, torch_fixtures,
                                                               reference_variables, capsys):
   pytest.importorskip('torch')

@@ -65,6 +65,7 @@ def test_stablehlo_fixed_batch_and_unfolded_batch_norm(variables):
   assert 'rsqrt' not in export.export_stablehlo(variables, H, W, batch=2).mlir_module()
 
 
+@pytest.mark.torch
 @pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.export internals
 def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
   pytest.importorskip('torch')
