@@ -724,9 +724,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
     _print_trace(result)
     if args.json:
-      with open(args.json, 'w') as f:
-        json.dump(result, f, indent=2)
-        f.write('\n')
+      _write_json(args.json, result)
     return result
   if args.runs < MIN_RUNS:
     print(f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
@@ -747,10 +745,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(format_report(result))
   _print_trace(result)
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(result, f, indent=2)
-      f.write('\n')
+    _write_json(args.json, result)
   return result
+
+
+def _write_json(path: str | os.PathLike[str], result: Mapping[str, Any]) -> None:
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+    f.write('\n')
 
 
 def _gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
@@ -761,9 +763,7 @@ def _gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
     sys.exit(f'error: {e}')
   print(gpu_report.format_report(report))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(report, f, indent=2)
-      f.write('\n')
+    _write_json(args.json, report)
   if not report['ok']:
     sys.exit(f"error: GPU programs held CPU kernel calls: {', '.join(report['cpu_kernel_calls'])}")
   return report
@@ -785,9 +785,7 @@ def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[
       checkpoint=b.checkpoint or None, num_classes=b.num_classes or None)
   print(format_report(result))
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'benchmark.json'), 'w') as f:
-    json.dump(result, f, indent=2)
-    f.write('\n')
+  _write_json(os.path.join(workdir, 'benchmark.json'), result)
   return result
 
 
