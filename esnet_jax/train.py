@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from flax import linen as nn
 from flax.training import train_state
 
 from esnet_jax import (checkpointing, implementations, input_pipeline, losses, metrics, plots,
@@ -78,11 +79,25 @@ def create_optimizer(config: ml_collections.ConfigDict,
                      optax.scale_by_learning_rate(lr_fn))
 
 
+# XLA's CPU backend at its default level spends ~45 s (jax 0.12) optimising the unrolled
+# partitionable-threefry code of ESNet's initialisers; level 1 compiles in ~5 s and draws
+# the same bits (tests/test_train.py compares them).
+_INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 1}}
+
+
+def init_variables(model: nn.Module, rng: jax.Array,
+                   image_size: tuple[int, int]) -> dict[str, Any]:
+  """`model.init` in inference mode on one (1, H, W, 3) image, compiled for quick starts."""
+  x = jnp.zeros((1, *image_size, 3), jnp.float32)
+  lowered = jax.jit(functools.partial(model.init, train=False)).lower(rng, x)
+  options = _INIT_COMPILER_OPTIONS.get(jax.default_backend())
+  return lowered.compile(compiler_options=options)(rng, x)
+
+
 def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict, model: ESNet,
                        image_size: tuple[int, int], lr_fn: optax.Schedule) -> TrainState:
   init_rng, dropout_rng = jax.random.split(rng)
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      init_rng, jnp.zeros((1, *image_size, 3), jnp.float32))
+  variables = init_variables(model, init_rng, image_size)
   return TrainState.create(apply_fn=model.apply, params=variables['params'],
                            tx=create_optimizer(config, lr_fn),
                            batch_stats=variables['batch_stats'], rng=dropout_rng)
