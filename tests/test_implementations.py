@@ -88,11 +88,12 @@ def test_folded_inference_with_kernels_equals_xla():
 def test_train_gradients_with_kernels_equal_xla():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 48, 3)), jnp.float32)
   labels = jax.random.randint(jax.random.PRNGKey(1), (2, 32, 48), 0, 19)
-  variables = ESNet(19).init(jax.random.PRNGKey(0), x)
+  variables = _random_variables(19, 0)
   model = implementations.esnet(19, kernels='native')
   loss = _train_loss(model, variables, x, labels)
   got = jax.jit(jax.value_and_grad(loss))(variables['params'])
-  want = jax.value_and_grad(_train_loss(ESNet(19), variables, x, labels))(variables['params'])
+  want = jax.jit(jax.value_and_grad(_train_loss(ESNet(19), variables, x, labels)))(
+      variables['params'])
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
   # Train-mode BatchNorm on a tiny batch amplifies float32 rounding: XLA's own jitted and
   # eager gradients differ by ~3% here, and so do these. A wrong kernel gradient is O(1).

@@ -131,7 +131,7 @@ def test_bfloat16_is_finite_and_close_to_float32(variables):
   rel = float(jnp.linalg.norm(bf16 - f32) / jnp.linalg.norm(f32))
   assert rel < 0.05, rel
   # Parameters stay float32 when computing in bfloat16.
-  v16 = ESNet(19, dtype=jnp.bfloat16).init(jax.random.key(0), x)
+  v16 = jax.eval_shape(ESNet(19, dtype=jnp.bfloat16).init, jax.random.key(0), x)
   assert {p.dtype for p in jax.tree.leaves(v16['params'])} == {jnp.dtype(jnp.float32)}
 
 

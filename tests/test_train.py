@@ -164,7 +164,8 @@ _PMAP_CHECK = textwrap.dedent('''
                        jax.tree.leaves((one.params, one.batch_stats)),
                        jax.tree.leaves((mesh2.params, mesh2.batch_stats))):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
-      np.testing.assert_allclose(c, a, rtol=1e-9, atol=1e-12)
+      # atol: biases before a BatchNorm get no gradient but rounding noise (~1e-11).
+      np.testing.assert_allclose(c, a, rtol=1e-9, atol=1e-10)
     moved = max(float(np.abs(a - b).max()) for a, b in
                 zip(jax.tree.leaves(two.params), jax.tree.leaves(initial)))
     assert moved > 1e-4, moved  # two Adam steps really changed the parameters
