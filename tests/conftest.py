@@ -1,4 +1,6 @@
-"""Shared test fixtures: paths to ../shared beside the checkout, reference weights.
+"""Shared test fixtures: paths to ../shared beside the checkout, reference weights, and
+`esnet_jax.main` in a subprocess with the one uninterrupted reference run that the
+training and fault-injection tests compare against.
 
 The whole session, and every process it starts, shares one persistent XLA
 compilation cache (unless JAX_COMPILATION_CACHE_DIR is already set): the many
@@ -9,7 +11,11 @@ only the first one needs to.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -89,3 +95,54 @@ def reference_variables(torch_fixtures):
 def parity(torch_fixtures):
   with np.load(torch_fixtures / 'parity_c19.npz') as data:
     return {k: data[k] for k in data.files}
+
+
+# The smoke config as the subprocess tests run it: 8 steps, a checkpoint every 2.
+STEPS = 8
+RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=2',
+       f'--config.eval_every_steps={STEPS}', '--config.log_every_steps=4')
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+  """This environment (the shared compilation cache included), the checkout importable."""
+  env = dict(os.environ)
+  env.update(extra)
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def main_command(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
+                 fault: str | None = None) -> list[str]:
+  """`python -m esnet_jax.main`, or with `fault` the same through tests/checkpoint_faults.py."""
+  entry = ['tests/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
+  return [sys.executable, *entry, f'--config={config}', f'--workdir={workdir}', *overrides]
+
+
+def start_main(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
+               fault: str | None = None) -> subprocess.Popen:
+  """A training started in the background (text pipes), for tests that signal it."""
+  return subprocess.Popen(main_command(workdir, *overrides, config=config, fault=fault),
+                          cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def run_main(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
+             fault: str | None = None, file_size_limit: int | None = None,
+             timeout: float = 900) -> subprocess.CompletedProcess:
+  """A training run to its end; `file_size_limit` bytes act as a full disk (EFBIG)."""
+  def limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+
+  return subprocess.run(main_command(workdir, *overrides, config=config, fault=fault),
+                        cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                        timeout=timeout, preexec_fn=limit_file_size if file_size_limit else None)
+
+
+@pytest.fixture(scope='session')
+def reference_run(tmp_path_factory) -> tuple[Path, str]:
+  """One uninterrupted smoke run of `RUN`: (workdir, its stdout)."""
+  workdir = tmp_path_factory.mktemp('reference')
+  out = run_main(workdir, *RUN)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out.stdout

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from esnet_jax import benchmark, xla_flags
 
-REPO = Path(__file__).resolve().parents[1]
 
 SMALL = dict(height=64, width=128, warmup=1)
 # Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
@@ -283,16 +283,20 @@ def test_op_totals_pair_library_calls_with_their_end_events(tmp_path):
 
 
 def test_train_step_beside_jit_over_a_mesh_reports_both_and_their_ratio(tmp_path, monkeypatch):
-  from esnet_jax import host_memory
+  from esnet_jax import gpu_report, host_memory
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
-  result = benchmark.main(['--train', '--height', '32', '--width', '48', '--batch', '2',
-                           '--runs', '2', '--warmup', '0', '--compare-jit', '--json', str(out)])
+  # The GPU report's smoke train case: its float32 step comes from the compilation cache.
+  height, width, batch = gpu_report.SMOKE_TRAIN_CASE
+  result = benchmark.main(['--train', '--height', str(height), '--width', str(width),
+                           '--batch', str(batch), '--runs', '2', '--warmup', '0',
+                           '--compare-jit', '--json', str(out)])
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
   assert saved['devices'] == 1 and saved['dtype'] == 'float32'
   for name in ('jax', 'jax_jit'):
-    assert saved[f'{name}_images_per_sec'] == pytest.approx(2 / saved[f'{name}_step_ms_p50'] * 1e3)
+    assert saved[f'{name}_images_per_sec'] == pytest.approx(
+        batch / saved[f'{name}_step_ms_p50'] * 1e3)
   assert saved['ratio_pmap_to_jit'] == pytest.approx(
       saved['jax_step_ms_p50'] / saved['jax_jit_step_ms_p50'])
   assert saved['jax_jit_compile_s'] > 0 and saved['peak_memory_bytes'] > 0

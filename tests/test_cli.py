@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 # A command whose library threads keep printing and whose exit-time handlers print too,
 # as orbax's and asyncio's do after a failure.

@@ -11,9 +11,7 @@ place every time.
 from __future__ import annotations
 
 import json
-import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -27,6 +25,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import REPO, RUN, STEPS, main_command, run_main, subprocess_env
 from configs import smoke
 from esnet_jax import checkpointing, convert, input_pipeline, predict, train, weights
 from esnet_jax.datasets import build_source
@@ -34,12 +33,6 @@ from esnet_jax.datasets.synthetic import SYNTHETIC_CLASSES
 from esnet_jax.errors import DamagedCheckpointError, WeightsError
 from esnet_jax.metric_writers import MetricWriter
 from esnet_jax.plots import read_metrics
-from test_train import _env
-
-REPO = Path(__file__).resolve().parents[1]
-STEPS = 8
-RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=2',
-       f'--config.eval_every_steps={STEPS}', '--config.log_every_steps=4')
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,7 +145,7 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
   out = subprocess.run(
       [sys.executable, '-m', 'esnet_jax.main', '--config=configs/smoke.py',
        f'--workdir={tmp_path / "w"}', '--config.mode=eval', f'--config.eval.checkpoint={garbage}'],
-      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
   assert out.returncode == 2, out.stderr[-2000:]
   assert 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(f'error: {garbage} is not a zip archive')
@@ -340,34 +333,15 @@ def test_a_torn_last_metrics_line_is_kept_and_the_next_record_starts_on_its_own(
 # ---------------------------------------------------------------------------------------
 # End to end: SIGKILL inside saves, a zeroed latest step, a full disk.
 
-def _command(workdir: Path, *overrides: str, fault: str | None = None) -> list[str]:
-  entry = ['tests/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
-  return [sys.executable, *entry, '--config=configs/smoke.py', f'--workdir={workdir}', *RUN,
-          *overrides]
-
-
-def _train(workdir: Path, *overrides: str, fault: str | None = None,
-           file_size_limit: int | None = None) -> subprocess.CompletedProcess:
-  def limit_file_size():  # As a full disk: writes past the limit fail (EFBIG), no signal.
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-
-  return subprocess.run(
-      _command(workdir, *overrides, fault=fault), cwd=REPO, env=_env(), capture_output=True,
-      text=True, timeout=900, preexec_fn=limit_file_size if file_size_limit else None)
-
-
 def _steps(directory: Path) -> list[str]:
   return sorted(p.name for p in directory.iterdir())
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory) -> tuple[Path, str]:
-  """An uninterrupted run: (workdir, its params fingerprint line)."""
-  workdir = tmp_path_factory.mktemp('reference')
-  out = _train(workdir)
-  assert out.returncode == 0, out.stderr[-3000:]
-  fingerprint = [l for l in out.stdout.splitlines() if 'params sha256' in l]
+def reference(reference_run) -> tuple[Path, str]:
+  """The uninterrupted run: (workdir, its params fingerprint line)."""
+  workdir, out = reference_run
+  fingerprint = [l for l in out.splitlines() if 'params sha256' in l]
   assert fingerprint and fingerprint[0].endswith(f'at step {STEPS}')
   return workdir, fingerprint[0]
 
@@ -385,12 +359,12 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   ckpts = tmp_path / 'checkpoints'
   killed = -signal.SIGKILL
   # 1. Killed right after the temporary directory of step 4 was made.
-  out = _train(tmp_path, fault='kill:tmp-created@4')
+  out = run_main(tmp_path, *RUN, fault='kill:tmp-created@4')
   assert out.returncode == killed, out.stderr[-3000:]
   assert '2' in _steps(ckpts) and '4' not in _steps(ckpts)
   assert any(n.startswith('4.orbax-checkpoint-tmp') for n in _steps(ckpts))
   # 2. The same command: resumes from 2; killed with step 6 written but not renamed.
-  out = _train(tmp_path, fault='kill:before-rename@6')
+  out = run_main(tmp_path, *RUN, fault='kill:before-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "2"}' in out.stdout
   assert 'checkpoint step 4' in out.stderr and 'half-written' in out.stderr
@@ -400,7 +374,7 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
                                           takeover[0]), out.stderr[-3000:]
   assert '6' not in _steps(ckpts) and any(n.startswith('6.orbax') for n in _steps(ckpts))
   # 3. Killed just after step 6 became final (before older steps were rotated out).
-  out = _train(tmp_path, fault='kill:after-rename@6')
+  out = run_main(tmp_path, *RUN, fault='kill:after-rename@6')
   assert out.returncode == killed, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   assert '6' in _steps(ckpts)
@@ -411,7 +385,7 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   weights_cache.write_text(weights_cache.read_text()[:40])
   with open(tmp_path / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 7, "train/lo')
-  out = _train(tmp_path)
+  out = run_main(tmp_path, *RUN)
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   warnings = [l for l in out.stderr.splitlines() if l.startswith('warning:')]
@@ -435,7 +409,7 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_st
   workdir = tmp_path / 'w'
   shutil.copytree(ref_dir, workdir)
   # Ten steps: resumes at 8; the save of step 10 (a 12 MB state file) exceeds 4 MB.
-  out = _train(workdir, '--config.num_train_steps=10', file_size_limit=4 << 20)
+  out = run_main(workdir, *RUN, '--config.num_train_steps=10', file_size_limit=4 << 20)
   assert out.returncode == 2, out.stderr[-3000:]
   # One message of ours. Orbax's background threads also log what failed, in their format,
   # and may print while the process exits, so their text can land on either side of it.
@@ -480,15 +454,16 @@ def busy_workdir(tmp_path_factory) -> dict:
   workdir, release, log = tmp_path / 'w', tmp_path / 'release', tmp_path / 'first.err'
   faults = ','.join([f'hold:checkpoints/2@{release}', *(f'hold:{h}' for h in HELD)])
   with open(log, 'w') as err:
-    first = subprocess.Popen(_command(workdir, '--config.eval_every_steps=4', fault=faults),
-                             cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+    first = subprocess.Popen(
+        main_command(workdir, *RUN, '--config.eval_every_steps=4', fault=faults), cwd=REPO,
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=err, text=True)
   try:
     deadline = time.monotonic() + 600
     while 'hold: checkpoints/2 held' not in log.read_text():
       assert first.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
       time.sleep(0.1)
     before = _snapshot(workdir)
-    second = _train(workdir)
+    second = run_main(workdir, *RUN)
     untouched = _snapshot(workdir) == before
     release.touch()
     out, _ = first.communicate(timeout=600)
@@ -552,7 +527,7 @@ def test_resuming_with_another_class_count_ends_with_one_line_saying_what_differ
   workdir = tmp_path / 'w'
   shutil.copytree(ref_dir, workdir)
   data = _folder_dataset(tmp_path / 'data', 3)
-  out = _train(workdir, '--config.num_train_steps=10', '--config.dataset.name=folder',
+  out = run_main(workdir, *RUN, '--config.num_train_steps=10', '--config.dataset.name=folder',
                f'--config.dataset.root={data}', '--config.dataset.image_dir={split}/img',
                '--config.dataset.label_dir={split}/lbl', "--config.dataset.class_names=('a','b','c')")
   assert out.returncode == 2, out.stderr[-3000:]

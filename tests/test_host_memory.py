@@ -6,13 +6,12 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from esnet_jax import host_memory
 
-REPO = Path(__file__).resolve().parents[1]
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc mallopt')
 
 # Allocates, touches and frees a 256 MB block on a worker thread (as XLA:CPU does with a

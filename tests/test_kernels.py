@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import REPO
 from esnet_jax.kernels import build, ops
 
-REPO = Path(__file__).resolve().parents[1]
 CPU_DIR = build.SOURCE.parent
 
 needs_kernel = pytest.mark.skipif(

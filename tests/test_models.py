@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from esnet_jax import train
 from esnet_jax.models import ESNet, ConvTranspose2x
 
 
@@ -17,7 +18,7 @@ def _count(tree) -> int:
 
 @pytest.fixture(scope='module')
 def variables():
-  return ESNet(19).init(jax.random.key(0), jnp.zeros((1, 32, 48, 3)))
+  return train.init_variables(ESNet(19), jax.random.key(0), (32, 48))
 
 
 def test_parameter_count_matches_the_paper_network(variables):

@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO, random_variables
 from configs import smoke
-from conftest import random_variables
 from esnet_jax import checkpointing, predict, train, visualize
 from esnet_jax.datasets import SYNTHETIC_CLASSES, cityscapes
 from esnet_jax.datasets.synthetic import render_scene
 from esnet_jax.inference import Segmenter
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _scene(seed: int, size=(32, 48)) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,10 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import REPO, RUN, STEPS, run_main, start_main, subprocess_env
 from configs import smoke
 from esnet_jax import checkpointing, train
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_learning_rate_warmup_then_poly():
@@ -173,13 +173,6 @@ _PMAP_CHECK = textwrap.dedent('''
 ''')
 
 
-def _env(**extra):
-  env = dict(os.environ)
-  env.update(extra)
-  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
-  return env
-
-
 def test_a_replicated_state_feeds_the_pmapped_step_without_a_retrace():
   """The step's output is laid out as its input, so step 2 reuses step 1's trace (an
   ESNet train step takes seconds to trace; with `flax.jax_utils.replicate` it was
@@ -203,35 +196,16 @@ def test_pmapped_step_on_two_devices_equals_one_device_and_jit_over_a_mesh():
   """Two devices compute what one does, and what `jit` over a mesh of them does with the
   same step; the donated state is reused in place and never resharded between steps."""
   xla = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2').strip()
-  out = subprocess.run([sys.executable, '-c', _PMAP_CHECK], cwd=REPO, env=_env(XLA_FLAGS=xla),
-                       capture_output=True, text=True, timeout=600)
+  out = subprocess.run([sys.executable, '-c', _PMAP_CHECK], cwd=REPO,
+                       env=subprocess_env(XLA_FLAGS=xla), capture_output=True, text=True,
+                       timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'PMAP-EQUIVALENT' in out.stdout
-
-
-def _main(workdir, *overrides, config='configs/smoke.py', **popen):
-  cmd = [sys.executable, '-m', 'esnet_jax.main', f'--config={config}',
-         f'--workdir={workdir}', *overrides]
-  return subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, **popen)
-
-
-LONG = ('--config.num_train_steps=12', '--config.checkpoint_every_steps=2',
-        '--config.eval_every_steps=12', '--config.log_every_steps=4')
 
 
 def _finish(proc, timeout=600):
   out, err = proc.communicate(timeout=timeout)
   return proc.returncode, out, err
-
-
-@pytest.fixture(scope='module')
-def reference_run(tmp_path_factory):
-  """An uninterrupted 12-step smoke run."""
-  workdir = tmp_path_factory.mktemp('reference')
-  code, out, err = _finish(_main(workdir, *LONG))
-  assert code == 0, err[-3000:]
-  return workdir, out
 
 
 def _wait_for(path: Path, proc, timeout=300):
@@ -244,33 +218,34 @@ def _wait_for(path: Path, proc, timeout=300):
 
 def test_end_to_end_run_writes_metrics_eval_and_checkpoints(reference_run):
   workdir, out = reference_run
-  assert 'step 12/12' in out and 'ETA' in out and 'img/s' in out
+  assert f'step {STEPS}/{STEPS}' in out and 'ETA' in out and 'img/s' in out
   lines = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   train_lines = [l for l in lines if 'train/loss' in l]
-  assert [l['step'] for l in train_lines] == [4, 8, 12]
+  assert [l['step'] for l in train_lines] == [4, 8]
   assert all(np.isfinite(l['train/loss']) for l in train_lines)
   assert any('eval/miou' in l for l in lines)
   assert list((workdir / 'tensorboard').glob('events.out.tfevents*'))
-  summary = json.loads((workdir / 'eval' / 'step_12.json').read_text())
+  summary = json.loads((workdir / 'eval' / f'step_{STEPS}.json').read_text())
   assert 0.0 <= summary['miou'] <= 1.0 and len(summary['per_class_iou']) == 8
   assert np.asarray(summary['confusion_matrix']).shape == (8, 8)
-  # keep_checkpoints=3 of the steps 2..12, and the best apart.
-  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [8, 10, 12]
-  assert [p.name for p in (workdir / 'best').iterdir()] == ['12']
+  # keep_checkpoints=3 of the steps 2..8, and the best apart.
+  assert sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir()) == [4, 6, 8]
+  assert [p.name for p in (workdir / 'best').iterdir()] == [str(STEPS)]
   assert json.loads((workdir / 'class_weights.json').read_text())['weights']
 
 
 def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(reference_run, tmp_path):
   ref_dir, _ = reference_run
-  proc = _main(tmp_path, *LONG)
-  _wait_for(tmp_path / 'checkpoints' / '4', proc)
+  proc = start_main(tmp_path, *RUN)
+  _wait_for(tmp_path / 'checkpoints' / '2', proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (tmp_path / 'checkpoints' / '12').exists(), 'run finished before it was killed'
-  code, out, err = _finish(_main(tmp_path, *LONG))
-  assert code == 0, err[-3000:]
-  assert 'Resumed from' in out
-  assert f'taking over the lock left by process {proc.pid} ' in err  # The same command.
+  assert not (tmp_path / 'checkpoints' / str(STEPS)).exists(), 'finished before it was killed'
+  out = run_main(tmp_path, *RUN)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Resumed from' in out.stdout
+  # The same command:
+  assert f'taking over the lock left by process {proc.pid} ' in out.stderr
   resumed = checkpointing.restore_variables(tmp_path)
   reference = checkpointing.restore_variables(ref_dir)
   for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(reference)):
@@ -278,7 +253,7 @@ def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(reference_run, tm
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
-  proc = _main(tmp_path, *LONG)
+  proc = start_main(tmp_path, *RUN, '--config.num_train_steps=12')
   _wait_for(tmp_path / 'checkpoints' / '2', proc)
   proc.send_signal(signal.SIGTERM)
   code, out, err = _finish(proc)
@@ -289,16 +264,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path):
   assert 'SIGTERM: saving a checkpoint at step %d' % steps[-1] in out
 
 
-def test_eval_mode_reproduces_the_training_evaluation(reference_run):
-  workdir, _ = reference_run
+def test_eval_mode_reproduces_the_training_evaluation(reference_run, tmp_path):
+  workdir = tmp_path / 'w'
+  shutil.copytree(reference_run[0], workdir)  # Eval writes beside the shared run's files.
   config = smoke.get_config()
   config.mode = 'eval'
   config.eval.which = 'best'
   summary = train.evaluate_checkpoint(config, workdir)
-  trained = json.loads((workdir / 'eval' / 'step_12.json').read_text())
-  assert summary['step'] == 12
+  trained = json.loads((workdir / 'eval' / f'step_{STEPS}.json').read_text())
+  assert summary['step'] == STEPS
   assert summary['miou'] == pytest.approx(trained['miou'], abs=1e-9)
-  assert (workdir / 'eval' / 'eval_best_step_12.json').exists()
+  assert (workdir / 'eval' / f'eval_best_step_{STEPS}.json').exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
@@ -323,7 +299,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path
     ('--config.dataset.phases=((0,0.5,16,16),)', 'config.dataset.phases[0] must be'),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
-  code, out, err = _finish(_main(tmp_path, override))
+  code, out, err = _finish(start_main(tmp_path, override))
   assert code != 0
   assert expected in err
   assert 'Traceback' not in err
@@ -331,14 +307,14 @@ def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
 
 
 def test_missing_dataset_folder_is_a_one_line_error(tmp_path):
-  code, out, err = _finish(_main(tmp_path, '--config.dataset.name=camvid',
+  code, out, err = _finish(start_main(tmp_path, '--config.dataset.name=camvid',
                                  f'--config.dataset.root={tmp_path / "nowhere"}'))
   assert code != 0 and 'Traceback' not in err
   assert 'nowhere' in err
 
 
 def test_local_multiprocess_launch_gives_identical_parameters(tmp_path):
-  env = _env(PYTHON=sys.executable, PORT=str(20000 + os.getpid() % 20000))
+  env = subprocess_env(PYTHON=sys.executable, PORT=str(20000 + os.getpid() % 20000))
   out = subprocess.run(['bash', 'launch/local_multiprocess.sh', '2', 'configs/smoke.py',
                         str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=900)
