@@ -23,8 +23,8 @@ from configs import default
 
 # The default root: ../shared/data/camvid relative to the repository checkout.
 CAMVID_ROOT = os.path.normpath(
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data',
-                 'camvid'))
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', 'shared', 'data', 'camvid')
+)
 
 
 def get_config():

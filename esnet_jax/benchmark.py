@@ -48,8 +48,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import (checkpointing, cli, convert, folding, host_memory, implementations,
-                       profiling, weights, xla_flags)
+from esnet_jax import (
+    checkpointing,
+    cli,
+    convert,
+    folding,
+    host_memory,
+    implementations,
+    profiling,
+    weights,
+    xla_flags,
+)
 from esnet_jax.errors import WeightsError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.kernels import build as kernel_build
@@ -64,8 +73,12 @@ _ENCODER_ONLY_HEAD = 'encoder_output_conv'
 
 def _count_params(params: Mapping[str, Any]) -> int:
   """Parameters of the deployed network: all of ESNet's but the encoder-only head."""
-  return sum(int(np.size(leaf)) for name, sub in params.items() if name != _ENCODER_ONLY_HEAD
-             for leaf in jax.tree.leaves(sub))
+  return sum(
+      int(np.size(leaf))
+      for name, sub in params.items()
+      if name != _ENCODER_ONLY_HEAD
+      for leaf in jax.tree.leaves(sub)
+  )
 
 
 def _random_variables(num_classes: int, seed: int) -> dict[str, Any]:
@@ -109,12 +122,17 @@ def _peak_memory(device: jax.Device) -> tuple[int, str]:
 
 def _summary(seconds: Sequence[float], prefix: str) -> dict[str, float]:
   ms = np.asarray(seconds) * 1e3
-  return {f'{prefix}_p50': float(np.median(ms)), f'{prefix}_p90': float(np.percentile(ms, 90)),
-          f'{prefix}_p99': float(np.percentile(ms, 99)), f'{prefix}_min': float(ms.min())}
+  return {
+      f'{prefix}_p50': float(np.median(ms)),
+      f'{prefix}_p90': float(np.percentile(ms, 90)),
+      f'{prefix}_p99': float(np.percentile(ms, 99)),
+      f'{prefix}_min': float(ms.min()),
+  }
 
 
-def _time_alternating(calls: Mapping[str, Callable[[], Any]], runs: int, warmup: int,
-                      seed: int = 0) -> dict[str, list[float]]:
+def _time_alternating(
+    calls: Mapping[str, Callable[[], Any]], runs: int, warmup: int, seed: int = 0
+) -> dict[str, list[float]]:
   """Seconds per call of each function: `runs` rounds, each calling every function once.
 
   Interleaving the contenders spreads load from other processes and thermal
@@ -172,13 +190,16 @@ def _import_torch() -> Any:
   try:
     import torch
   except ImportError as e:
-    raise ImportError('--compare-torch needs PyTorch: pip install "esnet-jax[torch]" (on '
-                      'CPU-only machines: pip install torch==2.13.0 first).') from e
+    raise ImportError(
+        '--compare-torch needs PyTorch: pip install "esnet-jax[torch]" (on '
+        'CPU-only machines: pip install torch==2.13.0 first).'
+    ) from e
   return torch
 
 
-def _torch_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, threads: int
-                 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
+def _torch_calls(
+    variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, threads: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
   """Eager PyTorch ESNet with the same weights, NCHW and channels_last, ready to time.
 
   Returns the two calls, version facts, and the NCHW model's logits as NHWC
@@ -203,6 +224,7 @@ def _torch_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, t
     def call() -> Any:
       with torch.inference_mode():
         return m(inputs)
+
     return call
 
   with torch.inference_mode():
@@ -218,15 +240,18 @@ _ONNXRUNTIME_NEEDS = ('torch', 'onnx', 'onnxscript', 'onnxruntime')
 def _check_onnxruntime_installed() -> None:
   """Raise ImportError (one line: what is missing and how to install it) before any work."""
   import importlib.util
+
   missing = [name for name in _ONNXRUNTIME_NEEDS if importlib.util.find_spec(name) is None]
   if missing:
-    raise ImportError(f'--compare-onnxruntime needs {", ".join(missing)} (not installed): '
-                      'pip install torch==2.13.0 && pip install -e ".[export]"')
+    raise ImportError(
+        f'--compare-onnxruntime needs {", ".join(missing)} (not installed): '
+        'pip install torch==2.13.0 && pip install -e ".[export]"'
+    )
 
 
-def _onnxruntime_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn: bool,
-                       threads: int) -> tuple[dict[str, Callable[[], Any]], dict[str, Any],
-                                              np.ndarray]:
+def _onnxruntime_calls(
+    variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn: bool, threads: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
   """ONNX Runtime on this package's ONNX export of the same weights, ready to time.
 
   The graph is `esnet_jax.export.export_onnx`'s (BN folded when `fold_bn`), with
@@ -244,8 +269,9 @@ def _onnxruntime_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn
   batch, height, width, _ = x_nhwc.shape
   with tempfile.TemporaryDirectory(prefix='esnet_bench_onnx_') as tmp:
     start = time.perf_counter()
-    path = export.export_onnx(variables, height, width, os.path.join(tmp, 'esnet.onnx'),
-                              batch=batch, fold_bn=fold_bn)
+    path = export.export_onnx(
+        variables, height, width, os.path.join(tmp, 'esnet.onnx'), batch=batch, fold_bn=fold_bn
+    )
     export_s = time.perf_counter() - start
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -258,9 +284,12 @@ def _onnxruntime_calls(variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn
   def call() -> Any:
     return session.run([export.OUTPUT_NAME], feed)[0]
 
-  info = {'onnxruntime_version': ort.__version__,
-          'onnxruntime_threads': session.get_session_options().intra_op_num_threads,
-          'onnxruntime_providers': session.get_providers(), 'onnx_export_s': export_s}
+  info = {
+      'onnxruntime_version': ort.__version__,
+      'onnxruntime_threads': session.get_session_options().intra_op_num_threads,
+      'onnxruntime_providers': session.get_providers(),
+      'onnx_export_s': export_s,
+  }
   return {'onnxruntime': call}, info, call()
 
 
@@ -274,6 +303,7 @@ def _cpu_model() -> str:
   except OSError:
     pass
   import platform
+
   return platform.processor() or platform.machine() or 'unknown'
 
 
@@ -289,13 +319,23 @@ def custom_call_targets(program_text: str) -> list[str]:
   return sorted({a or b for a, b in _CUSTOM_CALL.findall(program_text)})
 
 
-def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int = 1,
-                            dtype: str = 'float32', runs: int = MIN_RUNS, warmup: int = 5,
-                            fold_bn: bool = True, num_classes: int | None = None,
-                            checkpoint: str | os.PathLike[str] | None = None,
-                            compare_torch: bool = False, compare_onnxruntime: bool = False,
-                            seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
-                            kernels: str = 'auto') -> dict[str, Any]:
+def run_inference_benchmark(
+    *,
+    height: int = 512,
+    width: int = 1024,
+    batch: int = 1,
+    dtype: str = 'float32',
+    runs: int = MIN_RUNS,
+    warmup: int = 5,
+    fold_bn: bool = True,
+    num_classes: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    compare_torch: bool = False,
+    compare_onnxruntime: bool = False,
+    seed: int = 0,
+    trace_dir: str | os.PathLike[str] | None = None,
+    kernels: str = 'auto',
+) -> dict[str, Any]:
   """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
 
   Args:
@@ -352,11 +392,15 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
     num_classes = 19 if num_classes is None else num_classes
     variables = _random_variables(num_classes, seed)
 
-  model = implementations.esnet(num_classes, kernels=kernels, dtype=_DTYPES[dtype],
-                               bn_folded=fold_bn)
+  model = implementations.esnet(
+      num_classes, kernels=kernels, dtype=_DTYPES[dtype], bn_folded=fold_bn
+  )
   native = implementations.uses_kernels(model)
-  model_variables = (folding.fold_batch_norm(variables, epsilon=model.bn_epsilon) if fold_bn
-                     else {k: variables[k] for k in ('params', 'batch_stats')})
+  model_variables = (
+      folding.fold_batch_norm(variables, epsilon=model.bn_epsilon)
+      if fold_bn
+      else {k: variables[k] for k in ('params', 'batch_stats')}
+  )
   device = jax.devices()[0]
   rng = np.random.default_rng(seed)
   x_host = rng.standard_normal((batch, height, width, 3), dtype=np.float32)
@@ -373,27 +417,41 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   if native:
     # XLA cannot count the FLOPs inside custom calls: count those of the same
     # network on XLA's convolutions (identical arithmetic).
-    xla_model = implementations.esnet(num_classes, kernels='xla', dtype=_DTYPES[dtype],
-                                      bn_folded=fold_bn)
-    cost = jax.jit(lambda v, images: xla_model.apply(v, images, train=False)).lower(
-        device_variables, x).compile().cost_analysis()
+    xla_model = implementations.esnet(
+        num_classes, kernels='xla', dtype=_DTYPES[dtype], bn_folded=fold_bn
+    )
+    cost = (
+        jax.jit(lambda v, images: xla_model.apply(v, images, train=False))
+        .lower(device_variables, x)
+        .compile()
+        .cost_analysis()
+    )
   else:
     cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
 
   calls: dict[str, Callable[[], Any]] = {
-      'jax': lambda: compiled(device_variables, x).block_until_ready()}
+      'jax': lambda: compiled(device_variables, x).block_until_ready()
+  }
   threads = _host_threads()
   result: dict[str, Any] = {
-      'mode': 'inference', 'height': height, 'width': width, 'batch': batch, 'dtype': dtype,
-      'fold_bn': fold_bn, 'native_kernels': native, 'num_classes': num_classes,
-      'runs': runs, 'warmup': warmup,
+      'mode': 'inference',
+      'height': height,
+      'width': width,
+      'batch': batch,
+      'dtype': dtype,
+      'fold_bn': fold_bn,
+      'native_kernels': native,
+      'num_classes': num_classes,
+      'runs': runs,
+      'warmup': warmup,
       'checkpoint': None if checkpoint is None else os.fspath(checkpoint),
   }
   result['custom_call_targets'] = custom_call_targets(compiled.as_text())
   # What ran, not what was asked:
-  result['native_kernels'] = any(t.startswith(KERNEL_TARGET_PREFIX)
-                                 for t in result['custom_call_targets'])
+  result['native_kernels'] = any(
+      t.startswith(KERNEL_TARGET_PREFIX) for t in result['custom_call_targets']
+  )
   result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   if compare_torch:
     torch_fns, torch_info, torch_logits = _torch_calls(variables, x_host, dtype, threads)
@@ -407,14 +465,18 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   times = _time_alternating(calls, runs, warmup)
   result.update(_summary(times['jax'], 'latency_ms'))
   result['fps'] = batch / (result['latency_ms_p50'] / 1e3)
-  result.update({
-      'params': _count_params(variables['params']),
-      'flops': float(cost.get('flops', 0.0)),
-      'compile_s': compile_s, 'lower_s': lower_s,
-  })
+  result.update(
+      {
+          'params': _count_params(variables['params']),
+          'flops': float(cost.get('flops', 0.0)),
+          'compile_s': compile_s,
+          'lower_s': lower_s,
+      }
+  )
   logits = compiled(device_variables, x)
-  result.update(_io_timings(rng.integers(0, 256, x_host.shape, dtype=np.uint8), logits,
-                            min(runs, MIN_RUNS)))
+  result.update(
+      _io_timings(rng.integers(0, 256, x_host.shape, dtype=np.uint8), logits, min(runs, MIN_RUNS))
+  )
   if compare_torch:
     for name in ('torch_nchw', 'torch_channels_last'):
       result.update(_summary(times[name], f'{name}_ms'))
@@ -427,21 +489,37 @@ def run_inference_benchmark(*, height: int = 512, width: int = 1024, batch: int 
   if trace_dir is not None:
     result.update(_trace(calls['jax'], trace_dir))
   peak, source = _peak_memory(device)
-  result.update({
-      'peak_memory_bytes': peak, 'peak_memory_source': source,
-      'platform': device.platform, 'device_kind': device.device_kind,
-      'device_count': jax.device_count(), 'threads': threads,
-      'jax_version': jax.__version__, 'jaxlib_version': importlib.metadata.version('jaxlib'),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''),
-  })
+  result.update(
+      {
+          'peak_memory_bytes': peak,
+          'peak_memory_source': source,
+          'platform': device.platform,
+          'device_kind': device.device_kind,
+          'device_count': jax.device_count(),
+          'threads': threads,
+          'jax_version': jax.__version__,
+          'jaxlib_version': importlib.metadata.version('jaxlib'),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+      }
+  )
   return result
 
 
-def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
-                        dtype: str = 'float32', devices: int = 1, runs: int = 10,
-                        warmup: int = 2, compare_torch: bool = False, compare_jit: bool = False,
-                        seed: int = 0, trace_dir: str | os.PathLike[str] | None = None,
-                        kernels: str = 'auto') -> dict[str, Any]:
+def run_train_benchmark(
+    *,
+    height: int = 512,
+    width: int = 1024,
+    batch: int = 8,
+    dtype: str = 'float32',
+    devices: int = 1,
+    runs: int = 10,
+    warmup: int = 2,
+    compare_torch: bool = False,
+    compare_jit: bool = False,
+    seed: int = 0,
+    trace_dir: str | os.PathLike[str] | None = None,
+    kernels: str = 'auto',
+) -> dict[str, Any]:
   """Images/s of one training step (forward, loss, backward, Adam update).
 
   JAX: `train.train_step` pmapped over `devices` local devices, `batch` images
@@ -458,6 +536,7 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   import functools
 
   from esnet_jax import losses, mesh_step, train
+
   if dtype not in _DTYPES:
     raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
   local = jax.local_devices()
@@ -469,31 +548,40 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   num_classes = 19
   model = train.create_model(config, num_classes)
   lr_fn = train.create_learning_rate_fn(config)
-  state = train.create_train_state(jax.random.PRNGKey(seed), config, model, (height, width),
-                                   lr_fn)
+  state = train.create_train_state(jax.random.PRNGKey(seed), config, model, (height, width), lr_fn)
   rng = np.random.default_rng(seed)
   images = rng.normal(size=(devices * batch, height, width, 3)).astype(np.float32)
   labels = rng.integers(0, num_classes, size=(devices * batch, height, width)).astype(np.int32)
   used = local[:devices]
   device_mesh = mesh_step.mesh(used)
-  loss_fn = functools.partial(losses.cross_entropy, ignore_label=255,
-                              class_weights=jnp.ones((num_classes,)))
+  loss_fn = functools.partial(
+      losses.cross_entropy, ignore_label=255, class_weights=jnp.ones((num_classes,))
+  )
   step = functools.partial(train.train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn)
   p_step = jax.pmap(step, axis_name=train.AXIS, devices=used, donate_argnums=(0,))
-  per_device = {'image': images.reshape(devices, batch, height, width, 3),
-                'label': labels.reshape(devices, batch, height, width)}
-  holders = {'jax': {'state': train.replicate(state, devices=used),
-                     'batch': mesh_step.sharded(per_device, device_mesh), 'step': p_step}}
+  per_device = {
+      'image': images.reshape(devices, batch, height, width, 3),
+      'label': labels.reshape(devices, batch, height, width),
+  }
+  holders = {
+      'jax': {
+          'state': train.replicate(state, devices=used),
+          'batch': mesh_step.sharded(per_device, device_mesh),
+          'step': p_step,
+      }
+  }
   if compare_jit:
-    holders['jax_jit'] = {'state': mesh_step.replicated(state, device_mesh),
-                          'batch': mesh_step.sharded({'image': images, 'label': labels},
-                                                     device_mesh),
-                          'step': mesh_step.jit_over_mesh(step, device_mesh)}
+    holders['jax_jit'] = {
+        'state': mesh_step.replicated(state, device_mesh),
+        'batch': mesh_step.sharded({'image': images, 'label': labels}, device_mesh),
+        'step': mesh_step.jit_over_mesh(step, device_mesh),
+    }
 
   def make_call(holder: dict[str, Any]) -> Callable[[], Any]:
     def call() -> Any:
       holder['state'], m = holder['step'](holder['state'], holder['batch'])
       return jax.block_until_ready(m)
+
     return call
 
   calls: dict[str, Callable[[], Any]] = {}
@@ -503,17 +591,26 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
     start = time.perf_counter()
     calls[name]()  # Traces, compiles and runs the first step.
     compile_s[name] = time.perf_counter() - start
-  result: dict[str, Any] = {'mode': 'train', 'height': height, 'width': width, 'batch': batch,
-                            'dtype': dtype, 'devices': devices, 'runs': runs,
-                            'compile_s': compile_s['jax'],
-                            'native_kernels': implementations.uses_kernels(model),
-                            'platform': used[0].platform, 'device_kind': used[0].device_kind,
-                            'jax_version': jax.__version__,
-                            'jaxlib_version': importlib.metadata.version('jaxlib'),
-                            'xla_flags': os.environ.get('XLA_FLAGS', '')}
+  result: dict[str, Any] = {
+      'mode': 'train',
+      'height': height,
+      'width': width,
+      'batch': batch,
+      'dtype': dtype,
+      'devices': devices,
+      'runs': runs,
+      'compile_s': compile_s['jax'],
+      'native_kernels': implementations.uses_kernels(model),
+      'platform': used[0].platform,
+      'device_kind': used[0].device_kind,
+      'jax_version': jax.__version__,
+      'jaxlib_version': importlib.metadata.version('jaxlib'),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
   result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   result['custom_call_targets'] = custom_call_targets(
-      p_step.lower(holders['jax']['state'], holders['jax']['batch']).as_text())
+      p_step.lower(holders['jax']['state'], holders['jax']['batch']).as_text()
+  )
   if compare_jit:
     result['jax_jit_compile_s'] = compile_s['jax_jit']
   if compare_torch:
@@ -536,27 +633,43 @@ def run_train_benchmark(*, height: int = 512, width: int = 1024, batch: int = 8,
   return result
 
 
-def _trace(call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: int = 3
-           ) -> dict[str, Any]:
+def _trace(
+    call: Callable[[], Any], trace_dir: str | os.PathLike[str], calls: int = 3
+) -> dict[str, Any]:
   """Trace `calls` more calls; the trace file, its wall time and its top operations."""
   trace_file, wall = profiling.record_trace(call, trace_dir, calls)
-  return {'trace_file': str(trace_file), 'trace_ms_per_call': wall / calls * 1e3,
-          'trace_ops': profiling.op_totals(trace_file, calls)[:20]}
+  return {
+      'trace_file': str(trace_file),
+      'trace_ms_per_call': wall / calls * 1e3,
+      'trace_ops': profiling.op_totals(trace_file, calls)[:20],
+  }
 
 
 def _train_config(kernels: str = 'auto', dtype: str = 'float32') -> Any:
   """The parts of configs/default.py that a train step reads (the paper's recipe)."""
   import ml_collections
-  return ml_collections.ConfigDict({
-      'num_train_steps': 1000,
-      'model': {'dtype': dtype, 'dropout': True, 'kernels': kernels},
-      'optimizer': {'learning_rate': 5e-4, 'b1': 0.9, 'b2': 0.999, 'eps': 1e-8,
-                    'weight_decay': 1e-4, 'weight_decay_mode': 'coupled',
-                    'poly_power': 0.9, 'warmup_steps': 0}})
+
+  return ml_collections.ConfigDict(
+      {
+          'num_train_steps': 1000,
+          'model': {'dtype': dtype, 'dropout': True, 'kernels': kernels},
+          'optimizer': {
+              'learning_rate': 5e-4,
+              'b1': 0.9,
+              'b2': 0.999,
+              'eps': 1e-8,
+              'weight_decay': 1e-4,
+              'weight_decay_mode': 'coupled',
+              'poly_power': 0.9,
+              'warmup_steps': 0,
+          },
+      }
+  )
 
 
-def _torch_train_calls(images: np.ndarray, labels: np.ndarray, num_classes: int,
-                       threads: int) -> dict[str, Callable[[], Any]]:
+def _torch_train_calls(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
+) -> dict[str, Callable[[], Any]]:
   """Eager PyTorch train steps (NCHW and channels_last) on the same batch."""
   torch = _import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
@@ -565,8 +678,10 @@ def _torch_train_calls(images: np.ndarray, labels: np.ndarray, num_classes: int,
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
   y = torch.from_numpy(labels.astype(np.int64))
   calls = {}
-  for name, memory_format in (('torch_nchw', torch.contiguous_format),
-                              ('torch_channels_last', torch.channels_last)):
+  for name, memory_format in (
+      ('torch_nchw', torch.contiguous_format),
+      ('torch_channels_last', torch.channels_last),
+  ):
     model = TorchESNet(num_classes).train().to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
@@ -587,9 +702,12 @@ def format_report(result: Mapping[str, Any]) -> str:
   """A two-column table of a `run_inference_benchmark` result."""
   h, w = result['height'], result['width']
   rows = [
-      ('network', f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
-                  f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
-                  f"{', native kernels' if result['native_kernels'] else ''}"),
+      (
+          'network',
+          f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
+          f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
+          f"{', native kernels' if result['native_kernels'] else ''}",
+      ),
       ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
       ('cpu', f"{result['cpu_model']}, {result['cpu_isa']}"),
       ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
@@ -597,34 +715,53 @@ def format_report(result: Mapping[str, Any]) -> str:
       ('params', f"{result['params']:,}"),
       ('FLOPs per call', f"{result['flops'] / 1e9:.2f} G"),
       ('compile', f"{result['compile_s']:.2f} s"),
-      ('latency p50 / p90 / p99', f"{result['latency_ms_p50']:.1f} / "
-                                  f"{result['latency_ms_p90']:.1f} / "
-                                  f"{result['latency_ms_p99']:.1f} ms"),
+      (
+          'latency p50 / p90 / p99',
+          f"{result['latency_ms_p50']:.1f} / "
+          f"{result['latency_ms_p90']:.1f} / "
+          f"{result['latency_ms_p99']:.1f} ms",
+      ),
       ('latency min', f"{result['latency_ms_min']:.1f} ms ({result['runs']} runs)"),
       ('throughput', f"{result['fps']:.2f} images/s"),
       ('host->device uint8', f"{result['h2d_ms']:.2f} ms"),
-      ('normalise / argmax', f"{result['preprocess_ms']:.2f} / "
-                             f"{result['postprocess_ms']:.2f} ms"),
+      (
+          'normalise / argmax',
+          f"{result['preprocess_ms']:.2f} / " f"{result['postprocess_ms']:.2f} ms",
+      ),
       ('device->host classes', f"{result['d2h_ms']:.2f} ms"),
-      ('peak memory', f"{result['peak_memory_bytes'] / 2**20:.0f} MiB "
-                      f"({result['peak_memory_source']})"),
+      (
+          'peak memory',
+          f"{result['peak_memory_bytes'] / 2**20:.0f} MiB " f"({result['peak_memory_source']})",
+      ),
   ]
   if 'torch_nchw_ms_p50' in result:
     rows += [
         ('torch', f"{result['torch_version']}, {result['torch_threads']} threads, eager"),
-        ('torch NCHW p50', f"{result['torch_nchw_ms_p50']:.1f} ms "
-                           f"(jax/torch {result['ratio_jax_torch_nchw']:.2f})"),
-        ('torch channels_last p50', f"{result['torch_channels_last_ms_p50']:.1f} ms "
-                                    f"(jax/torch {result['ratio_jax_torch_channels_last']:.2f})"),
+        (
+            'torch NCHW p50',
+            f"{result['torch_nchw_ms_p50']:.1f} ms "
+            f"(jax/torch {result['ratio_jax_torch_nchw']:.2f})",
+        ),
+        (
+            'torch channels_last p50',
+            f"{result['torch_channels_last_ms_p50']:.1f} ms "
+            f"(jax/torch {result['ratio_jax_torch_channels_last']:.2f})",
+        ),
         ('max |jax - torch| logits', f"{result['torch_max_abs_diff']:.2e}"),
     ]
   if 'onnxruntime_ms_p50' in result:
     rows += [
-        ('onnxruntime', f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
-                        f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.export's "
-                        "ONNX"),
-        ('onnxruntime p50', f"{result['onnxruntime_ms_p50']:.1f} ms "
-                            f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})"),
+        (
+            'onnxruntime',
+            f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
+            f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.export's "
+            'ONNX',
+        ),
+        (
+            'onnxruntime p50',
+            f"{result['onnxruntime_ms_p50']:.1f} ms "
+            f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})",
+        ),
         ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
     ]
   width_ = max(len(name) for name, _ in rows)
@@ -635,61 +772,110 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.benchmark',
       description='Time compiled ESNet inference (optionally beside the PyTorch original). '
-                  'Only the network call is in the timed region; host<->device copies '
-                  'and pre/post-processing are timed and reported separately.',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      'Only the network call is in the timed region; host<->device copies '
+      'and pre/post-processing are timed and reported separately.',
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
   parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
   parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
-  parser.add_argument('--suite', choices=('gpu',), default=None,
-                      help="'gpu': the whole GPU report (esnet_jax.gpu_report: device, "
-                           "driver, CUDA, inference at 1024x512 and 2048x1024, the pmapped "
-                           "train step, float32 and bfloat16, compile times, peak memory); "
-                           "the size options do not apply")
-  parser.add_argument('--smoke', action='store_true',
-                      help='with --suite gpu: tiny sizes, on any backend (a check that the '
-                           'report runs, not a measurement)')
-  parser.add_argument('--train', action='store_true',
-                      help='time the training step (images/s) instead of inference')
-  parser.add_argument('--devices', type=int, default=1,
-                      help='with --train: pmap the step over this many local devices '
-                           '(--batch images each)')
-  parser.add_argument('--compare-jit', action='store_true',
-                      help='with --train: also time the same step under jit over a mesh of '
-                           'the same devices (esnet_jax.mesh_step), alternating with pmap')
-  parser.add_argument('--batch', type=int, default=None,
-                      help='images per call (default 1; 8 with --train)')
-  parser.add_argument('--dtype', choices=tuple(_DTYPES), default='float32',
-                      help='compute dtype (parameters stay float32)')
-  parser.add_argument('--runs', type=int, default=MIN_RUNS,
-                      help=f'timed calls; fewer than {MIN_RUNS} is allowed (for smoke tests) '
-                           'but prints a warning, since tail percentiles become unreliable')
+  parser.add_argument(
+      '--suite',
+      choices=('gpu',),
+      default=None,
+      help="'gpu': the whole GPU report (esnet_jax.gpu_report: device, "
+      'driver, CUDA, inference at 1024x512 and 2048x1024, the pmapped '
+      'train step, float32 and bfloat16, compile times, peak memory); '
+      'the size options do not apply',
+  )
+  parser.add_argument(
+      '--smoke',
+      action='store_true',
+      help='with --suite gpu: tiny sizes, on any backend (a check that the '
+      'report runs, not a measurement)',
+  )
+  parser.add_argument(
+      '--train', action='store_true', help='time the training step (images/s) instead of inference'
+  )
+  parser.add_argument(
+      '--devices',
+      type=int,
+      default=1,
+      help='with --train: pmap the step over this many local devices ' '(--batch images each)',
+  )
+  parser.add_argument(
+      '--compare-jit',
+      action='store_true',
+      help='with --train: also time the same step under jit over a mesh of '
+      'the same devices (esnet_jax.mesh_step), alternating with pmap',
+  )
+  parser.add_argument(
+      '--batch', type=int, default=None, help='images per call (default 1; 8 with --train)'
+  )
+  parser.add_argument(
+      '--dtype',
+      choices=tuple(_DTYPES),
+      default='float32',
+      help='compute dtype (parameters stay float32)',
+  )
+  parser.add_argument(
+      '--runs',
+      type=int,
+      default=MIN_RUNS,
+      help=f'timed calls; fewer than {MIN_RUNS} is allowed (for smoke tests) '
+      'but prints a warning, since tail percentiles become unreliable',
+  )
   parser.add_argument('--warmup', type=int, default=5, help='untimed calls after compiling')
-  parser.add_argument('--fold-bn', action=argparse.BooleanOptionalAction, default=True,
-                      help='fold BatchNorm into the convolutions, as Segmenter does')
-  parser.add_argument('--kernels', choices=implementations.CHOICES, default='auto',
-                      help="who computes the network: the compiled CPU kernels "
-                           "(esnet_jax.kernels) where they build ('auto', as Segmenter and "
-                           "training do), XLA only ('xla'), or the kernels or an error "
-                           "('native')")
-  parser.add_argument('--num-classes', type=int, default=None,
-                      help="classes of the random-weight network (19 when not given); "
-                           "with --checkpoint, must match the checkpoint's")
-  parser.add_argument('--checkpoint', default=None,
-                      help='time these weights (training workdir or orbax checkpoint) '
-                           'instead of random ones')
-  parser.add_argument('--compare-torch', action='store_true',
-                      help='also time the PyTorch original (NCHW and channels_last, eager) '
-                           'with the same weights, alternating with JAX; needs torch')
-  parser.add_argument('--compare-onnxruntime', action='store_true',
-                      help='also time ONNX Runtime (CPU, JAX\'s thread count) on the ONNX '
-                           'export of the same weights, alternating with JAX; float32 only; '
-                           'needs the export extra (onnx, onnxruntime, onnxscript, torch)')
+  parser.add_argument(
+      '--fold-bn',
+      action=argparse.BooleanOptionalAction,
+      default=True,
+      help='fold BatchNorm into the convolutions, as Segmenter does',
+  )
+  parser.add_argument(
+      '--kernels',
+      choices=implementations.CHOICES,
+      default='auto',
+      help='who computes the network: the compiled CPU kernels '
+      "(esnet_jax.kernels) where they build ('auto', as Segmenter and "
+      "training do), XLA only ('xla'), or the kernels or an error "
+      "('native')",
+  )
+  parser.add_argument(
+      '--num-classes',
+      type=int,
+      default=None,
+      help='classes of the random-weight network (19 when not given); '
+      "with --checkpoint, must match the checkpoint's",
+  )
+  parser.add_argument(
+      '--checkpoint',
+      default=None,
+      help='time these weights (training workdir or orbax checkpoint) ' 'instead of random ones',
+  )
+  parser.add_argument(
+      '--compare-torch',
+      action='store_true',
+      help='also time the PyTorch original (NCHW and channels_last, eager) '
+      'with the same weights, alternating with JAX; needs torch',
+  )
+  parser.add_argument(
+      '--compare-onnxruntime',
+      action='store_true',
+      help="also time ONNX Runtime (CPU, JAX's thread count) on the ONNX "
+      'export of the same weights, alternating with JAX; float32 only; '
+      'needs the export extra (onnx, onnxruntime, onnxscript, torch)',
+  )
   parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
-  parser.add_argument('--json', default=None, metavar='PATH',
-                      help='also write the results to this JSON file')
-  parser.add_argument('--trace', default=None, metavar='DIR',
-                      help='after timing, record a jax.profiler trace of 3 more JAX calls in '
-                           'DIR and print the operations that took the most time')
+  parser.add_argument(
+      '--json', default=None, metavar='PATH', help='also write the results to this JSON file'
+  )
+  parser.add_argument(
+      '--trace',
+      default=None,
+      metavar='DIR',
+      help='after timing, record a jax.profiler trace of 3 more JAX calls in '
+      'DIR and print the operations that took the most time',
+  )
   return parser
 
 
@@ -713,12 +899,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     xla_flags.request_flags((profiling.TRACE_FLAG,))
   if args.train:
     try:
-      result = run_train_benchmark(height=args.height, width=args.width,
-                                   batch=args.batch or 8, dtype=args.dtype,
-                                   devices=args.devices, runs=args.runs, warmup=args.warmup,
-                                   compare_torch=args.compare_torch,
-                                   compare_jit=args.compare_jit, seed=args.seed,
-                                   trace_dir=args.trace, kernels=args.kernels)
+      result = run_train_benchmark(
+          height=args.height,
+          width=args.width,
+          batch=args.batch or 8,
+          dtype=args.dtype,
+          devices=args.devices,
+          runs=args.runs,
+          warmup=args.warmup,
+          compare_torch=args.compare_torch,
+          compare_jit=args.compare_jit,
+          seed=args.seed,
+          trace_dir=args.trace,
+          kernels=args.kernels,
+      )
     except ValueError as e:
       sys.exit(f'error: {e}')
     print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
@@ -727,16 +921,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       _write_json(args.json, result)
     return result
   if args.runs < MIN_RUNS:
-    print(f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
-          file=sys.stderr)
+    print(
+        f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
+        file=sys.stderr,
+    )
   try:
     result = run_inference_benchmark(
-        height=args.height, width=args.width, batch=args.batch or 1, dtype=args.dtype,
-        runs=args.runs, warmup=args.warmup, fold_bn=args.fold_bn,
-        num_classes=args.num_classes, checkpoint=args.checkpoint,
-        compare_torch=args.compare_torch, compare_onnxruntime=args.compare_onnxruntime,
-        seed=args.seed, trace_dir=args.trace,
-        kernels=args.kernels)
+        height=args.height,
+        width=args.width,
+        batch=args.batch or 1,
+        dtype=args.dtype,
+        runs=args.runs,
+        warmup=args.warmup,
+        fold_bn=args.fold_bn,
+        num_classes=args.num_classes,
+        checkpoint=args.checkpoint,
+        compare_torch=args.compare_torch,
+        compare_onnxruntime=args.compare_onnxruntime,
+        seed=args.seed,
+        trace_dir=args.trace,
+        kernels=args.kernels,
+    )
   except (ImportError, WeightsError) as e:  # A missing package, unreadable weights: exit 2.
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
@@ -757,6 +962,7 @@ def _write_json(path: str | os.PathLike[str], result: Mapping[str, Any]) -> None
 
 def _gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
   from esnet_jax import gpu_report
+
   try:
     report = gpu_report.run_gpu_report(smoke=args.smoke)
   except ValueError as e:
@@ -779,10 +985,17 @@ def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[
   """`--config.mode=benchmark` of `esnet_jax.main`: `config.benchmark` -> workdir/benchmark.json."""
   b = config.benchmark
   result = run_inference_benchmark(
-      height=b.height, width=b.width, batch=b.batch, dtype=b.dtype, runs=b.runs,
-      fold_bn=b.fold_bn, compare_torch=b.compare_torch,
+      height=b.height,
+      width=b.width,
+      batch=b.batch,
+      dtype=b.dtype,
+      runs=b.runs,
+      fold_bn=b.fold_bn,
+      compare_torch=b.compare_torch,
       compare_onnxruntime=b.get('compare_onnxruntime', False),
-      checkpoint=b.checkpoint or None, num_classes=b.num_classes or None)
+      checkpoint=b.checkpoint or None,
+      num_classes=b.num_classes or None,
+  )
   print(format_report(result))
   os.makedirs(workdir, exist_ok=True)
   _write_json(os.path.join(workdir, 'benchmark.json'), result)

@@ -43,8 +43,12 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import orbax.checkpoint as ocp
 
-from esnet_jax.errors import (CheckpointSaveError, DamagedCheckpointError, WeightsError,
-                              WeightsNotFoundError)
+from esnet_jax.errors import (
+    CheckpointSaveError,
+    DamagedCheckpointError,
+    WeightsError,
+    WeightsNotFoundError,
+)
 
 Variables = dict[str, Any]
 Warn = Callable[[str], None]
@@ -61,7 +65,6 @@ _UNREAD_FILES = ('commit_success.txt', '_CHECKPOINT_METADATA')
 _JSON_FILES = ('metadata', '_METADATA')
 # How often a reader lists a manager directory again when a training changed it meanwhile.
 _READ_ATTEMPTS = 3
-
 
 
 class CheckpointNotFoundError(WeightsNotFoundError):
@@ -81,12 +84,17 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
   text = text or type(error).__name__
   if isinstance(error, json.JSONDecodeError):
     text = f'invalid JSON ({text})'
-  return text if len(text) <= limit else text[:limit - 3] + '...'
+  return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
-def save_variables(directory: str | os.PathLike[str], variables: Mapping[str, Any], *,
-                   num_classes: int, meta: Mapping[str, Any] | None = None,
-                   step: int = 0) -> Path:
+def save_variables(
+    directory: str | os.PathLike[str],
+    variables: Mapping[str, Any],
+    *,
+    num_classes: int,
+    meta: Mapping[str, Any] | None = None,
+    step: int = 0,
+) -> Path:
   """Write model variables (no optimizer state) as a one-step orbax checkpoint.
 
   Returns the step directory. An existing step is never overwritten.
@@ -95,12 +103,18 @@ def save_variables(directory: str | os.PathLike[str], variables: Mapping[str, An
   state = {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})}
   manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=True))
   if step in manager.all_steps():
-    raise FileExistsError(f'{directory} already holds checkpoint step {step}; '
-                          'choose another --out directory.')
-  manager.save(step, args=ocp.args.Composite(**{
-      STATE_ITEM: ocp.args.StandardSave(state),
-      META_ITEM: ocp.args.JsonSave({'num_classes': int(num_classes), **(meta or {})}),
-  }))
+    raise FileExistsError(
+        f'{directory} already holds checkpoint step {step}; ' 'choose another --out directory.'
+    )
+  manager.save(
+      step,
+      args=ocp.args.Composite(
+          **{
+              STATE_ITEM: ocp.args.StandardSave(state),
+              META_ITEM: ocp.args.JsonSave({'num_classes': int(num_classes), **(meta or {})}),
+          }
+      ),
+  )
   manager.wait_until_finished()
   manager.close()
   return directory / str(step)
@@ -117,9 +131,11 @@ def _numbered_steps(manager_dir: Path) -> list[Path]:
 
 
 def _not_a_checkpoint(p: Path) -> WeightsError:
-  expected = (f'expected a training workdir (with {CHECKPOINTS_DIR}/ or {BEST_DIR}/), a '
-              f'directory of numbered orbax steps, a step directory containing {STATE_ITEM}/, '
-              'or a weights file (.npz, .safetensors, .pth, .pt)')
+  expected = (
+      f'expected a training workdir (with {CHECKPOINTS_DIR}/ or {BEST_DIR}/), a '
+      f'directory of numbered orbax steps, a step directory containing {STATE_ITEM}/, '
+      'or a weights file (.npz, .safetensors, .pth, .pt)'
+  )
   if p.is_file():
     return WeightsError(f'{p} is a file of an unknown kind: {expected}.')
   return CheckpointNotFoundError(f'No checkpoint found in {p}: {expected}.')
@@ -192,14 +208,17 @@ def _read_step(step_dir: Path) -> tuple[Variables, dict[str, Any]]:
       if not isinstance(state, Mapping) or 'params' not in state:
         reason = f'{STATE_ITEM}/ holds no model params'
       else:
-        variables = {'params': _to_numpy(state['params']),
-                     'batch_stats': _to_numpy(state.get('batch_stats', {}))}
+        variables = {
+            'params': _to_numpy(state['params']),
+            'batch_stats': _to_numpy(state.get('batch_stats', {})),
+        }
         return variables, dict(restored.get(META_ITEM) or {})
   raise DamagedCheckpointError(f'Checkpoint step {step_dir} cannot be restored: {reason}.')
 
 
-def restore_checkpoint(path: str | os.PathLike[str], which: str = 'latest', *,
-                       warn: Warn = warn_stderr) -> tuple[Path, Variables, dict[str, Any]]:
+def restore_checkpoint(
+    path: str | os.PathLike[str], which: str = 'latest', *, warn: Warn = warn_stderr
+) -> tuple[Path, Variables, dict[str, Any]]:
   """(step directory, variables, meta) of the newest intact step `path` designates.
 
   A step directory given directly must itself be intact. Otherwise damaged
@@ -223,14 +242,18 @@ def restore_checkpoint(path: str | os.PathLike[str], which: str = 'latest', *,
           problems.append((step_dir.name, str(e).split(' cannot be restored: ', 1)[-1].rstrip('.')))
         continue
       for step, reason in problems:
-        warn(f'checkpoint step {step} in {manager_dir} cannot be restored ({reason}); '
-             f'using step {step_dir.name} instead (the damaged step is left in place).')
+        warn(
+            f'checkpoint step {step} in {manager_dir} cannot be restored ({reason}); '
+            f'using step {step_dir.name} instead (the damaged step is left in place).'
+        )
       return step_dir, variables, meta
     if _numbered_steps(manager_dir) == listed:
       break
   raise DamagedCheckpointError(
       f'No intact checkpoint in {manager_dir}: '
-      + '; '.join(f'step {s}: {r}' for s, r in problems) + '.')
+      + '; '.join(f'step {s}: {r}' for s, r in problems)
+      + '.'
+  )
 
 
 def restore_meta(path: str | os.PathLike[str], which: str = 'latest') -> dict[str, Any]:
@@ -260,8 +283,10 @@ def _is_disk_full(error: BaseException) -> bool:
   for e in (error, error.__cause__, error.__context__):
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
       return True
-    if e is not None and any(s in str(e) for s in (
-        'No space left', 'File too large', 'quota exceeded', 'RESOURCE_EXHAUSTED')):
+    if e is not None and any(
+        s in str(e)
+        for s in ('No space left', 'File too large', 'quota exceeded', 'RESOURCE_EXHAUSTED')
+    ):
       return True
   return False
 
@@ -277,8 +302,9 @@ def _tree_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
     return str(key)
 
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))[0]
-  return {'/'.join(name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-          for path, leaf in leaves}
+  return {
+      '/'.join(name(k) for k in path): tuple(getattr(leaf, 'shape', ())) for path, leaf in leaves
+  }
 
 
 def _stored_meta(step_dir: Path) -> dict[str, Any] | None:
@@ -291,8 +317,11 @@ def _stored_meta(step_dir: Path) -> dict[str, Any] | None:
   return stored if isinstance(stored, dict) else None
 
 
-_STATE_PARTS = {'params': "the model's parameters", 'batch_stats': "the model's BatchNorm statistics",
-                'opt_state': 'the optimizer state (another optimizer setting?)'}
+_STATE_PARTS = {
+    'params': "the model's parameters",
+    'batch_stats': "the model's BatchNorm statistics",
+    'opt_state': 'the optimizer state (another optimizer setting?)',
+}
 
 
 def _classes(meta: Mapping[str, Any]) -> str:
@@ -301,16 +330,23 @@ def _classes(meta: Mapping[str, Any]) -> str:
   return f'{count} classes ({", ".join(map(str, names))})' if names else f'{count} classes'
 
 
-def describe_mismatch(stored_meta: Mapping[str, Any], stored_shapes: Mapping[str, tuple],
-                      meta: Mapping[str, Any], shapes: Mapping[str, tuple]) -> str | None:
+def describe_mismatch(
+    stored_meta: Mapping[str, Any],
+    stored_shapes: Mapping[str, tuple],
+    meta: Mapping[str, Any],
+    shapes: Mapping[str, tuple],
+) -> str | None:
   """How a checkpoint differs from what the config builds, in a person's terms; None if not.
 
   Class count and names first (the usual cause: another dataset), then the state's
   arrays (another model or optimizer), naming the first few that differ.
   """
   for key in ('num_classes', 'class_names'):
-    if key in stored_meta and key in meta and list(np.ravel(stored_meta[key])) != list(
-        np.ravel(meta[key])):
+    if (
+        key in stored_meta
+        and key in meta
+        and list(np.ravel(stored_meta[key])) != list(np.ravel(meta[key]))
+    ):
       return f'it was trained with {_classes(stored_meta)}; the config asks for {_classes(meta)}'
   parts = []
   for top in sorted({k.split('/')[0] for k in (*stored_shapes, *shapes)}):
@@ -320,15 +356,16 @@ def describe_mismatch(stored_meta: Mapping[str, Any], stored_shapes: Mapping[str
     details = []
     if reshaped:
       k = reshaped[0]
-      details.append(f'{len(reshaped)} array(s) of another shape (e.g. {k}: '
-                     f'{stored_shapes[k]} in the checkpoint, {shapes[k]} in the config)')
+      details.append(
+          f'{len(reshaped)} array(s) of another shape (e.g. {k}: '
+          f'{stored_shapes[k]} in the checkpoint, {shapes[k]} in the config)'
+      )
     for keys, where in ((there - here, 'the checkpoint'), (here - there, 'the config')):
       if keys:
         details.append(f'{len(keys)} array(s) only in {where} (e.g. {min(keys)})')
     if details:
       parts.append(f'{_STATE_PARTS.get(top, top)}: {", ".join(details)}')
-  return 'its state differs from the one the config builds: ' + '; '.join(parts) \
-      if parts else None
+  return 'its state differs from the one the config builds: ' + '; '.join(parts) if parts else None
 
 
 class TrainCheckpointer:
@@ -348,10 +385,17 @@ class TrainCheckpointer:
   look damaged.
   """
 
-  def __init__(self, workdir: str | os.PathLike[str], keep: int, *,
-               primary: bool | None = None, warn: Warn = warn_stderr):
+  def __init__(
+      self,
+      workdir: str | os.PathLike[str],
+      keep: int,
+      *,
+      primary: bool | None = None,
+      warn: Warn = warn_stderr,
+  ):
     """`primary` (default: JAX process 0) is the one process that moves directories."""
     import jax
+
     workdir = Path(workdir).absolute()
     self._warn = warn
     primary = jax.process_index() == 0 if primary is None else primary
@@ -364,9 +408,14 @@ class TrainCheckpointer:
         self._move_aside_half_written(directory)
       self._move_aside_visibly_damaged(self._dirs[CHECKPOINTS_DIR])
     self._managers = {
-        name: ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep if name == CHECKPOINTS_DIR else 1, create=True))
-        for name, directory in self._dirs.items()}
+        name: ocp.CheckpointManager(
+            directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep if name == CHECKPOINTS_DIR else 1, create=True
+            ),
+        )
+        for name, directory in self._dirs.items()
+    }
     self._latest, self._best = self._managers[CHECKPOINTS_DIR], self._managers[BEST_DIR]
 
   def _move_aside_half_written(self, directory: Path) -> None:
@@ -374,8 +423,10 @@ class TrainCheckpointer:
       return
     for tmp in sorted(directory.glob(f'*{TMP_MARKER}*')):
       target = move_aside(tmp)
-      self._warn(f'checkpoint step {tmp.name.split(".")[0]} in {directory} was half-written '
-                 f'(a run stopped while saving it); moved it to {target}.')
+      self._warn(
+          f'checkpoint step {tmp.name.split(".")[0]} in {directory} was half-written '
+          f'(a run stopped while saving it); moved it to {target}.'
+      )
 
   def _move_aside_visibly_damaged(self, directory: Path) -> None:
     """Move aside the newest steps that `find_damage` flags, if an older one passes it.
@@ -395,9 +446,11 @@ class TrainCheckpointer:
       return
     for step_dir, reason in damaged:
       target = move_aside(step_dir)
-      self._warn(f'checkpoint step {step_dir.name} in {directory} cannot be restored '
-                 f'({reason}); moved it to {target}; resuming from step {intact} '
-                 'or an older intact one.')
+      self._warn(
+          f'checkpoint step {step_dir.name} in {directory} cannot be restored '
+          f'({reason}); moved it to {target}; resuming from step {intact} '
+          'or an older intact one.'
+      )
 
   def _settle(self, name: str) -> None:
     """Let the in-flight save of manager `name` finish; `CheckpointSaveError` if it failed."""
@@ -422,8 +475,9 @@ class TrainCheckpointer:
     reason = find_damage(step_dir, (META_ITEM,))
     if reason is None:
       try:
-        meta = self._best.restore(step, args=ocp.args.Composite(
-            **{META_ITEM: ocp.args.JsonRestore()}))
+        meta = self._best.restore(
+            step, args=ocp.args.Composite(**{META_ITEM: ocp.args.JsonRestore()})
+        )
         return meta[META_ITEM].get('miou')
       except Exception as e:  # pylint: disable=broad-except
         reason = _one_line(e)
@@ -433,35 +487,53 @@ class TrainCheckpointer:
   def _set_aside(self, manager: Any, step_dir: Path, reason: str, then: str) -> None:
     if self._primary:
       target = move_aside(step_dir)
-      self._warn(f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
-                 f'({reason}); moved it to {target}; {then}.')
+      self._warn(
+          f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
+          f'({reason}); moved it to {target}; {then}.'
+      )
       manager.reload()
     else:
-      self._warn(f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
-                 f'({reason}); {then}.')
+      self._warn(
+          f'checkpoint step {step_dir.name} in {step_dir.parent} cannot be restored '
+          f'({reason}); {then}.'
+      )
 
   @staticmethod
   def _save_args(state: Any, data_iterator: Any, meta: Mapping[str, Any]) -> ocp.args.Composite:
     import grain
-    return ocp.args.Composite(**{
-        STATE_ITEM: ocp.args.StandardSave(state),
-        DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
-        META_ITEM: ocp.args.JsonSave(dict(meta)),
-    })
+
+    return ocp.args.Composite(
+        **{
+            STATE_ITEM: ocp.args.StandardSave(state),
+            DATA_ITEM: grain.checkpoint.CheckpointSave(data_iterator),
+            META_ITEM: ocp.args.JsonSave(dict(meta)),
+        }
+    )
 
   def _save_error(self, name: str, step: int, error: BaseException) -> CheckpointSaveError:
     """A one-line `CheckpointSaveError` for a save of `step` into manager `name` that failed."""
     self._failed = True
     directory = self._dirs[name]
     step = self._pending.get(name, step)
-    cause = 'the disk is full (or a file size limit was reached)' if _is_disk_full(error) \
+    cause = (
+        'the disk is full (or a file size limit was reached)'
+        if _is_disk_full(error)
         else 'the save failed'
-    intact = [p.name for p in _numbered_steps(directory) if p.name != str(step)] \
-        if directory.is_dir() else []
-    kept = (f'the previous checkpoint, step {intact[0]}, is intact' if intact
-            else 'no earlier checkpoint exists')
-    return CheckpointSaveError(f'Could not write checkpoint step {step} to {directory}: '
-                               f'{cause} ({_one_line(error, 200)}); {kept}.')
+    )
+    intact = (
+        [p.name for p in _numbered_steps(directory) if p.name != str(step)]
+        if directory.is_dir()
+        else []
+    )
+    kept = (
+        f'the previous checkpoint, step {intact[0]}, is intact'
+        if intact
+        else 'no earlier checkpoint exists'
+    )
+    return CheckpointSaveError(
+        f'Could not write checkpoint step {step} to {directory}: '
+        f'{cause} ({_one_line(error, 200)}); {kept}.'
+    )
 
   def _save(self, name: str, step: int, args: ocp.args.Composite) -> None:
     try:
@@ -476,8 +548,9 @@ class TrainCheckpointer:
       return
     self._save(CHECKPOINTS_DIR, step, self._save_args(state, data_iterator, meta))
 
-  def save_if_best(self, step: int, state: Any, data_iterator: Any,
-                   meta: Mapping[str, Any], miou: float) -> bool:
+  def save_if_best(
+      self, step: int, state: Any, data_iterator: Any, meta: Mapping[str, Any], miou: float
+  ) -> bool:
     best = self.best_miou()
     if best is not None and miou <= best:
       return False
@@ -486,8 +559,9 @@ class TrainCheckpointer:
     self._save(BEST_DIR, step, self._save_args(state, data_iterator, {**meta, 'miou': miou}))
     return True
 
-  def restore_latest(self, state_template: Any, data_iterator: Any,
-                     meta: Mapping[str, Any] | None = None) -> tuple[int, Any]:
+  def restore_latest(
+      self, state_template: Any, data_iterator: Any, meta: Mapping[str, Any] | None = None
+  ) -> tuple[int, Any]:
     """Restore the newest intact step into `state_template`'s structure and the iterator.
 
     Newer steps that cannot be restored are moved aside with a warning each. A
@@ -496,6 +570,7 @@ class TrainCheckpointer:
     (the classes of `meta` against the stored ones, or the state's arrays).
     """
     import grain
+
     self._settle(CHECKPOINTS_DIR)
     directory = self._dirs[CHECKPOINTS_DIR]
     problems: list[tuple[int, str]] = []
@@ -508,24 +583,31 @@ class TrainCheckpointer:
         if mismatch:
           raise self._misfit(step_dir, mismatch)
         try:
-          restored = self._latest.restore(step, args=ocp.args.Composite(**{
-              STATE_ITEM: ocp.args.StandardRestore(state_template),
-              DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
-          }))
+          restored = self._latest.restore(
+              step,
+              args=ocp.args.Composite(
+                  **{
+                      STATE_ITEM: ocp.args.StandardRestore(state_template),
+                      DATA_ITEM: grain.checkpoint.CheckpointRestore(data_iterator),
+                  }
+              ),
+          )
         except Exception as e:  # pylint: disable=broad-except
           reason = _one_line(e)
           if self._readable(step):
             raise self._misfit(step_dir, reason) from e
         else:
           for bad_step, bad_reason in problems:
-            self._set_aside(self._latest, directory / str(bad_step), bad_reason,
-                            f'resuming from step {step}')
+            self._set_aside(
+                self._latest, directory / str(bad_step), bad_reason, f'resuming from step {step}'
+            )
           return step, restored[STATE_ITEM]
       problems.append((step, reason))
     raise DamagedCheckpointError(
         f'No intact checkpoint in {directory}: '
         + '; '.join(f'step {s}: {r}' for s, r in problems)
-        + '. Nothing was moved; move the directory away to start afresh.')
+        + '. Nothing was moved; move the directory away to start afresh.'
+    )
 
   def check_classes(self, meta: Mapping[str, Any]) -> None:
     """`WeightsError` if the newest step whose metadata reads was trained on other classes.
@@ -548,26 +630,30 @@ class TrainCheckpointer:
     return WeightsError(
         f'Checkpoint step {step_dir} is intact but does not fit the current config: {what}. '
         f'Resume it with the config it was trained with (its {workdir / "config.json"}), or '
-        'train this config in another --workdir.')
+        'train this config in another --workdir.'
+    )
 
   @staticmethod
   def _mismatch(step_dir: Path, template: Any, meta: Mapping[str, Any]) -> str | None:
     """What differs between a step and the config, from its metadata alone; None if nothing
     (or if the metadata cannot be read: the restore then decides)."""
     from etils import epath
+
     try:
       stored = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir / STATE_ITEM))
       stored_shapes = _tree_shapes(stored.tree)
     except Exception:  # pylint: disable=broad-except
       return None
-    return describe_mismatch(_stored_meta(step_dir) or {}, stored_shapes, meta,
-                             _tree_shapes(template))
+    return describe_mismatch(
+        _stored_meta(step_dir) or {}, stored_shapes, meta, _tree_shapes(template)
+    )
 
   def _readable(self, step: int) -> bool:
     """Whether the state of `step` reads back without a template (so it is not damaged)."""
     try:
-      self._latest.restore(step, args=ocp.args.Composite(
-          **{STATE_ITEM: ocp.args.StandardRestore()}))
+      self._latest.restore(
+          step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardRestore()})
+      )
       return True
     except Exception:  # pylint: disable=broad-except
       return False

@@ -33,7 +33,7 @@ class Failure(SystemExit):
 def one_line(text: str, limit: int = 2000) -> str:
   """`text` on one line (a message from a library may span many)."""
   text = ' '.join(str(text).split())
-  return text if len(text) <= limit else text[:limit - 3] + '...'
+  return text if len(text) <= limit else text[: limit - 3] + '...'
 
 
 def exit_now(status: int, line: str | Callable[[], str | None] | None = None) -> NoReturn:
@@ -111,8 +111,11 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     exit_now(130, 'error: interrupted (Ctrl-C).')
   except Exception as e:  # pylint: disable=broad-except
     traceback.print_exc()
-    exit_now(1, f'error: unexpected {type(e).__name__}: {one_line(e, 300)} (a bug in '
-             'esnet-jax: please report it with the traceback above).')
+    exit_now(
+        1,
+        f'error: unexpected {type(e).__name__}: {one_line(e, 300)} (a bug in '
+        'esnet-jax: please report it with the traceback above).',
+    )
   status = 0 if status is None else int(status)
   if status:
     exit_now(status, lambda: watch.line if watch.followed else None)

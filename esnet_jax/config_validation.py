@@ -35,8 +35,7 @@ def _get(config: ml_collections.ConfigDict, key: str) -> Any:
   node: Any = config
   for part in key.split('.'):
     if part not in node:
-      raise ConfigError(f'config.{key} is missing; start your config from '
-                        'configs/default.py.')
+      raise ConfigError(f'config.{key} is missing; start your config from ' 'configs/default.py.')
     node = node[part]
   return node
 
@@ -46,64 +45,120 @@ def _one_of(config: ml_collections.ConfigDict, key: str, allowed: tuple[str, ...
   _check(value in allowed, key, value, 'one of ' + ', '.join(allowed))
 
 
-def _pair(config: ml_collections.ConfigDict, key: str, test: Callable[[Any], bool],
-          expected: str) -> None:
+def _pair(
+    config: ml_collections.ConfigDict, key: str, test: Callable[[Any], bool], expected: str
+) -> None:
   value = _get(config, key)
   ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(test(v) for v in value)
   _check(ok, key, value, expected)
 
 
-def validate_config(config: ml_collections.ConfigDict, *, device_count: int,
-                    local_device_count: int) -> None:
+def validate_config(
+    config: ml_collections.ConfigDict, *, device_count: int, local_device_count: int
+) -> None:
   """Raise `ConfigError` naming the first key whose value cannot work."""
   _one_of(config, 'mode', MODES)
-  for key in ('batch_size', 'eval_batch_size', 'num_train_steps', 'eval_every_steps',
-              'checkpoint_every_steps', 'log_every_steps', 'keep_checkpoints'):
+  for key in (
+      'batch_size',
+      'eval_batch_size',
+      'num_train_steps',
+      'eval_every_steps',
+      'checkpoint_every_steps',
+      'log_every_steps',
+      'keep_checkpoints',
+  ):
     _positive_int(config, key)
   for key in ('batch_size', 'eval_batch_size'):
     value = _get(config, key)
-    _check(value % device_count == 0, key, value,
-           f'a multiple of the {device_count} devices (the global batch is split evenly '
-           f'over {local_device_count} local devices per process)')
+    _check(
+        value % device_count == 0,
+        key,
+        value,
+        f'a multiple of the {device_count} devices (the global batch is split evenly '
+        f'over {local_device_count} local devices per process)',
+    )
   _check(isinstance(config.seed, int), 'seed', config.seed, 'an integer')
   _one_of(config, 'model.dtype', DTYPES)
   _one_of(config, 'model.kernels', KERNELS)
   _one_of(config, 'optimizer.weight_decay_mode', WEIGHT_DECAY_MODES)
-  _check(config.optimizer.learning_rate > 0, 'optimizer.learning_rate',
-         config.optimizer.learning_rate, 'a positive number')
-  _check(0 <= config.optimizer.warmup_steps < config.num_train_steps,
-         'optimizer.warmup_steps', config.optimizer.warmup_steps,
-         f'0 <= warmup_steps < num_train_steps ({config.num_train_steps})')
-  _check(config.optimizer.weight_decay >= 0, 'optimizer.weight_decay',
-         config.optimizer.weight_decay, 'a non-negative number')
+  _check(
+      config.optimizer.learning_rate > 0,
+      'optimizer.learning_rate',
+      config.optimizer.learning_rate,
+      'a positive number',
+  )
+  _check(
+      0 <= config.optimizer.warmup_steps < config.num_train_steps,
+      'optimizer.warmup_steps',
+      config.optimizer.warmup_steps,
+      f'0 <= warmup_steps < num_train_steps ({config.num_train_steps})',
+  )
+  _check(
+      config.optimizer.weight_decay >= 0,
+      'optimizer.weight_decay',
+      config.optimizer.weight_decay,
+      'a non-negative number',
+  )
   weights = _get(config, 'loss.class_weights')
-  _check(weights in ('enet', 'none') or _is_float_list(weights), 'loss.class_weights',
-         weights, '"enet", "none" or comma-separated floats')
-  _check(config.loss.class_weight_power >= 0, 'loss.class_weight_power',
-         config.loss.class_weight_power, 'a non-negative number')
-  _check(0 < config.loss.ohem_threshold < 1, 'loss.ohem_threshold',
-         config.loss.ohem_threshold, 'a probability in (0, 1)')
+  _check(
+      weights in ('enet', 'none') or _is_float_list(weights),
+      'loss.class_weights',
+      weights,
+      '"enet", "none" or comma-separated floats',
+  )
+  _check(
+      config.loss.class_weight_power >= 0,
+      'loss.class_weight_power',
+      config.loss.class_weight_power,
+      'a non-negative number',
+  )
+  _check(
+      0 < config.loss.ohem_threshold < 1,
+      'loss.ohem_threshold',
+      config.loss.ohem_threshold,
+      'a probability in (0, 1)',
+  )
   _one_of(config, 'dataset.name', DATASET_NAMES)
   if config.dataset.name == 'camvid':  # Where CamVid is expected and how to pass it.
     error = camvid.root_error(_get(config, 'dataset.root'))
     if error:
       raise ConfigError(error)
-  _pair(config, 'dataset.crop_size', lambda v: isinstance(v, int) and v > 0 and v % 8 == 0,
-        'two positive multiples of 8 (H, W)')
-  _pair(config, 'dataset.scale_range', lambda v: isinstance(v, (int, float)) and v > 0,
-        'two positive numbers (min, max)')
-  _check(config.dataset.scale_range[0] <= config.dataset.scale_range[1],
-         'dataset.scale_range', config.dataset.scale_range, 'min <= max')
+  _pair(
+      config,
+      'dataset.crop_size',
+      lambda v: isinstance(v, int) and v > 0 and v % 8 == 0,
+      'two positive multiples of 8 (H, W)',
+  )
+  _pair(
+      config,
+      'dataset.scale_range',
+      lambda v: isinstance(v, (int, float)) and v > 0,
+      'two positive numbers (min, max)',
+  )
+  _check(
+      config.dataset.scale_range[0] <= config.dataset.scale_range[1],
+      'dataset.scale_range',
+      config.dataset.scale_range,
+      'min <= max',
+  )
   try:
     parse_phases(config.dataset.get('phases', ()))
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  _check(config.dataset.eval_scale > 0, 'dataset.eval_scale', config.dataset.eval_scale,
-         'a positive number')
+  _check(
+      config.dataset.eval_scale > 0,
+      'dataset.eval_scale',
+      config.dataset.eval_scale,
+      'a positive number',
+  )
   _one_of(config, 'eval.which', WHICH_CHECKPOINT)
   scales = _get(config, 'eval.scales')
-  _check(isinstance(scales, (tuple, list)) and len(scales) > 0 and all(s > 0 for s in scales),
-         'eval.scales', scales, 'a non-empty tuple of positive scales')
+  _check(
+      isinstance(scales, (tuple, list)) and len(scales) > 0 and all(s > 0 for s in scales),
+      'eval.scales',
+      scales,
+      'a non-empty tuple of positive scales',
+  )
 
 
 def _is_float_list(value: Any) -> bool:

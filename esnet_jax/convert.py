@@ -25,9 +25,12 @@ from esnet_jax.models import ESNet
 
 Variables = dict[str, Any]
 
-_BN_TORCH_TO_FLAX = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
-                     'running_mean': ('batch_stats', 'mean'),
-                     'running_var': ('batch_stats', 'var')}
+_BN_TORCH_TO_FLAX = {
+    'weight': ('params', 'scale'),
+    'bias': ('params', 'bias'),
+    'running_mean': ('batch_stats', 'mean'),
+    'running_var': ('batch_stats', 'var'),
+}
 _BN_FLAX_TO_TORCH = {v: k for k, v in _BN_TORCH_TO_FLAX.items()}
 
 
@@ -58,8 +61,9 @@ def _flax_module_path(torch_key: str) -> tuple[tuple[str, ...], str]:
 
 
 def _torch_module_path(flax_path: tuple[str, ...]) -> str:
-  return '.'.join(p.replace('layers_', 'layers.') if p.startswith('layers_') else p
-                  for p in flax_path)
+  return '.'.join(
+      p.replace('layers_', 'layers.') if p.startswith('layers_') else p for p in flax_path
+  )
 
 
 def template(num_classes: int) -> Variables:
@@ -91,13 +95,17 @@ def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
 def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Drop the `module.` prefix that `nn.DataParallel` adds to every key."""
   if state_dict and all(k.startswith('module.') for k in state_dict):
-    return {k[len('module.'):]: v for k, v in state_dict.items()}
+    return {k[len('module.') :]: v for k, v in state_dict.items()}
   return dict(state_dict)
 
 
 # Where the number of classes can be read, in order: (key, axis of the class dimension).
-_CLASS_COUNT_KEYS = (('decoder.output_conv.bias', 0), ('decoder.output_conv.weight', 1),
-                     ('encoder_output_conv.bias', 0), ('encoder_output_conv.weight', 0))
+_CLASS_COUNT_KEYS = (
+    ('decoder.output_conv.bias', 0),
+    ('decoder.output_conv.weight', 1),
+    ('encoder_output_conv.bias', 0),
+    ('encoder_output_conv.weight', 0),
+)
 
 
 def infer_num_classes(state_dict: Mapping[str, Any]) -> int:
@@ -107,8 +115,10 @@ def infer_num_classes(state_dict: Mapping[str, Any]) -> int:
     shape = np.shape(state_dict[key]) if key in state_dict else ()
     if len(shape) > axis:
       return int(shape[axis])
-  raise ConversionError(f'State dict has none of {", ".join(k for k, _ in _CLASS_COUNT_KEYS)}: '
-                        f'not an ESNet checkpoint? First keys: {sorted(state_dict)[:5]}')
+  raise ConversionError(
+      f'State dict has none of {", ".join(k for k, _ in _CLASS_COUNT_KEYS)}: '
+      f'not an ESNet checkpoint? First keys: {sorted(state_dict)[:5]}'
+  )
 
 
 def torch_to_flax(state_dict: Mapping[str, Any]) -> Variables:
@@ -140,12 +150,13 @@ def torch_to_flax(state_dict: Mapping[str, Any]) -> Variables:
     if path not in expected:
       unexpected.append(key)
     elif tuple(expected[path].shape) != value.shape:
-      misshaped.append(f'{key}: got {tuple(np.shape(state_dict[key]))}, expected '
-                       f'{_torch_shape(path, expected[path].shape)}')
+      misshaped.append(
+          f'{key}: got {tuple(np.shape(state_dict[key]))}, expected '
+          f'{_torch_shape(path, expected[path].shape)}'
+      )
     else:
       flat[path] = value.astype(np.float32)
-  missing = [_torch_key(p) for p in expected if p not in flat and
-             _torch_key(p) not in state_dict]
+  missing = [_torch_key(p) for p in expected if p not in flat and _torch_key(p) not in state_dict]
   problems = []
   if missing:
     problems.append('missing keys: ' + ', '.join(sorted(missing)))
@@ -154,8 +165,9 @@ def torch_to_flax(state_dict: Mapping[str, Any]) -> Variables:
   if misshaped:
     problems.append('mis-shaped keys: ' + '; '.join(misshaped))
   if problems:
-    raise ConversionError(f'State dict does not match ESNet({num_classes}): '
-                          + ' | '.join(problems))
+    raise ConversionError(
+        f'State dict does not match ESNet({num_classes}): ' + ' | '.join(problems)
+    )
   return _unflatten(flat)
 
 
@@ -197,8 +209,7 @@ def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
 # PyTorch's legacy format with a pickle protocol byte, safetensors with a little-endian
 # header length (8 bytes; its top bytes are zero for any real header).
 _ZIP = (b'PK\x03\x04', b'PK\x05\x06')
-_MAGIC = {'.npz': _ZIP, '.pth': _ZIP + (b'\x80',), '.pt': _ZIP + (b'\x80',),
-          '.safetensors': (b'',)}
+_MAGIC = {'.npz': _ZIP, '.pth': _ZIP + (b'\x80',), '.pt': _ZIP + (b'\x80',), '.safetensors': (b'',)}
 
 
 # Weights are arrays of a few MB (ESNet's state dict is about 7 MB); a zip archive that
@@ -212,6 +223,7 @@ def _refuse_zip_bomb(path: str) -> None:
   Reading a member never yields more than its declared size, so the sum bounds memory.
   """
   import zipfile
+
   try:
     with zipfile.ZipFile(path) as archive:
       total = sum(member.file_size for member in archive.infolist())
@@ -221,7 +233,8 @@ def _refuse_zip_bomb(path: str) -> None:
     raise ConversionError(
         f'{path} unpacks to {total / 2**20:.0f} MiB, more than the '
         f'{MAX_UNPACKED_BYTES / 2**20:.0f} MiB accepted for a weights file (an ESNet state '
-        'dict is about 7 MB); it was not read.')
+        'dict is about 7 MB); it was not read.'
+    )
 
 
 def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -237,20 +250,25 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   if not os.path.isfile(path):
     raise WeightsNotFoundError(f'Weights file not found: {path}')
   ext = os.path.splitext(path)[1].lower()
-  expected = {'.npz': 'a zip archive of named arrays, as numpy.savez writes',
-              '.safetensors': 'a safetensors file of named tensors',
-              '.pth': 'a PyTorch state dict saved with torch.save',
-              '.pt': 'a PyTorch state dict saved with torch.save'}
+  expected = {
+      '.npz': 'a zip archive of named arrays, as numpy.savez writes',
+      '.safetensors': 'a safetensors file of named tensors',
+      '.pth': 'a PyTorch state dict saved with torch.save',
+      '.pt': 'a PyTorch state dict saved with torch.save',
+  }
   if ext not in expected:
-    raise ConversionError(f'Unsupported weights file {path}: expected .npz, '
-                          f'.safetensors, .pth or .pt')
+    raise ConversionError(
+        f'Unsupported weights file {path}: expected .npz, ' f'.safetensors, .pth or .pt'
+    )
   if os.path.getsize(path) == 0:
     raise ConversionError(f'{path} is empty (0 bytes): expected {expected[ext]}.')
   with open(path, 'rb') as f:
     head = f.read(8)
   if not any(head.startswith(m) for m in _MAGIC[ext]):
-    raise ConversionError(f'{path} is not {expected[ext]}: it starts with bytes {head!r}, '
-                          f'not {" or ".join(repr(m) for m in _MAGIC[ext])}.')
+    raise ConversionError(
+        f'{path} is not {expected[ext]}: it starts with bytes {head!r}, '
+        f'not {" or ".join(repr(m) for m in _MAGIC[ext])}.'
+    )
   if head.startswith(_ZIP):
     _refuse_zip_bomb(path)
   if ext in ('.pth', '.pt'):
@@ -263,10 +281,13 @@ def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         state_dict = {k: data[k] for k in data.files}
     else:
       from safetensors.numpy import load_file
+
       state_dict = dict(load_file(path))
   except Exception as e:  # pylint: disable=broad-except  # zipfile, zlib, pickle, safetensors.
-    raise ConversionError(f'Could not read {path}: expected {expected[ext]} '
-                          f'({type(e).__name__}: {" ".join(str(e).split())[:200]}).') from e
+    raise ConversionError(
+        f'Could not read {path}: expected {expected[ext]} '
+        f'({type(e).__name__}: {" ".join(str(e).split())[:200]}).'
+    ) from e
   if not state_dict:
     raise ConversionError(f'{path} holds no arrays: expected an ESNet state dict.')
   return state_dict
@@ -276,17 +297,21 @@ def _load_pth(path: str) -> dict[str, np.ndarray]:
   try:
     import torch
   except ImportError as e:
-    raise ImportError(f'Reading {path} needs PyTorch: pip install "esnet-jax[torch]" '
-                      '(on CPU-only machines: pip install torch==2.13.0 first).') from e
+    raise ImportError(
+        f'Reading {path} needs PyTorch: pip install "esnet-jax[torch]" '
+        '(on CPU-only machines: pip install torch==2.13.0 first).'
+    ) from e
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pickle errors name no file; add it.
     message = str(e)
     if 'WeightsUnpickler error:' in message:  # The reason, after torch's long preamble.
       message = message.split('WeightsUnpickler error:', 1)[1]
-    raise ConversionError(f'Could not read {path}: expected a PyTorch state dict saved with '
-                          f'torch.save, readable with weights_only=True '
-                          f'({type(e).__name__}: {" ".join(message.split())[:300]})') from e
+    raise ConversionError(
+        f'Could not read {path}: expected a PyTorch state dict saved with '
+        f'torch.save, readable with weights_only=True '
+        f'({type(e).__name__}: {" ".join(message.split())[:300]})'
+    ) from e
   for wrapper in ('state_dict', 'model', 'model_state_dict'):
     if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
       obj = obj[wrapper]
@@ -294,8 +319,10 @@ def _load_pth(path: str) -> dict[str, np.ndarray]:
     raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict.')
   not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
   if not_tensors:
-    raise ConversionError(f'{path} is not a state dict of tensors: {", ".join(not_tensors[:5])} '
-                          f'{"are" if len(not_tensors) > 1 else "is"} not a tensor.')
+    raise ConversionError(
+        f'{path} is not a state dict of tensors: {", ".join(not_tensors[:5])} '
+        f'{"are" if len(not_tensors) > 1 else "is"} not a tensor.'
+    )
   return {k: v.detach().cpu().numpy() for k, v in obj.items()}
 
 
@@ -317,6 +344,7 @@ def save_torch_weights(variables: Mapping[str, Any], path: str | os.PathLike[str
     np.savez(path, **state_dict)
   elif ext in ('.pth', '.pt'):
     import torch
+
     torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
   else:
     raise ConversionError(f'Unsupported output {path}: expected .npz, .pth or .pt')
@@ -331,24 +359,36 @@ def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.convert',
       description='Convert ESNet weights between the original PyTorch layout and orbax. '
-                  'Either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE.')
+      'Either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE.',
+  )
   parser.add_argument('--torch', help='PyTorch weights to read: .pth, .pt, .npz, .safetensors')
   parser.add_argument('--out', help='with --torch: output orbax checkpoint directory')
-  parser.add_argument('--checkpoint', help='weights to write in the PyTorch layout: a '
-                      'training workdir, orbax checkpoint, or pretrained:NAME')
-  parser.add_argument('--which', default='latest', choices=('latest', 'best'),
-                      help="with --checkpoint: a workdir's latest or best checkpoint")
+  parser.add_argument(
+      '--checkpoint',
+      help='weights to write in the PyTorch layout: a '
+      'training workdir, orbax checkpoint, or pretrained:NAME',
+  )
+  parser.add_argument(
+      '--which',
+      default='latest',
+      choices=('latest', 'best'),
+      help="with --checkpoint: a workdir's latest or best checkpoint",
+  )
   parser.add_argument('--out-torch', help='with --checkpoint: output .npz, .pth or .pt file')
   args = parser.parse_args(argv)
-  if bool(args.torch) == bool(args.checkpoint) or bool(args.torch) != bool(args.out) or (
-      bool(args.checkpoint) != bool(args.out_torch)):
+  if (
+      bool(args.torch) == bool(args.checkpoint)
+      or bool(args.torch) != bool(args.out)
+      or (bool(args.checkpoint) != bool(args.out_torch))
+  ):
     parser.error('give either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE')
   try:
     if args.torch:
       variables = load_torch_weights(args.torch)
       num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
-      out = checkpointing.save_variables(args.out, variables, num_classes=num_classes,
-                                         meta={'source': os.path.abspath(args.torch)})
+      out = checkpointing.save_variables(
+          args.out, variables, num_classes=num_classes, meta={'source': os.path.abspath(args.torch)}
+      )
       print(f'Wrote ESNet({num_classes}) variables to {out}')
     else:
       loaded = weights.load(args.checkpoint, args.which)

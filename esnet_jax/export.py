@@ -57,15 +57,17 @@ class ExportError(ValueError):
   """Export settings that cannot work, e.g. a size that is not a multiple of 8."""
 
 
-def load_checkpoint(path: str | os.PathLike[str], which: str = 'latest'
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], which: str = 'latest'
+) -> tuple[dict[str, Any], dict[str, Any]]:
   """(variables, meta) of anything `weights.load` accepts."""
   loaded = weights.load(path, which)
   return loaded.variables, loaded.meta
 
 
-def inference_function(variables: Mapping[str, Any], fold_bn: bool = True
-                       ) -> Callable[[jax.Array], jax.Array]:
+def inference_function(
+    variables: Mapping[str, Any], fold_bn: bool = True
+) -> Callable[[jax.Array], jax.Array]:
   """Normalised float32 NHWC images -> float32 logits NHWC, the weights closed over."""
   num_classes = num_classes_of(variables)
   model = ESNet(num_classes, bn_folded=fold_bn)
@@ -77,14 +79,22 @@ def inference_function(variables: Mapping[str, Any], fold_bn: bool = True
 
 def _check_size(height: int, width: int, batch: int | None) -> None:
   if height <= 0 or width <= 0 or height % 8 or width % 8:
-    raise ExportError(f'--height and --width must be positive multiples of 8 (ESNet has '
-                      f'three stride-2 stages); got {height}x{width}. Pad inputs to it.')
+    raise ExportError(
+        f'--height and --width must be positive multiples of 8 (ESNet has '
+        f'three stride-2 stages); got {height}x{width}. Pad inputs to it.'
+    )
   if batch is not None and batch <= 0:
     raise ExportError(f'--batch must be positive, got {batch}.')
 
 
-def export_stablehlo(variables: Mapping[str, Any], height: int, width: int, *,
-                     batch: int | None = None, fold_bn: bool = True) -> jax.export.Exported:
+def export_stablehlo(
+    variables: Mapping[str, Any],
+    height: int,
+    width: int,
+    *,
+    batch: int | None = None,
+    fold_bn: bool = True,
+) -> jax.export.Exported:
   """`jax.export` of `inference_function`; batch symbolic ('batch') unless given."""
   _check_size(height, width, batch)
   batch_dim = jax.export.symbolic_shape('batch')[0] if batch is None else batch
@@ -104,18 +114,26 @@ def load_stablehlo(path: str | os.PathLike[str]) -> jax.export.Exported:
   return jax.export.deserialize(bytearray(Path(path).read_bytes()))
 
 
-def export_onnx(variables: Mapping[str, Any], height: int, width: int,
-                path: str | os.PathLike[str], *, batch: int | None = None,
-                fold_bn: bool = True) -> Path:
+def export_onnx(
+    variables: Mapping[str, Any],
+    height: int,
+    width: int,
+    path: str | os.PathLike[str],
+    *,
+    batch: int | None = None,
+    fold_bn: bool = True,
+) -> Path:
   """ONNX of the same function through PyTorch's exporter (see the module docstring)."""
   _check_size(height, width, batch)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     from esnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError('ONNX export needs PyTorch and onnxscript: pip install '
-                      '"esnet-jax[export]" (on CPU-only machines: pip install '
-                      'torch==2.13.0 first).') from e
+    raise ImportError(
+        'ONNX export needs PyTorch and onnxscript: pip install '
+        '"esnet-jax[export]" (on CPU-only machines: pip install '
+        'torch==2.13.0 first).'
+    ) from e
 
   class NHWC(torch.nn.Module):
     """The original NCHW network behind the NHWC interface of the StableHLO export."""
@@ -128,77 +146,130 @@ def export_onnx(variables: Mapping[str, Any], height: int, width: int,
       return self.network(images.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
   network = torch_reference.ESNet(num_classes_of(variables))
-  network.load_state_dict({k: torch.from_numpy(np.asarray(v))
-                           for k, v in convert.flax_to_torch(variables).items()})
+  network.load_state_dict(
+      {k: torch.from_numpy(np.asarray(v)) for k, v in convert.flax_to_torch(variables).items()}
+  )
   example = torch.zeros((batch or 2, height, width, 3), dtype=torch.float32)
   dynamic = None if batch else ({0: torch.export.Dim('batch')},)
-  program = torch.onnx.export(NHWC(network).eval(), (example,), dynamo=True,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_shapes=dynamic, optimize=fold_bn, verbose=False)
+  program = torch.onnx.export(
+      NHWC(network).eval(),
+      (example,),
+      dynamo=True,
+      input_names=[INPUT_NAME],
+      output_names=[OUTPUT_NAME],
+      dynamic_shapes=dynamic,
+      optimize=fold_bn,
+      verbose=False,
+  )
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   program.save(str(path))
   return path
 
 
-def write_metadata(path: str | os.PathLike[str], meta: Mapping[str, Any], *, fmt: str,
-                   num_classes: int, height: int, width: int, batch: int | None,
-                   fold_bn: bool) -> Path:
+def write_metadata(
+    path: str | os.PathLike[str],
+    meta: Mapping[str, Any],
+    *,
+    fmt: str,
+    num_classes: int,
+    height: int,
+    width: int,
+    batch: int | None,
+    fold_bn: bool,
+) -> Path:
   """`FILE.json`: the input/output contract and what is needed to prepare inputs."""
   info = {
       'format': fmt,
-      'input': {'name': INPUT_NAME, 'dtype': 'float32', 'layout': 'NHWC RGB',
-                'shape': [batch or 'batch', height, width, 3],
-                'normalisation': '(pixel - mean) / std, pixels in 0..255'},
-      'output': {'name': OUTPUT_NAME, 'dtype': 'float32',
-                 'shape': [batch or 'batch', height, width, num_classes]},
-      'mean': list(meta.get('mean', MEAN_RGB)), 'std': list(meta.get('std', STD_RGB)),
-      'num_classes': num_classes, 'bn_folded': fold_bn,
-      **{k: meta[k] for k in ('class_names', 'colours', 'ignore_label', 'source')
-         if k in meta},
+      'input': {
+          'name': INPUT_NAME,
+          'dtype': 'float32',
+          'layout': 'NHWC RGB',
+          'shape': [batch or 'batch', height, width, 3],
+          'normalisation': '(pixel - mean) / std, pixels in 0..255',
+      },
+      'output': {
+          'name': OUTPUT_NAME,
+          'dtype': 'float32',
+          'shape': [batch or 'batch', height, width, num_classes],
+      },
+      'mean': list(meta.get('mean', MEAN_RGB)),
+      'std': list(meta.get('std', STD_RGB)),
+      'num_classes': num_classes,
+      'bn_folded': fold_bn,
+      **{k: meta[k] for k in ('class_names', 'colours', 'ignore_label', 'source') if k in meta},
   }
   out = Path(f'{path}.json')
   out.write_text(json.dumps(info, indent=1))
   return out
 
 
-def export(checkpoint: str | os.PathLike[str], fmt: str, height: int, width: int,
-           out: str | os.PathLike[str], *, batch: int | None = None, fold_bn: bool = True,
-           which: str = 'latest') -> tuple[Path, Path]:
+def export(
+    checkpoint: str | os.PathLike[str],
+    fmt: str,
+    height: int,
+    width: int,
+    out: str | os.PathLike[str],
+    *,
+    batch: int | None = None,
+    fold_bn: bool = True,
+    which: str = 'latest',
+) -> tuple[Path, Path]:
   """Export a checkpoint to `out` in `fmt`; returns (export file, metadata file)."""
   if fmt not in FORMATS:
     raise ExportError(f'Unknown format {fmt!r}; expected one of {", ".join(FORMATS)}.')
   _check_size(height, width, batch)
   variables, meta = load_checkpoint(checkpoint, which)
   if fmt == 'stablehlo':
-    path = save_stablehlo(export_stablehlo(variables, height, width, batch=batch,
-                                           fold_bn=fold_bn), out)
+    path = save_stablehlo(
+        export_stablehlo(variables, height, width, batch=batch, fold_bn=fold_bn), out
+    )
   else:
     path = export_onnx(variables, height, width, out, batch=batch, fold_bn=fold_bn)
-  return path, write_metadata(path, meta, fmt=fmt, num_classes=num_classes_of(variables),
-                              height=height, width=width, batch=batch, fold_bn=fold_bn)
+  return path, write_metadata(
+      path,
+      meta,
+      fmt=fmt,
+      num_classes=num_classes_of(variables),
+      height=height,
+      width=width,
+      batch=batch,
+      fold_bn=fold_bn,
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.export',
       description='Export ESNet (normalised float32 NHWC images -> logits) to StableHLO '
-                  'or ONNX.')
-  parser.add_argument('--checkpoint', required=True,
-                      help='training workdir, orbax checkpoint, or .pth/.npz weights')
+      'or ONNX.',
+  )
+  parser.add_argument(
+      '--checkpoint', required=True, help='training workdir, orbax checkpoint, or .pth/.npz weights'
+  )
   parser.add_argument('--which', default='latest', choices=('latest', 'best'))
   parser.add_argument('--format', required=True, choices=FORMATS)
   parser.add_argument('--height', type=int, required=True, help='multiple of 8')
   parser.add_argument('--width', type=int, required=True, help='multiple of 8')
   parser.add_argument('--out', required=True, help='output file')
-  parser.add_argument('--batch', type=int, default=None,
-                      help='fixed batch size (default: symbolic)')
-  parser.add_argument('--no-fold-bn', action='store_true',
-                      help='keep the BatchNorm layers instead of folding them')
+  parser.add_argument(
+      '--batch', type=int, default=None, help='fixed batch size (default: symbolic)'
+  )
+  parser.add_argument(
+      '--no-fold-bn', action='store_true', help='keep the BatchNorm layers instead of folding them'
+  )
   args = parser.parse_args(argv)
   try:
-    path, meta_path = export(args.checkpoint, args.format, args.height, args.width, args.out,
-                             batch=args.batch, fold_bn=not args.no_fold_bn, which=args.which)
+    path, meta_path = export(
+        args.checkpoint,
+        args.format,
+        args.height,
+        args.width,
+        args.out,
+        batch=args.batch,
+        fold_bn=not args.no_fold_bn,
+        which=args.which,
+    )
   except (ExportError, WeightsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -21,14 +21,16 @@ _BN_FOLLOWS = {
 }
 
 
-def _fold_module(params: Mapping[str, Any], stats: Mapping[str, Any],
-                 epsilon: float) -> dict[str, Any]:
+def _fold_module(
+    params: Mapping[str, Any], stats: Mapping[str, Any], epsilon: float
+) -> dict[str, Any]:
   out: dict[str, Any] = {}
   folded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
   for name, child in params.items():
     if name in _BN_FOLLOWS and name in stats and 'scale' in child:
       scale = np.asarray(child['scale'], np.float64) / np.sqrt(
-          np.asarray(stats[name]['var'], np.float64) + epsilon)
+          np.asarray(stats[name]['var'], np.float64) + epsilon
+      )
       shift = np.asarray(child['bias'], np.float64) - np.asarray(stats[name]['mean']) * scale
       folded[name] = (scale, shift)
     elif isinstance(child, Mapping) and 'kernel' not in child:
@@ -54,5 +56,4 @@ def _fold_module(params: Mapping[str, Any], stats: Mapping[str, Any],
 
 def fold_batch_norm(variables: Mapping[str, Any], epsilon: float = 1e-3) -> dict[str, Any]:
   """`{'params', 'batch_stats'}` of `ESNet` -> `{'params'}` of `ESNet(bn_folded=True)`."""
-  return {'params': _fold_module(variables['params'], variables.get('batch_stats', {}),
-                                 epsilon)}
+  return {'params': _fold_module(variables['params'], variables.get('batch_stats', {}), epsilon)}

@@ -33,7 +33,11 @@ def _nvidia_smi() -> dict[str, str] | None:
   try:
     out = subprocess.run(
         ['nvidia-smi', '--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'],
-        capture_output=True, text=True, timeout=30, check=True).stdout
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
   except (OSError, subprocess.SubprocessError):
     return None
   fields = [f.strip() for f in out.splitlines()[0].split(',')] if out.strip() else []
@@ -43,13 +47,21 @@ def _nvidia_smi() -> dict[str, str] | None:
 def _cuda_versions() -> dict[str, Any]:
   """The CUDA runtime, driver and library versions that jaxlib's CUDA plugin reports."""
   from jax._src import lib  # No public API has these; jax.print_environment_info reads the same.
+
   module = getattr(lib, 'cuda_versions', None)
   if module is None:
     return {}
   found = {}
-  for name in ('cuda_runtime_get_version', 'cuda_driver_get_version', 'cudnn_get_version',
-               'cublas_get_version', 'cusolver_get_version', 'cufft_get_version',
-               'cusparse_get_version', 'cuda_device_count'):
+  for name in (
+      'cuda_runtime_get_version',
+      'cuda_driver_get_version',
+      'cudnn_get_version',
+      'cublas_get_version',
+      'cusolver_get_version',
+      'cufft_get_version',
+      'cusparse_get_version',
+      'cuda_device_count',
+  ):
     fn = getattr(module, name, None)
     if fn is not None:
       try:
@@ -69,17 +81,27 @@ def environment() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
       pass
   return {
-      'platform': device.platform, 'device_kind': device.device_kind,
+      'platform': device.platform,
+      'device_kind': device.device_kind,
       'device_count': jax.device_count(),
       'platform_version': getattr(device.client, 'platform_version', None),
-      'nvidia_smi': _nvidia_smi(), 'cuda': _cuda_versions(), 'plugins': plugins,
-      'jax_version': jax.__version__, 'jaxlib_version': importlib.metadata.version('jaxlib'),
+      'nvidia_smi': _nvidia_smi(),
+      'cuda': _cuda_versions(),
+      'plugins': plugins,
+      'jax_version': jax.__version__,
+      'jaxlib_version': importlib.metadata.version('jaxlib'),
       'cpu_model': benchmark._cpu_model(),  # pylint: disable=protected-access
   }
 
 
-def run_gpu_report(*, smoke: bool = False, runs: int = 30, warmup: int = 3,
-                   train_runs: int = 10, dtypes: Sequence[str] = DTYPES) -> dict[str, Any]:
+def run_gpu_report(
+    *,
+    smoke: bool = False,
+    runs: int = 30,
+    warmup: int = 3,
+    train_runs: int = 10,
+    dtypes: Sequence[str] = DTYPES,
+) -> dict[str, Any]:
   """Every measurement of the report, as a JSON-ready dict.
 
   Raises ValueError on a backend other than a GPU unless `smoke` (tiny sizes,
@@ -88,41 +110,84 @@ def run_gpu_report(*, smoke: bool = False, runs: int = 30, warmup: int = 3,
   """
   platform = jax.devices()[0].platform
   if not smoke and platform != 'gpu':
-    raise ValueError(f'--suite gpu times a GPU, but JAX runs on {platform!r} here '
-                     f'({jax.devices()[0].device_kind}); install the `cuda12` or `cuda13` '
-                     'extra, or add --smoke for the tiny sizes any backend runs.')
+    raise ValueError(
+        f'--suite gpu times a GPU, but JAX runs on {platform!r} here '
+        f'({jax.devices()[0].device_kind}); install the `cuda12` or `cuda13` '
+        'extra, or add --smoke for the tiny sizes any backend runs.'
+    )
   start = time.perf_counter()
-  report: dict[str, Any] = {'suite': 'gpu', 'smoke': smoke, 'environment': environment(),
-                            'inference': [], 'train': []}
+  report: dict[str, Any] = {
+      'suite': 'gpu',
+      'smoke': smoke,
+      'environment': environment(),
+      'inference': [],
+      'train': [],
+  }
   cases = SMOKE_INFERENCE_CASES if smoke else INFERENCE_CASES
   for dtype in dtypes:
     for height, width, batch in cases:
-      r = benchmark.run_inference_benchmark(height=height, width=width, batch=batch,
-                                            dtype=dtype, runs=runs, warmup=warmup)
-      report['inference'].append({
-          'height': height, 'width': width, 'batch': batch, 'dtype': dtype,
-          'fps': r['fps'], 'latency_ms_p50': r['latency_ms_p50'],
-          'latency_ms_p90': r['latency_ms_p90'], 'latency_ms_min': r['latency_ms_min'],
-          'compile_s': r['compile_s'], 'flops': r['flops'],
-          'peak_memory_bytes': r['peak_memory_bytes'],
-          'peak_memory_source': r['peak_memory_source'],
-          'custom_call_targets': r['custom_call_targets']})
+      r = benchmark.run_inference_benchmark(
+          height=height, width=width, batch=batch, dtype=dtype, runs=runs, warmup=warmup
+      )
+      report['inference'].append(
+          {
+              'height': height,
+              'width': width,
+              'batch': batch,
+              'dtype': dtype,
+              'fps': r['fps'],
+              'latency_ms_p50': r['latency_ms_p50'],
+              'latency_ms_p90': r['latency_ms_p90'],
+              'latency_ms_min': r['latency_ms_min'],
+              'compile_s': r['compile_s'],
+              'flops': r['flops'],
+              'peak_memory_bytes': r['peak_memory_bytes'],
+              'peak_memory_source': r['peak_memory_source'],
+              'custom_call_targets': r['custom_call_targets'],
+          }
+      )
   height, width, batch = SMOKE_TRAIN_CASE if smoke else TRAIN_CASE
   for dtype in dtypes:
-    r = benchmark.run_train_benchmark(height=height, width=width, batch=batch, dtype=dtype,
-                                      devices=jax.local_device_count(), runs=train_runs,
-                                      warmup=min(2, train_runs))
-    report['train'].append({
-        'height': height, 'width': width, 'batch_per_device': batch, 'dtype': dtype,
-        'devices': r['devices'], 'images_per_sec': r['jax_images_per_sec'],
-        'step_ms_p50': r['jax_step_ms_p50'], 'step_ms_min': r['jax_step_ms_min'],
-        'compile_s': r['compile_s'], 'peak_memory_bytes': r['peak_memory_bytes'],
-        'peak_memory_source': r['peak_memory_source'],
-        'custom_call_targets': r['custom_call_targets']})
-  kernel_calls = sorted({t for entry in report['inference'] + report['train']
-                         for t in entry['custom_call_targets'] if t.startswith(benchmark.KERNEL_TARGET_PREFIX)})
-  report.update({'cpu_kernel_calls': kernel_calls, 'ok': platform != 'gpu' or not kernel_calls,
-                 'wall_s': time.perf_counter() - start})
+    r = benchmark.run_train_benchmark(
+        height=height,
+        width=width,
+        batch=batch,
+        dtype=dtype,
+        devices=jax.local_device_count(),
+        runs=train_runs,
+        warmup=min(2, train_runs),
+    )
+    report['train'].append(
+        {
+            'height': height,
+            'width': width,
+            'batch_per_device': batch,
+            'dtype': dtype,
+            'devices': r['devices'],
+            'images_per_sec': r['jax_images_per_sec'],
+            'step_ms_p50': r['jax_step_ms_p50'],
+            'step_ms_min': r['jax_step_ms_min'],
+            'compile_s': r['compile_s'],
+            'peak_memory_bytes': r['peak_memory_bytes'],
+            'peak_memory_source': r['peak_memory_source'],
+            'custom_call_targets': r['custom_call_targets'],
+        }
+    )
+  kernel_calls = sorted(
+      {
+          t
+          for entry in report['inference'] + report['train']
+          for t in entry['custom_call_targets']
+          if t.startswith(benchmark.KERNEL_TARGET_PREFIX)
+      }
+  )
+  report.update(
+      {
+          'cpu_kernel_calls': kernel_calls,
+          'ok': platform != 'gpu' or not kernel_calls,
+          'wall_s': time.perf_counter() - start,
+      }
+  )
   return report
 
 
@@ -130,18 +195,26 @@ def format_report(report: dict[str, Any]) -> str:
   """The report as a few readable lines (the JSON holds everything)."""
   env = report['environment']
   smi = env['nvidia_smi'] or {}
-  lines = [f"{env['device_kind']} ({env['platform']}) x{env['device_count']}, driver "
-           f"{smi.get('driver_version', '?')}, CUDA {env['cuda'] or '?'}, jax "
-           f"{env['jax_version']} / jaxlib {env['jaxlib_version']}"]
+  lines = [
+      f"{env['device_kind']} ({env['platform']}) x{env['device_count']}, driver "
+      f"{smi.get('driver_version', '?')}, CUDA {env['cuda'] or '?'}, jax "
+      f"{env['jax_version']} / jaxlib {env['jaxlib_version']}"
+  ]
   for e in report['inference']:
-    lines.append(f"inference {e['width']}x{e['height']} batch {e['batch']} {e['dtype']:>8}: "
-                 f"{e['fps']:8.1f} images/s, p50 {e['latency_ms_p50']:.2f} ms, compile "
-                 f"{e['compile_s']:.1f} s")
+    lines.append(
+        f"inference {e['width']}x{e['height']} batch {e['batch']} {e['dtype']:>8}: "
+        f"{e['fps']:8.1f} images/s, p50 {e['latency_ms_p50']:.2f} ms, compile "
+        f"{e['compile_s']:.1f} s"
+    )
   for e in report['train']:
-    lines.append(f"train {e['width']}x{e['height']} {e['batch_per_device']}/device x"
-                 f"{e['devices']} {e['dtype']:>8}: {e['images_per_sec']:8.1f} images/s, compile "
-                 f"{e['compile_s']:.1f} s")
+    lines.append(
+        f"train {e['width']}x{e['height']} {e['batch_per_device']}/device x"
+        f"{e['devices']} {e['dtype']:>8}: {e['images_per_sec']:8.1f} images/s, compile "
+        f"{e['compile_s']:.1f} s"
+    )
   peak = max(e['peak_memory_bytes'] for e in report['inference'] + report['train'])
-  lines.append(f"peak memory {peak / 2**30:.2f} GiB; CPU kernel calls: "
-               f"{', '.join(report['cpu_kernel_calls']) or 'none'}; {report['wall_s']:.0f} s")
+  lines.append(
+      f'peak memory {peak / 2**30:.2f} GiB; CPU kernel calls: '
+      f"{', '.join(report['cpu_kernel_calls']) or 'none'}; {report['wall_s']:.0f} s"
+  )
   return '\n'.join(lines)

@@ -34,8 +34,9 @@ class KernelsUnavailableError(RuntimeError):
 def use_kernels(kernels: str, dtype: Any = jnp.float32) -> bool:
   """Whether `kernels` ('auto' | 'xla' | 'native') means the compiled CPU kernels here."""
   if kernels not in CHOICES:
-    raise ValueError(f"kernels must be one of {', '.join(map(repr, CHOICES))}; "
-                     f'got {kernels!r}.')
+    raise ValueError(
+        f"kernels must be one of {', '.join(map(repr, CHOICES))}; " f'got {kernels!r}.'
+    )
   if kernels == 'xla':
     return False
   float32 = jnp.dtype(dtype) == jnp.float32
@@ -43,16 +44,20 @@ def use_kernels(kernels: str, dtype: Any = jnp.float32) -> bool:
     if not float32:
       return False
     from esnet_jax.kernels import build
+
     return build.available()
   if not float32:
     raise KernelsUnavailableError(
         f"kernels='native' computes in float32 only; got dtype {jnp.dtype(dtype).name} "
-        f"(use kernels='auto' or 'xla').")
+        f"(use kernels='auto' or 'xla')."
+    )
   from esnet_jax.kernels import build
+
   reason = build.unavailable_reason()
   if reason is not None:
-    raise KernelsUnavailableError(f"kernels='native' cannot be had here: {reason} "
-                                  f"(use kernels='auto' or 'xla').")
+    raise KernelsUnavailableError(
+        f"kernels='native' cannot be had here: {reason} " f"(use kernels='auto' or 'xla')."
+    )
   return True
 
 
@@ -61,12 +66,20 @@ def esnet(num_classes: int = 19, *, kernels: str = 'auto', **kwargs: Any) -> ESN
   if not use_kernels(kernels, kwargs.get('dtype', jnp.float32)):
     return ESNet(num_classes, **kwargs)
   from esnet_jax.kernels import layers
+
   if kwargs.get('bn_folded', False):
-    parts = dict(conv_transpose=layers.KernelConvTranspose2x, fcu=layers.FusedFCU,
-                 pfcu=layers.FusedPFCU, conv=layers.KernelConv)
+    parts = dict(
+        conv_transpose=layers.KernelConvTranspose2x,
+        fcu=layers.FusedFCU,
+        pfcu=layers.FusedPFCU,
+        conv=layers.KernelConv,
+    )
   else:
-    parts = dict(conv=layers.KernelConv, norm=layers.KernelBatchNorm,
-                 conv_transpose=layers.KernelConvTranspose2x)
+    parts = dict(
+        conv=layers.KernelConv,
+        norm=layers.KernelBatchNorm,
+        conv_transpose=layers.KernelConvTranspose2x,
+    )
   return ESNet(num_classes, **kwargs, **parts)
 
 

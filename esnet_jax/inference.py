@@ -35,16 +35,24 @@ class Segmenter:
     maps, probs = seg.predict(batch, return_probs=True)
   """
 
-  def __init__(self, variables: Mapping[str, Any], *, mean: Sequence[float] = MEAN_RGB,
-               std: Sequence[float] = STD_RGB, dtype: Any = jnp.float32,
-               fold_bn: bool = True, meta: Mapping[str, Any] | None = None,
-               kernels: str = 'auto'):
+  def __init__(
+      self,
+      variables: Mapping[str, Any],
+      *,
+      mean: Sequence[float] = MEAN_RGB,
+      std: Sequence[float] = STD_RGB,
+      dtype: Any = jnp.float32,
+      fold_bn: bool = True,
+      meta: Mapping[str, Any] | None = None,
+      kernels: str = 'auto',
+  ):
     self.num_classes = num_classes_of(variables)
     self.meta = dict(meta or {})
     self.dtype = jnp.dtype(dtype)
     self.fold_bn = fold_bn
-    self.model = implementations.esnet(self.num_classes, kernels=kernels, dtype=self.dtype,
-                                       bn_folded=fold_bn)
+    self.model = implementations.esnet(
+        self.num_classes, kernels=kernels, dtype=self.dtype, bn_folded=fold_bn
+    )
     if fold_bn:
       variables = folding.fold_batch_norm(variables, epsilon=self.model.bn_epsilon)
     self.variables = jax.device_put(variables)
@@ -54,8 +62,9 @@ class Segmenter:
     self._forward = jax.jit(self._forward_impl, static_argnames='with_probs')
 
   @classmethod
-  def from_checkpoint(cls, path: str | os.PathLike[str], which: str = 'latest',
-                      **kwargs: Any) -> 'Segmenter':
+  def from_checkpoint(
+      cls, path: str | os.PathLike[str], which: str = 'latest', **kwargs: Any
+  ) -> 'Segmenter':
     """From anything `weights.load` accepts: a training workdir, an orbax checkpoint,
     an original PyTorch weights file, or `pretrained:NAME`."""
     loaded = weights.load(path, which)
@@ -69,8 +78,9 @@ class Segmenter:
     """Weights shipped with the package, e.g. 'camvid' (see `esnet_jax.pretrained`)."""
     return cls.from_checkpoint(weights.PRETRAINED_PREFIX + name, **kwargs)
 
-  def _forward_impl(self, variables: Any, images: jax.Array, with_probs: bool
-                    ) -> tuple[jax.Array, jax.Array | None]:
+  def _forward_impl(
+      self, variables: Any, images: jax.Array, with_probs: bool
+  ) -> tuple[jax.Array, jax.Array | None]:
     self.compiled_shapes.add((tuple(images.shape), with_probs))  # Runs at trace time only.
     n, h, w, _ = images.shape
     x = (images.astype(jnp.float32) - self._mean) / self._std
@@ -80,8 +90,7 @@ class Segmenter:
     classes = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return classes, (jax.nn.softmax(logits, axis=-1) if with_probs else None)
 
-  def predict(self, images: np.ndarray | Sequence[np.ndarray], return_probs: bool = False
-              ) -> Any:
+  def predict(self, images: np.ndarray | Sequence[np.ndarray], return_probs: bool = False) -> Any:
     """Class maps for one image (H, W, 3), a batch (N, H, W, 3) or a list of images.
 
     Returns int32 class maps shaped like the input minus the channel axis (a list
@@ -95,11 +104,15 @@ class Segmenter:
     single = images.ndim == 3
     batch = images[None] if single else images
     if batch.ndim != 4 or batch.shape[-1] != 3:
-      raise ValueError(f'Segmenter.predict expects RGB images (H, W, 3) or (N, H, W, 3); '
-                       f'got shape {images.shape}.')
+      raise ValueError(
+          f'Segmenter.predict expects RGB images (H, W, 3) or (N, H, W, 3); '
+          f'got shape {images.shape}.'
+      )
     if batch.dtype != np.uint8:
-      raise TypeError(f'Segmenter.predict expects uint8 RGB images (0..255); got '
-                      f'{batch.dtype}. Convert with np.asarray(img, np.uint8).')
+      raise TypeError(
+          f'Segmenter.predict expects uint8 RGB images (0..255); got '
+          f'{batch.dtype}. Convert with np.asarray(img, np.uint8).'
+      )
     classes, probs = self._forward(self.variables, batch, with_probs=return_probs)
     classes = np.asarray(classes)
     if single:

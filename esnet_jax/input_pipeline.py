@@ -139,15 +139,15 @@ class TrainAugment(grain.transforms.RandomMap):
   def _phase(self, step: int | None) -> tuple[tuple[float, float], tuple[int, int]]:
     for phase in self.phases:
       if step is not None and step < phase.until_step:
-        return (self.scale_range[0] * phase.scale,
-                self.scale_range[1] * phase.scale), phase.crop_size
+        return (
+            self.scale_range[0] * phase.scale,
+            self.scale_range[1] * phase.scale,
+        ), phase.crop_size
     return self.scale_range, self.crop_size
 
   def random_map(self, element: Example, rng: np.random.Generator) -> Example:
     scale_range, crop_size = self._phase(element.get('step'))
-    image, label = transforms.random_scale(
-        element['image'], element['label'], rng, scale_range
-    )
+    image, label = transforms.random_scale(element['image'], element['label'], rng, scale_range)
     image, label = transforms.random_crop(
         image,
         label,
@@ -293,9 +293,9 @@ def create_train_iterator(
   crop_size = _size_option('crop_size', dataset_cfg.crop_size)
   source = datasets.build_source(dataset_cfg, dataset_cfg.train_split)
   _check_enough_examples(source, dataset_cfg.train_split, process_count)
-  shuffle_seed, augment_seed = np.random.SeedSequence(
-      [config.seed, process_index]
-  ).generate_state(2)
+  shuffle_seed, augment_seed = np.random.SeedSequence([config.seed, process_index]).generate_state(
+      2
+  )
   augment = TrainAugment(
       crop_size=crop_size,
       scale_range=tuple(dataset_cfg.scale_range),
@@ -342,29 +342,20 @@ def create_eval_iterator(
   """
   dataset_cfg = config.dataset
   option = 'eval_batch_size' if 'eval_batch_size' in config else 'batch_size'
-  batch_size = _per_process_batch(
-      option, config[option], process_count, local_device_count
-  )
+  batch_size = _per_process_batch(option, config[option], process_count, local_device_count)
   eval_scale = float(dataset_cfg.eval_scale)
   if eval_scale <= 0:
-    raise ValueError(
-        f'config.dataset.eval_scale must be positive, got {eval_scale}.'
-    )
+    raise ValueError(f'config.dataset.eval_scale must be positive, got {eval_scale}.')
   source = datasets.build_source(dataset_cfg, dataset_cfg.eval_split)
   ignore_label = source.class_table.ignore_label
   pad_value = _pixel(dataset_cfg.mean)
   num_examples = len(source)
   padded_count = transforms.round_up(num_examples, process_count * batch_size)
-  padding = _IgnoredExamples(
-      padded_count - num_examples, ignore_label, pad_value
-  )
-  label_size = tuple(
-      transforms.round_up(side, SIZE_MULTIPLE) for side in source.max_size
-  )
+  padding = _IgnoredExamples(padded_count - num_examples, ignore_label, pad_value)
+  label_size = tuple(transforms.round_up(side, SIZE_MULTIPLE) for side in source.max_size)
   # The nearest multiple of 8 (at least 8) to each scaled side.
   image_size = tuple(
-      max(1, round(side * eval_scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE
-      for side in label_size
+      max(1, round(side * eval_scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE for side in label_size
   )
   ds = grain.MapDataset.source(source)
   if len(padding):
@@ -398,9 +389,7 @@ def _to_iter_dataset(
           'reads its own flags when it starts worker processes): run under '
           'absl.app.run, or call absl.flags.FLAGS.mark_as_parsed() first.'
       )
-    iter_ds = iter_ds.mp_prefetch(
-        grain.MultiprocessingOptions(num_workers=dataset_cfg.num_workers)
-    )
+    iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=dataset_cfg.num_workers))
   return iter_ds
 
 
@@ -436,13 +425,17 @@ def parse_phases(phases: Sequence[Sequence[float]]) -> tuple[Phase, ...]:
   """Checks ``dataset.phases`` and returns them as ``Phase``s."""
   result = []
   for i, phase in enumerate(phases):
-    ok = len(phase) == 4 and isinstance(phase[0], int) and phase[0] > (
-        result[-1].until_step if result else 0) and phase[1] > 0
+    ok = (
+        len(phase) == 4
+        and isinstance(phase[0], int)
+        and phase[0] > (result[-1].until_step if result else 0)
+        and phase[1] > 0
+    )
     if not ok:
       raise ValueError(
           f'config.dataset.phases[{i}] must be (until_step, scale, crop_h, '
           'crop_w) with until_step a positive integer above the previous '
-          f'phase\'s and scale > 0, got {tuple(phase)}.'
+          f"phase's and scale > 0, got {tuple(phase)}."
       )
     crop = _size_option(f'phases[{i}] crop', phase[2:])
     result.append(Phase(int(phase[0]), float(phase[1]), crop))

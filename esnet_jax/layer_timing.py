@@ -26,8 +26,7 @@ import numpy as np
 
 from esnet_jax import cli, convert, folding, implementations
 from esnet_jax.kernels import build
-from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables,
-                                 _time_alternating)
+from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables, _time_alternating)
 from esnet_jax.models import ESNet
 
 Block = tuple[str, Callable[..., Any], tuple[Any, ...]]
@@ -41,11 +40,11 @@ def jax_blocks(model: ESNet, variables: Mapping[str, Any], x: np.ndarray) -> lis
   """
   blocks: list[Block] = []
 
-  def catch(next_fun: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-            context: Any) -> Any:
+  def catch(
+      next_fun: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], context: Any
+  ) -> Any:
     path = context.module.scope.path if context.module.scope is not None else ()
-    if (context.method_name == '__call__' and len(path) == 2
-        and path[0] in ('encoder', 'decoder')):
+    if context.method_name == '__call__' and len(path) == 2 and path[0] in ('encoder', 'decoder'):
       block = context.module.clone(parent=None, name=None)
       block_variables = jax.device_put(dict(context.module.variables))
       # The image is the only array argument; `train` and the like stay static.
@@ -58,25 +57,32 @@ def jax_blocks(model: ESNet, variables: Mapping[str, Any], x: np.ndarray) -> lis
   return blocks
 
 
-def torch_blocks(variables: Mapping[str, Any], x_nhwc: np.ndarray, threads: int
-                 ) -> dict[str, Callable[[], Any]]:
+def torch_blocks(
+    variables: Mapping[str, Any], x_nhwc: np.ndarray, threads: int
+) -> dict[str, Callable[[], Any]]:
   """A call per block of the channels_last PyTorch original, keyed like `jax_blocks`."""
   torch = _import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
   model = TorchESNet(int(np.shape(variables['params']['decoder']['output_conv']['bias'])[0]))
-  model.load_state_dict({k: torch.tensor(v) for k, v in convert.flax_to_torch(variables).items()},
-                        strict=True)
+  model.load_state_dict(
+      {k: torch.tensor(v) for k, v in convert.flax_to_torch(variables).items()}, strict=True
+  )
   model = model.eval().to(memory_format=torch.channels_last)
-  modules = {'encoder/initial_block': model.encoder.initial_block,
-             'decoder/output_conv': model.decoder.output_conv}
+  modules = {
+      'encoder/initial_block': model.encoder.initial_block,
+      'decoder/output_conv': model.decoder.output_conv,
+  }
   modules.update({f'encoder/layers_{i}': m for i, m in enumerate(model.encoder.layers)})
   modules.update({f'decoder/layers_{i}': m for i, m in enumerate(model.decoder.layers)})
   inputs: dict[str, Any] = {}
-  hooks = [m.register_forward_pre_hook(
-      lambda _, args, name=name: inputs.__setitem__(name, args[0].clone()))
-           for name, m in modules.items()]
+  hooks = [
+      m.register_forward_pre_hook(
+          lambda _, args, name=name: inputs.__setitem__(name, args[0].clone())
+      )
+      for name, m in modules.items()
+  ]
   x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
   with torch.inference_mode():
     model(x.contiguous(memory_format=torch.channels_last))
@@ -87,16 +93,27 @@ def torch_blocks(variables: Mapping[str, Any], x_nhwc: np.ndarray, threads: int
     def run() -> Any:
       with torch.inference_mode():
         return module(inp)
+
     return run
 
-  return {name: call(modules[name], inputs[name].contiguous(memory_format=torch.channels_last))
-          for name in modules}
+  return {
+      name: call(modules[name], inputs[name].contiguous(memory_format=torch.channels_last))
+      for name in modules
+  }
 
 
-def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
-                     runs: int = 20, warmup: int = 3, num_classes: int = 19,
-                     compare_torch: bool = False, seed: int = 0,
-                     kernels: str = 'auto') -> dict[str, Any]:
+def run_layer_timing(
+    *,
+    height: int = 512,
+    width: int = 1024,
+    batch: int = 1,
+    runs: int = 20,
+    warmup: int = 3,
+    num_classes: int = 19,
+    compare_torch: bool = False,
+    seed: int = 0,
+    kernels: str = 'auto',
+) -> dict[str, Any]:
   """Median ms per block (and per PyTorch block), plus the whole network for reference."""
   if height % 8 or width % 8:
     raise ValueError(f'height and width must be multiples of 8; got {height}x{width}.')
@@ -110,8 +127,7 @@ def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
   blocks = jax_blocks(model, folded, x)
   whole = jax.jit(lambda v, images: model.apply(v, images, train=False))
-  calls: dict[str, Callable[[], Any]] = {
-      'whole/jax': lambda: whole(folded, x).block_until_ready()}
+  calls: dict[str, Callable[[], Any]] = {'whole/jax': lambda: whole(folded, x).block_until_ready()}
   for name, fn, args in blocks:
     calls[f'{name}/jax'] = lambda fn=fn, args=args: jax.block_until_ready(fn(*args))
   if compare_torch:
@@ -126,19 +142,33 @@ def run_layer_timing(*, height: int = 512, width: int = 1024, batch: int = 1,
       row['torch_channels_last_ms'] = ms[f'{name}/torch']
       row['ratio'] = row['jax_ms'] / row['torch_channels_last_ms']
     rows.append(row)
-  return {'height': height, 'width': width, 'batch': batch, 'runs': runs,
-          'cpu_isa': build.cpu_isa(), 'native_kernels': implementations.uses_kernels(model),
-          'whole_network_jax_ms': ms['whole/jax'],
-          'sum_of_blocks_jax_ms': sum(r['jax_ms'] for r in rows),
-          **({'sum_of_blocks_torch_channels_last_ms':
-              sum(r['torch_channels_last_ms'] for r in rows)} if compare_torch else {}),
-          'blocks': rows}
+  return {
+      'height': height,
+      'width': width,
+      'batch': batch,
+      'runs': runs,
+      'cpu_isa': build.cpu_isa(),
+      'native_kernels': implementations.uses_kernels(model),
+      'whole_network_jax_ms': ms['whole/jax'],
+      'sum_of_blocks_jax_ms': sum(r['jax_ms'] for r in rows),
+      **(
+          {'sum_of_blocks_torch_channels_last_ms': sum(r['torch_channels_last_ms'] for r in rows)}
+          if compare_torch
+          else {}
+      ),
+      'blocks': rows,
+  }
 
 
 def format_table(result: Mapping[str, Any]) -> str:
-  lines = [f"{'block':<24}{'input (NHWC)':<22}{'JAX ms':>9}"
-           + (f"{'torch CL ms':>13}{'ratio':>8}" if 'sum_of_blocks_torch_channels_last_ms'
-              in result else '')]
+  lines = [
+      f"{'block':<24}{'input (NHWC)':<22}{'JAX ms':>9}"
+      + (
+          f"{'torch CL ms':>13}{'ratio':>8}"
+          if 'sum_of_blocks_torch_channels_last_ms' in result
+          else ''
+      )
+  ]
   for row in result['blocks']:
     line = f"{row['block']:<24}{str(tuple(row['input_shape'])):<22}{row['jax_ms']:>9.1f}"
     if 'ratio' in row:
@@ -156,21 +186,32 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.layer_timing',
       description='Median latency of each ESNet block in JAX (and in the PyTorch original).',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+  )
   parser.add_argument('--height', type=int, default=512)
   parser.add_argument('--width', type=int, default=1024)
   parser.add_argument('--batch', type=int, default=1)
   parser.add_argument('--runs', type=int, default=20, help='timed rounds')
   parser.add_argument('--warmup', type=int, default=3)
   parser.add_argument('--compare-torch', action='store_true')
-  parser.add_argument('--kernels', choices=implementations.CHOICES, default='auto',
-                      help='who computes the blocks (esnet_jax.implementations)')
+  parser.add_argument(
+      '--kernels',
+      choices=implementations.CHOICES,
+      default='auto',
+      help='who computes the blocks (esnet_jax.implementations)',
+  )
   parser.add_argument('--json', metavar='PATH', help='also write the result as JSON')
   args = parser.parse_args(argv)
   try:
-    result = run_layer_timing(height=args.height, width=args.width, batch=args.batch,
-                              runs=args.runs, warmup=args.warmup,
-                              compare_torch=args.compare_torch, kernels=args.kernels)
+    result = run_layer_timing(
+        height=args.height,
+        width=args.width,
+        batch=args.batch,
+        runs=args.runs,
+        warmup=args.warmup,
+        compare_torch=args.compare_torch,
+        kernels=args.kernels,
+    )
   except (ImportError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

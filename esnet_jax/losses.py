@@ -22,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _nll(logits: jax.Array, labels: jax.Array, ignore_label: int
-         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _nll(
+    logits: jax.Array, labels: jax.Array, ignore_label: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Per-pixel negative log-likelihood, the valid mask and labels safe to index with."""
   num_classes = logits.shape[-1]
   valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
@@ -35,10 +36,15 @@ def _nll(logits: jax.Array, labels: jax.Array, ignore_label: int
   return nll, valid, safe
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, *, ignore_label: int,
-                  class_weights: jax.Array | None = None,
-                  ohem_threshold: float | None = None, ohem_min_kept: int = 0
-                  ) -> tuple[jax.Array, jax.Array]:
+def cross_entropy(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    ignore_label: int,
+    class_weights: jax.Array | None = None,
+    ohem_threshold: float | None = None,
+    ohem_min_kept: int = 0,
+) -> tuple[jax.Array, jax.Array]:
   """Weighted cross-entropy over non-ignored pixels: returns (sum, normaliser).
 
   With class weights w, the mean loss `sum / normaliser` is PyTorch's
@@ -70,8 +76,9 @@ def enet_class_weights(pixel_counts: np.ndarray, c: float = 1.02) -> np.ndarray:
   """ENet's weights w_c = 1 / ln(c + p_c), p_c the class's share of labelled pixels."""
   counts = np.asarray(pixel_counts, np.float64)
   if counts.sum() <= 0:
-    raise ValueError('Cannot compute class weights: the training labels have no '
-                     'labelled (non-ignored) pixel.')
+    raise ValueError(
+        'Cannot compute class weights: the training labels have no ' 'labelled (non-ignored) pixel.'
+    )
   return (1.0 / np.log(c + counts / counts.sum())).astype(np.float32)
 
 
@@ -85,8 +92,9 @@ def count_pixels(labels: Iterable[np.ndarray], num_classes: int) -> np.ndarray:
   return counts
 
 
-def read_cached_class_weights(path: str | os.PathLike[str],
-                              class_names: Sequence[str]) -> np.ndarray | None:
+def read_cached_class_weights(
+    path: str | os.PathLike[str], class_names: Sequence[str]
+) -> np.ndarray | None:
   """The class weights cached in `path` (a `class_weights.json`), or None to recompute them.
 
   None when there is no cache, when it was made for other classes, or when it is
@@ -109,7 +117,11 @@ def read_cached_class_weights(path: str | os.PathLike[str],
     if not (np.isfinite(weights).all() and (weights > 0).all()):
       raise ValueError('the weights are not all finite and positive')
   except (OSError, ValueError, TypeError) as e:  # JSONDecodeError and UnicodeDecodeError too.
-    print(f'warning: {path} is damaged ({" ".join(str(e).split())[:200]}); '
-          'recomputing the class weights.', file=sys.stderr, flush=True)
+    print(
+        f'warning: {path} is damaged ({" ".join(str(e).split())[:200]}); '
+        'recomputing the class weights.',
+        file=sys.stderr,
+        flush=True,
+    )
     return None
   return weights.astype(np.float32)

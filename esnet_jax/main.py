@@ -16,16 +16,23 @@ from ml_collections import config_flags
 from esnet_jax import cli
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', None, 'Path to a config file (configs/*.py).',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file (configs/*.py).', lock_config=True
+)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
-flags.DEFINE_string('coordinator_address', None,
-                    'Multi-host: host:port of process 0, passed to jax.distributed.initialize.')
+flags.DEFINE_string(
+    'coordinator_address',
+    None,
+    'Multi-host: host:port of process 0, passed to jax.distributed.initialize.',
+)
 flags.DEFINE_integer('num_processes', None, 'Multi-host: total number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: index of this process.')
-flags.DEFINE_bool('distributed', False,
-                  'Call jax.distributed.initialize() with auto-detection (SLURM, ...), '
-                  'for clusters that set the environment for it.')
+flags.DEFINE_bool(
+    'distributed',
+    False,
+    'Call jax.distributed.initialize() with auto-detection (SLURM, ...), '
+    'for clusters that set the environment for it.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -40,23 +47,31 @@ def _parse_flags(argv: list[str]) -> list[str]:
     key = re.search(r'(\w+)', message)
     hint = re.search(r'Did you mean "(\w+)"', message)
     overrides = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.')]
-    sys.exit(f'error: unknown config key {key.group(1) if key else message!r} among '
-             f'{" ".join(overrides)}'
-             + (f'; did you mean "{hint.group(1)}"?' if hint else
-                '; see the config file for the valid keys.'))
+    sys.exit(
+        f'error: unknown config key {key.group(1) if key else message!r} among '
+        f'{" ".join(overrides)}'
+        + (
+            f'; did you mean "{hint.group(1)}"?'
+            if hint
+            else '; see the config file for the valid keys.'
+        )
+    )
 
 
 def _initialize_distributed() -> None:
   import jax
+
   explicit = FLAGS.coordinator_address is not None
   if not (explicit or FLAGS.distributed):
     return
   # CPU processes need gloo for cross-process collectives; GPU backends ignore it.
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if explicit:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes,
-                               process_id=FLAGS.process_id)
+    jax.distributed.initialize(
+        coordinator_address=FLAGS.coordinator_address,
+        num_processes=FLAGS.num_processes,
+        process_id=FLAGS.process_id,
+    )
   else:
     jax.distributed.initialize()
 
@@ -66,6 +81,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config.mode == 'train':  # Before JAX starts its threads.
     from esnet_jax import host_memory
+
     host_memory.keep_freed_memory()
   from esnet_jax import benchmark, predict, train
   from esnet_jax.config_validation import ConfigError
@@ -76,8 +92,12 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # Progress goes to stdout; keep INFO chatter off.
   _initialize_distributed()
   config = FLAGS.config
-  run = {'train': train.train_and_evaluate, 'eval': train.evaluate_checkpoint,
-         'predict': predict.predict_from_config, 'benchmark': benchmark.benchmark_from_config}
+  run = {
+      'train': train.train_and_evaluate,
+      'eval': train.evaluate_checkpoint,
+      'predict': predict.predict_from_config,
+      'benchmark': benchmark.benchmark_from_config,
+  }
   try:
     if config.mode not in run:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')

@@ -35,8 +35,9 @@ def sharded(tree: Any, device_mesh: Mesh) -> Any:
   return jax.device_put(tree, NamedSharding(device_mesh, PartitionSpec(AXIS)))
 
 
-def jit_over_mesh(step: Callable[[Any, Any], tuple[Any, Any]], device_mesh: Mesh
-                  ) -> Callable[[Any, Any], tuple[Any, Any]]:
+def jit_over_mesh(
+    step: Callable[[Any, Any], tuple[Any, Any]], device_mesh: Mesh
+) -> Callable[[Any, Any], tuple[Any, Any]]:
   """`step(state, batch) -> (state, metrics)` compiled once for the whole mesh.
 
   The state is replicated and donated; the batch's leading axis is the global
@@ -44,6 +45,11 @@ def jit_over_mesh(step: Callable[[Any, Any], tuple[Any, Any]], device_mesh: Mesh
   and BatchNorm statistics are averaged over `AXIS`, metrics reduced), so it is
   returned replicated.
   """
-  spmd = jax.shard_map(step, mesh=device_mesh, in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
-                       out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+  spmd = jax.shard_map(
+      step,
+      mesh=device_mesh,
+      in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+      out_specs=(PartitionSpec(), PartitionSpec()),
+      check_vma=False,
+  )
   return jax.jit(spmd, donate_argnums=(0,))

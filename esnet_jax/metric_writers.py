@@ -58,6 +58,7 @@ class MetricWriter:
         self._jsonl.write('\n')
         self._jsonl.flush()
       from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(str(workdir / 'tensorboard'))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -71,14 +72,17 @@ class MetricWriter:
         self._tb.add_scalar(key, value, int(step))
     self._tb.flush()
 
-  def progress(self, step: int, total: int, loss: float, lr: float,
-               images_per_sec: float, eta_s: float) -> None:
+  def progress(
+      self, step: int, total: int, loss: float, lr: float, images_per_sec: float, eta_s: float
+  ) -> None:
     if not self.enabled:
       return
     width = len(str(total))
-    self.stream.write(f'step {step:>{width}}/{total} ({100 * step / total:5.1f}%) | '
-                      f'loss {loss:.4f} | lr {lr:.2e} | {images_per_sec:6.1f} img/s | '
-                      f'ETA {format_duration(eta_s)}\n')
+    self.stream.write(
+        f'step {step:>{width}}/{total} ({100 * step / total:5.1f}%) | '
+        f'loss {loss:.4f} | lr {lr:.2e} | {images_per_sec:6.1f} img/s | '
+        f'ETA {format_duration(eta_s)}\n'
+    )
     self.stream.flush()
 
   def print(self, message: str) -> None:

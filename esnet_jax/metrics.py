@@ -13,8 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
-                     ignore_label: int) -> jax.Array:
+def confusion_matrix(
+    pred: jax.Array, label: jax.Array, num_classes: int, ignore_label: int
+) -> jax.Array:
   """[num_classes, num_classes] int32 counts; rows are true classes, columns predictions.
 
   Pixels labelled `ignore_label` (or any value outside 0..num_classes-1) are left out.
@@ -23,7 +24,7 @@ def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
   pred = pred.reshape(-1).astype(jnp.int32)
   valid = (label != ignore_label) & (label >= 0) & (label < num_classes)
   index = jnp.where(valid, label * num_classes + pred, 0)
-  counts = jnp.bincount(index, weights=valid.astype(jnp.int32), length=num_classes ** 2)
+  counts = jnp.bincount(index, weights=valid.astype(jnp.int32), length=num_classes**2)
   return counts.astype(jnp.int32).reshape(num_classes, num_classes)
 
 
@@ -44,7 +45,8 @@ def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, An
   return {
       'miou': float(np.nanmean(per_class)) if np.isfinite(per_class).any() else 0.0,
       'pixel_accuracy': float(np.trace(confusion) / total) if total else 0.0,
-      'per_class_iou': {name: (None if np.isnan(v) else float(v))
-                        for name, v in zip(class_names, per_class)},
+      'per_class_iou': {
+          name: (None if np.isnan(v) else float(v)) for name, v in zip(class_names, per_class)
+      },
       'labelled_pixels': int(total),
   }

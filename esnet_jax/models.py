@@ -41,15 +41,34 @@ def spatial_dropout(rate: float, train: bool) -> nn.Dropout:
   return nn.Dropout(rate, broadcast_dims=(1, 2), deterministic=not train)
 
 
-def factorized_conv(conv: ModuleDef, features: int, kernel: int, vertical: bool,
-                    dilation: int, dtype: Dtype, name: str) -> nn.Module:
+def factorized_conv(
+    conv: ModuleDef,
+    features: int,
+    kernel: int,
+    vertical: bool,
+    dilation: int,
+    dtype: Dtype,
+    name: str,
+) -> nn.Module:
   """A kx1 (vertical) or 1xk convolution with 'same' padding, as in the original."""
   pad = (kernel - 1) // 2 * dilation
   if vertical:
-    return conv(features, (kernel, 1), padding=((pad, pad), (0, 0)),
-                kernel_dilation=(dilation, 1), dtype=dtype, name=name)
-  return conv(features, (1, kernel), padding=((0, 0), (pad, pad)),
-              kernel_dilation=(1, dilation), dtype=dtype, name=name)
+    return conv(
+        features,
+        (kernel, 1),
+        padding=((pad, pad), (0, 0)),
+        kernel_dilation=(dilation, 1),
+        dtype=dtype,
+        name=name,
+    )
+  return conv(
+      features,
+      (1, kernel),
+      padding=((0, 0), (pad, pad)),
+      kernel_dilation=(1, dilation),
+      dtype=dtype,
+      name=name,
+  )
 
 
 def _maybe_norm(norm: ModuleDef | None, x: jax.Array, name: str) -> jax.Array:
@@ -65,8 +84,9 @@ def phase_taps(kernel: int, padding: int, phase: int) -> tuple[int, list[int]]:
   The offsets d of one phase are consecutive; returns the smallest one and the
   kernel index of each offset in increasing order.
   """
-  taps = sorted(((phase + padding - j) // 2, j) for j in range(kernel)
-                if (phase + padding - j) % 2 == 0)
+  taps = sorted(
+      ((phase + padding - j) // 2, j) for j in range(kernel) if (phase + padding - j) % 2 == 0
+  )
   return taps[0][0], [j for _, j in taps]
 
 
@@ -81,6 +101,7 @@ class ConvTranspose2x(nn.Module):
   convolution, with about half its multiply-adds for a 3x3 kernel (no zero
   taps) and a gradient several times cheaper on CPU.
   """
+
   features: int
   kernel_size: int
   padding: int
@@ -89,8 +110,9 @@ class ConvTranspose2x(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+        'kernel', nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features), jnp.float32
+    )
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     return self.transpose(x, kernel, bias)
 
@@ -113,15 +135,22 @@ class ConvTranspose2x(nn.Module):
     n, h, _, w, _, c = y.shape
     return y.reshape(n, 2 * h, 2 * w, c) + bias.astype(dtype)
 
-  def phase_conv(self, x: jax.Array, kernel: jax.Array,
-                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  def phase_conv(
+      self, x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]
+  ) -> jax.Array:
     """One output phase: a stride-1 convolution without bias."""
-    return jax.lax.conv_general_dilated(x, kernel, window_strides=(1, 1), padding=padding,
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(1, 1),
+        padding=padding,
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    )
 
 
 class DownsamplerBlock(nn.Module):
   """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU."""
+
   features: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
@@ -130,8 +159,14 @@ class DownsamplerBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     in_features = x.shape[-1]
-    conv = self.conv(self.features - in_features, (3, 3), strides=(2, 2),
-                     padding=((1, 1), (1, 1)), dtype=self.dtype, name='conv')(x)
+    conv = self.conv(
+        self.features - in_features,
+        (3, 3),
+        strides=(2, 2),
+        padding=((1, 1), (1, 1)),
+        dtype=self.dtype,
+        name='conv',
+    )(x)
     pool = nn.max_pool(x, (2, 2), strides=(2, 2))
     if self.norm is None:
       # Folded BN: the conv carries its share; the pooled channels keep an affine.
@@ -144,6 +179,7 @@ class DownsamplerBlock(nn.Module):
 
 class FCU(nn.Module):
   """Factorized convolution unit: two residual (kx1, ReLU, 1xk, BN) pairs."""
+
   kernel_size: int
   dropout: float
   norm: ModuleDef | None
@@ -167,6 +203,7 @@ class FCU(nn.Module):
 
 class PFCU(nn.Module):
   """Parallel FCU: a factorized pair, then dilated branches sharing ONE BatchNorm."""
+
   dropout: float
   norm: ModuleDef | None
   dilations: Sequence[int] = PFCU_DILATIONS
@@ -196,6 +233,7 @@ class PFCU(nn.Module):
 
 class UpsamplerBlock(nn.Module):
   """3x3 stride-2 transposed conv (PyTorch padding=1, output_padding=1), BN, ReLU."""
+
   features: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
@@ -209,6 +247,7 @@ class UpsamplerBlock(nn.Module):
 
 class Encoder(nn.Module):
   """initial_block | 3 FCU(16, k3) | down 64 | 2 FCU(64, k5) | down 128 | 3 PFCU(128)."""
+
   norm: ModuleDef | None
   dtype: Dtype | None = None
   use_dropout: bool = True
@@ -222,17 +261,26 @@ class Encoder(nn.Module):
     fcu = functools.partial(self.fcu, norm=self.norm, dtype=self.dtype, conv=self.conv)
     down = functools.partial(DownsamplerBlock, norm=self.norm, dtype=self.dtype, conv=self.conv)
     x = down(16, name='initial_block')(x)
-    pfcu = functools.partial(self.pfcu, PFCU_DROPOUT if self.use_dropout else 0.0, self.norm,
-                             dtype=self.dtype, conv=self.conv)
-    layers = ([(functools.partial(fcu, 3, fcu_drop), True)] * 3
-              + [(functools.partial(down, 64), False)]
-              + [(functools.partial(fcu, 5, fcu_drop), True)] * 2
-              + [(functools.partial(down, 128), False)] + [(pfcu, True)] * 3)
+    pfcu = functools.partial(
+        self.pfcu,
+        PFCU_DROPOUT if self.use_dropout else 0.0,
+        self.norm,
+        dtype=self.dtype,
+        conv=self.conv,
+    )
+    layers = (
+        [(functools.partial(fcu, 3, fcu_drop), True)] * 3
+        + [(functools.partial(down, 64), False)]
+        + [(functools.partial(fcu, 5, fcu_drop), True)] * 2
+        + [(functools.partial(down, 128), False)]
+        + [(pfcu, True)] * 3
+    )
     return _run_layers(layers, x, train)
 
 
 class Decoder(nn.Module):
   """up 64 | 2 FCU(64, k5) | up 16 | 2 FCU(16, k3) | 2x2 stride-2 transposed conv."""
+
   num_classes: int
   norm: ModuleDef | None
   dtype: Dtype | None = None
@@ -242,19 +290,25 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    fcu = functools.partial(self.fcu, dropout=0.0, norm=self.norm, dtype=self.dtype,
-                            conv=self.conv)
-    up = functools.partial(UpsamplerBlock, norm=self.norm, dtype=self.dtype,
-                           conv_transpose=self.conv_transpose)
-    layers = ([(functools.partial(up, 64), False)] + [(functools.partial(fcu, 5), True)] * 2
-              + [(functools.partial(up, 16), False)] + [(functools.partial(fcu, 3), True)] * 2)
+    fcu = functools.partial(self.fcu, dropout=0.0, norm=self.norm, dtype=self.dtype, conv=self.conv)
+    up = functools.partial(
+        UpsamplerBlock, norm=self.norm, dtype=self.dtype, conv_transpose=self.conv_transpose
+    )
+    layers = (
+        [(functools.partial(up, 64), False)]
+        + [(functools.partial(fcu, 5), True)] * 2
+        + [(functools.partial(up, 16), False)]
+        + [(functools.partial(fcu, 3), True)] * 2
+    )
     x = _run_layers(layers, x, train)
-    return self.conv_transpose(self.num_classes, 2, padding=0, dtype=self.dtype,
-                               name='output_conv')(x)
+    return self.conv_transpose(
+        self.num_classes, 2, padding=0, dtype=self.dtype, name='output_conv'
+    )(x)
 
 
-def _run_layers(factories: Sequence[tuple[ModuleDef, bool]], x: jax.Array,
-                train: bool) -> jax.Array:
+def _run_layers(
+    factories: Sequence[tuple[ModuleDef, bool]], x: jax.Array, train: bool
+) -> jax.Array:
   """Build and apply a stack named `layers_i`, like the original's `nn.ModuleList`;
   each factory comes with whether its module takes `train`."""
   for i, (make, takes_train) in enumerate(factories):
@@ -277,6 +331,7 @@ class ESNet(nn.Module):
   (defaults: Flax's and this module's); other implementations with the same
   variables and function plug in here (`esnet_jax.implementations.esnet`).
   """
+
   num_classes: int = 19
   dtype: Dtype = jnp.float32
   bn_axis_name: str | None = None
@@ -291,29 +346,51 @@ class ESNet(nn.Module):
   pfcu: ModuleDef = PFCU
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False,
-               encoder_only: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool = False, encoder_only: bool = False) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f'ESNet expects images of shape (N, H, W, 3); got {x.shape}.')
     if x.shape[1] % 8 or x.shape[2] % 8:
       raise ValueError(
           f'ESNet needs H and W that are multiples of 8 (three stride-2 stages); got '
           f'H={x.shape[1]}, W={x.shape[2]}. Pad or resize the input, or use '
-          f'esnet_jax.inference.Segmenter, which pads and crops back.')
+          f'esnet_jax.inference.Segmenter, which pads and crops back.'
+      )
     if self.bn_folded and train:
       raise ValueError('BN-folded parameters are for inference only; train=False.')
-    norm = None if self.bn_folded else functools.partial(
-        self.norm, use_running_average=not train, momentum=self.bn_momentum,
-        epsilon=self.bn_epsilon, dtype=self.dtype, axis_name=self.bn_axis_name)
+    norm = (
+        None
+        if self.bn_folded
+        else functools.partial(
+            self.norm,
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            axis_name=self.bn_axis_name,
+        )
+    )
     x = x.astype(self.dtype)
-    features = Encoder(norm, self.dtype, self.use_dropout, conv=self.conv, fcu=self.fcu,
-                       pfcu=self.pfcu, name='encoder')(x, train)
+    features = Encoder(
+        norm,
+        self.dtype,
+        self.use_dropout,
+        conv=self.conv,
+        fcu=self.fcu,
+        pfcu=self.pfcu,
+        name='encoder',
+    )(x, train)
     head = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name='encoder_output_conv')
     if encoder_only:
       return head(features).astype(jnp.float32)
     if self.is_initializing():
       head(features)  # Create the encoder-only head's parameters too.
-    logits = Decoder(self.num_classes, norm, self.dtype, conv=self.conv,
-                     conv_transpose=self.conv_transpose, fcu=self.fcu,
-                     name='decoder')(features, train)
+    logits = Decoder(
+        self.num_classes,
+        norm,
+        self.dtype,
+        conv=self.conv,
+        conv_transpose=self.conv_transpose,
+        fcu=self.fcu,
+        name='decoder',
+    )(features, train)
     return logits.astype(jnp.float32)

@@ -33,12 +33,16 @@ from esnet_jax import cli
 
 PLOTS_DIR = 'plots'
 METRICS_FILE = 'metrics.jsonl'
-CURVES = (('train/loss', 'train loss'), ('train/learning_rate', 'learning rate'),
-          ('eval/miou', 'eval mIoU'))
+CURVES = (
+    ('train/loss', 'train loss'),
+    ('train/learning_rate', 'learning rate'),
+    ('eval/miou', 'eval mIoU'),
+)
 
 
 def _figure(width: float, height: float) -> Any:
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+
   return Figure(figsize=(width, height), dpi=100, layout='constrained')
 
 
@@ -61,8 +65,9 @@ def read_metrics(path: str | os.PathLike[str]) -> dict[str, tuple[np.ndarray, np
   return {k: (np.asarray(s), np.asarray(v)) for k, (s, v) in series.items()}
 
 
-def plot_training_curves(metrics: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                         path: str | os.PathLike[str]) -> Path:
+def plot_training_curves(
+    metrics: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike[str]
+) -> Path:
   """Loss, learning rate and mIoU against the step, one panel each (missing ones say so)."""
   fig = _figure(12, 3.4)
   for ax, (key, title) in zip(fig.subplots(1, len(CURVES)), CURVES):
@@ -92,8 +97,9 @@ def row_normalised(confusion: np.ndarray) -> np.ndarray:
     return np.where(totals > 0, confusion / totals, np.nan)
 
 
-def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str],
-                          path: str | os.PathLike[str], title: str = '') -> Path:
+def plot_confusion_matrix(
+    confusion: np.ndarray, class_names: Sequence[str], path: str | os.PathLike[str], title: str = ''
+) -> Path:
   """Row-normalised confusion matrix as a heat map, annotated when there are few classes."""
   matrix = row_normalised(confusion)
   n = len(class_names)
@@ -111,13 +117,24 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str],
     for i in range(n):
       for j in range(n):
         if np.isfinite(matrix[i, j]) and matrix[i, j] >= 0.005:
-          ax.text(j, i, f'{matrix[i, j]:.2f}', ha='center', va='center', fontsize=7,
-                  color='white' if matrix[i, j] > 0.5 else 'black')
+          ax.text(
+              j,
+              i,
+              f'{matrix[i, j]:.2f}',
+              ha='center',
+              va='center',
+              fontsize=7,
+              color='white' if matrix[i, j] > 0.5 else 'black',
+          )
   return _save(fig, path)
 
 
-def plot_per_class_iou(per_class_iou: Mapping[str, float | None], miou: float,
-                       path: str | os.PathLike[str], title: str = '') -> Path:
+def plot_per_class_iou(
+    per_class_iou: Mapping[str, float | None],
+    miou: float,
+    path: str | os.PathLike[str],
+    title: str = '',
+) -> Path:
   """Horizontal IoU bars per class, the mIoU as a line; classes without IoU say 'n/a'."""
   names = list(per_class_iou)
   values = [per_class_iou[k] for k in names]
@@ -127,8 +144,14 @@ def plot_per_class_iou(per_class_iou: Mapping[str, float | None], miou: float,
   ax.barh(range(len(names)), heights, color='tab:blue')
   for i, value in enumerate(values):
     label = f'{value:.3f}' if value is not None and math.isfinite(value) else 'n/a'
-    ax.text(heights[i] + 0.01, i, label, va='center', fontsize=8,
-            bbox={'facecolor': 'white', 'edgecolor': 'none', 'pad': 1})
+    ax.text(
+        heights[i] + 0.01,
+        i,
+        label,
+        va='center',
+        fontsize=8,
+        bbox={'facecolor': 'white', 'edgecolor': 'none', 'pad': 1},
+    )
   ax.axvline(miou, color='tab:red', linestyle='--', label=f'mIoU {miou:.3f}')
   ax.set_yticks(range(len(names)), names)
   ax.invert_yaxis()
@@ -152,8 +175,9 @@ def newest_eval_json(workdir: str | os.PathLike[str]) -> Path | None:
   return max(files, key=lambda p: p.stat().st_mtime_ns) if files else None
 
 
-def write_plots(workdir: str | os.PathLike[str],
-                eval_json: str | os.PathLike[str] | None = None) -> list[Path]:
+def write_plots(
+    workdir: str | os.PathLike[str], eval_json: str | os.PathLike[str] | None = None
+) -> list[Path]:
   """Every plot the workdir has data for, into `workdir/plots/`; returns the files.
 
   Raises:
@@ -164,20 +188,31 @@ def write_plots(workdir: str | os.PathLike[str],
   written = []
   metrics_file = workdir / METRICS_FILE
   if metrics_file.is_file():
-    written.append(plot_training_curves(read_metrics(metrics_file),
-                                        out / 'training_curves.png'))
+    written.append(plot_training_curves(read_metrics(metrics_file), out / 'training_curves.png'))
   eval_json = Path(eval_json) if eval_json else newest_eval_json(workdir)
   if eval_json is not None:
     summary = json.loads(eval_json.read_text())
     source = f'{eval_json.name}, step {summary.get("step", "?")}'
-    written.append(plot_confusion_matrix(
-        np.asarray(summary['confusion_matrix']), summary['class_names'],
-        out / 'confusion_matrix.png', f'confusion matrix, row-normalised ({source})'))
-    written.append(plot_per_class_iou(summary['per_class_iou'], summary['miou'],
-                                      out / 'per_class_iou.png', f'per-class IoU ({source})'))
+    written.append(
+        plot_confusion_matrix(
+            np.asarray(summary['confusion_matrix']),
+            summary['class_names'],
+            out / 'confusion_matrix.png',
+            f'confusion matrix, row-normalised ({source})',
+        )
+    )
+    written.append(
+        plot_per_class_iou(
+            summary['per_class_iou'],
+            summary['miou'],
+            out / 'per_class_iou.png',
+            f'per-class IoU ({source})',
+        )
+    )
   if not written:
-    raise FileNotFoundError(f'Nothing to plot in {workdir}: no {METRICS_FILE} and no '
-                            'eval/*.json.')
+    raise FileNotFoundError(
+        f'Nothing to plot in {workdir}: no {METRICS_FILE} and no ' 'eval/*.json.'
+    )
   return written
 
 
@@ -194,10 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.plots',
       description='Plot training curves, the confusion matrix and per-class IoU of a '
-                  'workdir into WORKDIR/plots/.')
+      'workdir into WORKDIR/plots/.',
+  )
   parser.add_argument('--workdir', required=True)
-  parser.add_argument('--eval-json', help='evaluation JSON (default: the newest in '
-                      'WORKDIR/eval)')
+  parser.add_argument(
+      '--eval-json', help='evaluation JSON (default: the newest in ' 'WORKDIR/eval)'
+  )
   args = parser.parse_args(argv)
   try:
     paths = write_plots(args.workdir, args.eval_json)

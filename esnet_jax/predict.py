@@ -59,8 +59,9 @@ from esnet_jax.inference import Segmenter
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
-_CITYSCAPES_FRAME = re.compile(r'^(?P<frame>[^_]+_\d+_\d+)' + re.escape(cityscapes.IMAGE_SUFFIX)
-                               + '$')
+_CITYSCAPES_FRAME = re.compile(
+    r'^(?P<frame>[^_]+_\d+_\d+)' + re.escape(cityscapes.IMAGE_SUFFIX) + '$'
+)
 
 
 class InputError(ValueError):
@@ -70,6 +71,7 @@ class InputError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class InputFile:
   """One file to segment and the sub-folder of the output its results go to."""
+
   path: Path
   subdir: Path = Path()
 
@@ -81,6 +83,7 @@ class InputFile:
 @dataclasses.dataclass
 class Report:
   """What a run did: files written, inputs that failed (with why), inputs skipped."""
+
   done: list[Path] = dataclasses.field(default_factory=list)
   written: list[Path] = dataclasses.field(default_factory=list)
   failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
@@ -91,8 +94,9 @@ def _is_supported(path: Path) -> bool:
   return path.suffix.lower() in IMAGE_SUFFIXES + video.VIDEO_SUFFIXES
 
 
-def find_inputs(specs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None
-                = None) -> tuple[list[InputFile], list[Path]]:
+def find_inputs(
+    specs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
+) -> tuple[list[InputFile], list[Path]]:
   """The files named by image/video paths, folders and globs, and the ones skipped.
 
   An explicitly named file (or glob match) is always returned, supported or not,
@@ -124,15 +128,18 @@ def find_inputs(specs: Sequence[str | os.PathLike[str]], exclude: str | os.PathL
       found.append(InputFile(path))
     elif glob.has_magic(spec):
       base = Path(*_leading_plain_parts(spec))
-      matches = sorted(Path(m) for m in glob.glob(spec, recursive=True)
-                       if Path(m).is_file() and keep(Path(m)))
+      matches = sorted(
+          Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file() and keep(Path(m))
+      )
       found += [InputFile(m, m.parent.relative_to(base)) for m in matches]
     else:
       raise InputError(f'Input {spec} does not exist.')
   if not found:
-    raise InputError(f'No images or videos found in {", ".join(map(str, specs))} (images: '
-                     f'{" ".join(IMAGE_SUFFIXES)}; videos: {" ".join(video.VIDEO_SUFFIXES)})'
-                     + (f'; {len(skipped)} other file(s) skipped.' if skipped else '.'))
+    raise InputError(
+        f'No images or videos found in {", ".join(map(str, specs))} (images: '
+        f'{" ".join(IMAGE_SUFFIXES)}; videos: {" ".join(video.VIDEO_SUFFIXES)})'
+        + (f'; {len(skipped)} other file(s) skipped.' if skipped else '.')
+    )
   return found, skipped
 
 
@@ -149,9 +156,11 @@ def _leading_plain_parts(pattern: str) -> list[str]:
 def load_image(path: Path) -> np.ndarray:
   """uint8 RGB [H, W, 3] of an image file (grey, palette and RGBA converted)."""
   if path.suffix.lower() not in IMAGE_SUFFIXES:
-    raise InputError(f'{path}: unsupported file type {path.suffix or "(none)"!r}; '
-                     f'expected an image ({" ".join(IMAGE_SUFFIXES)}) or a video '
-                     f'({" ".join(video.VIDEO_SUFFIXES)}).')
+    raise InputError(
+        f'{path}: unsupported file type {path.suffix or "(none)"!r}; '
+        f'expected an image ({" ".join(IMAGE_SUFFIXES)}) or a video '
+        f'({" ".join(video.VIDEO_SUFFIXES)}).'
+    )
   try:
     with Image.open(path) as image:
       return np.asarray(image.convert('RGB'), np.uint8)
@@ -163,18 +172,29 @@ def submission_name(path: Path) -> str:
   """`<city>_<seq>_<frame>_labelIds.png` for a `<city>_<seq>_<frame>_leftImg8bit.png` input."""
   match = _CITYSCAPES_FRAME.match(path.name)
   if not match:
-    raise InputError(f'{path}: a Cityscapes submission needs inputs named '
-                     f'<city>_<seq>_<frame>{cityscapes.IMAGE_SUFFIX}.')
+    raise InputError(
+        f'{path}: a Cityscapes submission needs inputs named '
+        f'<city>_<seq>_<frame>{cityscapes.IMAGE_SUFFIX}.'
+    )
   return f'{match["frame"]}_labelIds.png'
 
 
-def _class_maps(variables: Any, images: jax.Array, *, model: Any, mean: np.ndarray,
-                std: np.ndarray, scales: tuple[float, ...], flip: bool) -> jax.Array:
+def _class_maps(
+    variables: Any,
+    images: jax.Array,
+    *,
+    model: Any,
+    mean: np.ndarray,
+    std: np.ndarray,
+    scales: tuple[float, ...],
+    flip: bool,
+) -> jax.Array:
   n, h, w, _ = images.shape
   x = (images.astype(jnp.float32) - mean) / std
   x = jnp.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8), (0, 0)))  # Zero = the mean pixel.
-  probs = train.predict_probabilities(variables, x, model=model, out_size=x.shape[1:3],
-                                      scales=scales, flip=flip)
+  probs = train.predict_probabilities(
+      variables, x, model=model, out_size=x.shape[1:3], scales=scales, flip=flip
+  )
   return jnp.argmax(probs[:, :h, :w], axis=-1).astype(jnp.int32)
 
 
@@ -186,17 +206,21 @@ class Predictor:
   with `config.eval.scales` / `config.eval.flip`. One compilation per batch shape.
   """
 
-  def __init__(self, segmenter: Segmenter, *, scales: Sequence[float] = (1.0,),
-               flip: bool = False):
+  def __init__(self, segmenter: Segmenter, *, scales: Sequence[float] = (1.0,), flip: bool = False):
     if not scales or any(s <= 0 for s in scales):
       raise ValueError(f'scales must be positive, got {tuple(scales)}.')
     self.segmenter = segmenter
     self.num_classes = segmenter.num_classes
-    self._forward = jax.jit(functools.partial(
-        _class_maps, model=segmenter.model,
-        mean=np.asarray(segmenter.meta.get('mean', transforms.MEAN_RGB), np.float32),
-        std=np.asarray(segmenter.meta.get('std', transforms.STD_RGB), np.float32),
-        scales=tuple(float(s) for s in scales), flip=bool(flip)))
+    self._forward = jax.jit(
+        functools.partial(
+            _class_maps,
+            model=segmenter.model,
+            mean=np.asarray(segmenter.meta.get('mean', transforms.MEAN_RGB), np.float32),
+            std=np.asarray(segmenter.meta.get('std', transforms.STD_RGB), np.float32),
+            scales=tuple(float(s) for s in scales),
+            flip=bool(flip),
+        )
+    )
 
   def __call__(self, images: np.ndarray) -> np.ndarray:
     return np.asarray(self._forward(self.segmenter.variables, np.asarray(images, np.uint8)))
@@ -211,8 +235,9 @@ def palette_class_table(name: str) -> datasets.ClassTable:
   return datasets.get_class_table(dataset_cfg)
 
 
-def colours_for(num_classes: int, meta: dict[str, Any],
-                class_table: datasets.ClassTable | None = None) -> np.ndarray:
+def colours_for(
+    num_classes: int, meta: dict[str, Any], class_table: datasets.ClassTable | None = None
+) -> np.ndarray:
   """Colours of a checkpoint's classes: its own (see `visualize.class_colours`), or a
   requested dataset's, which must have as many classes.
 
@@ -222,9 +247,11 @@ def colours_for(num_classes: int, meta: dict[str, Any],
   if class_table is None:
     return visualize.class_colours(num_classes, meta)
   if class_table.num_classes != num_classes:
-    raise InputError(f'The checkpoint is for {num_classes} classes, but the requested '
-                     f'dataset/palette has {class_table.num_classes} '
-                     f'({", ".join(class_table.names[:4])}, ...).')
+    raise InputError(
+        f'The checkpoint is for {num_classes} classes, but the requested '
+        f'dataset/palette has {class_table.num_classes} '
+        f'({", ".join(class_table.names[:4])}, ...).'
+    )
   return np.asarray(class_table.colours, np.uint8)
 
 
@@ -257,14 +284,21 @@ def _save_png(array: np.ndarray, path: Path) -> Path:
   return path
 
 
-def write_image_results(out_dir: Path, stem: str, image: np.ndarray, class_map: np.ndarray,
-                        colours: np.ndarray, alpha: float) -> list[Path]:
+def write_image_results(
+    out_dir: Path,
+    stem: str,
+    image: np.ndarray,
+    class_map: np.ndarray,
+    colours: np.ndarray,
+    alpha: float,
+) -> list[Path]:
   """`<stem>_classes.png`, `<stem>_colour.png` and `<stem>_overlay.png` in `out_dir`."""
   return [
       _save_png(class_map.astype(np.uint8), out_dir / f'{stem}_classes.png'),
       _save_png(visualize.colourise(class_map, colours), out_dir / f'{stem}_colour.png'),
-      _save_png(visualize.overlay(image, class_map, colours, alpha),
-                out_dir / f'{stem}_overlay.png'),
+      _save_png(
+          visualize.overlay(image, class_map, colours, alpha), out_dir / f'{stem}_overlay.png'
+      ),
   ]
 
 
@@ -279,15 +313,24 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
     yield batch
 
 
-def predict_video(predictor: Predictor, path: Path, out_path: Path, *, colours: np.ndarray,
-                  alpha: float, batch_size: int,
-                  on_batch: Callable[[int], None] = lambda n: None) -> Path:
+def predict_video(
+    predictor: Predictor,
+    path: Path,
+    out_path: Path,
+    *,
+    colours: np.ndarray,
+    alpha: float,
+    batch_size: int,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> Path:
   """Write the overlay video of `path` to `out_path`; removed again if anything fails."""
   out_path.parent.mkdir(parents=True, exist_ok=True)
   num_frames = 0
   try:
-    with video.VideoReader(path) as reader, video.VideoWriter(out_path, reader.fps,
-                                                              reader.size) as writer:
+    with (
+        video.VideoReader(path) as reader,
+        video.VideoWriter(out_path, reader.fps, reader.size) as writer,
+    ):
       for frames in _batches(reader, batch_size):
         for frame, class_map in zip(frames, predictor(np.stack(frames))):
           writer.write(visualize.overlay(frame, class_map, colours, alpha))
@@ -301,9 +344,17 @@ def predict_video(predictor: Predictor, path: Path, out_path: Path, *, colours: 
   return out_path
 
 
-def run(predictor: Predictor, inputs: Sequence[InputFile], output: str | os.PathLike[str], *,
-        colours: np.ndarray, alpha: float = 0.5, batch_size: int = 4,
-        submission: bool = False, stream: TextIO | None = None) -> Report:
+def run(
+    predictor: Predictor,
+    inputs: Sequence[InputFile],
+    output: str | os.PathLike[str],
+    *,
+    colours: np.ndarray,
+    alpha: float = 0.5,
+    batch_size: int = 4,
+    submission: bool = False,
+    stream: TextIO | None = None,
+) -> Report:
   """Segment `inputs` into `output`, batching images of the same size; never stops on a bad file.
 
   Returns the report of the run; failures are in `report.failed`, with the file
@@ -312,8 +363,10 @@ def run(predictor: Predictor, inputs: Sequence[InputFile], output: str | os.Path
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}.')
   if submission and predictor.num_classes != visualize.CITYSCAPES_NUM_CLASSES:
-    raise InputError(f'A Cityscapes submission needs a 19-class checkpoint; this one is '
-                     f'for {predictor.num_classes} classes.')
+    raise InputError(
+        f'A Cityscapes submission needs a 19-class checkpoint; this one is '
+        f'for {predictor.num_classes} classes.'
+    )
   stream = stream or sys.stderr
   output = Path(output)
   report = Report()
@@ -341,8 +394,9 @@ def run(predictor: Predictor, inputs: Sequence[InputFile], output: str | os.Path
           label_ids = cityscapes.train_ids_to_label_ids(class_map)
           report.written.append(_save_png(label_ids, out_dir / submission_name(item.path)))
         else:
-          report.written += write_image_results(out_dir, item.path.stem, image, class_map,
-                                                colours, alpha)
+          report.written += write_image_results(
+              out_dir, item.path.stem, image, class_map, colours, alpha
+          )
         report.done.append(item.path)
       except Exception as e:  # pylint: disable=broad-except
         fail(item.path, e)
@@ -352,17 +406,26 @@ def run(predictor: Predictor, inputs: Sequence[InputFile], output: str | os.Path
     try:
       name = (item.subdir, item.path.stem, item.is_video)
       if name in claimed:
-        raise InputError(f'{item.path}: its results would overwrite those of '
-                         f'{claimed[name]}, which has the same name; segment it separately.')
+        raise InputError(
+            f'{item.path}: its results would overwrite those of '
+            f'{claimed[name]}, which has the same name; segment it separately.'
+        )
       claimed[name] = item.path
       if item.is_video:
         if submission:
           raise InputError(f'{item.path}: a video cannot be part of a Cityscapes submission.')
         out_path = output / item.subdir / f'{item.path.stem}_overlay.mp4'
-        report.written.append(predict_video(
-            predictor, item.path, out_path, colours=colours, alpha=alpha,
-            batch_size=batch_size,
-            on_batch=lambda n, name=item.path.name: progress.update(len(report.done), n, name)))
+        report.written.append(
+            predict_video(
+                predictor,
+                item.path,
+                out_path,
+                colours=colours,
+                alpha=alpha,
+                batch_size=batch_size,
+                on_batch=lambda n, name=item.path.name: progress.update(len(report.done), n, name),
+            )
+        )
         report.done.append(item.path)
         continue
       if submission:
@@ -384,18 +447,23 @@ def run(predictor: Predictor, inputs: Sequence[InputFile], output: str | os.Path
 def print_summary(report: Report, output: Path, stream: TextIO | None = None) -> None:
   """Files done and written, skipped files, and every failure with its reason."""
   stream = stream or sys.stderr
-  stream.write(f'predict: {len(report.done)} input(s) done, {len(report.failed)} failed; '
-               f'{len(report.written)} file(s) written to {output}\n')
+  stream.write(
+      f'predict: {len(report.done)} input(s) done, {len(report.failed)} failed; '
+      f'{len(report.written)} file(s) written to {output}\n'
+  )
   if report.skipped:
-    stream.write(f'  skipped {len(report.skipped)} file(s) that are not images or videos, '
-                 f'e.g. {report.skipped[0]}\n')
+    stream.write(
+        f'  skipped {len(report.skipped)} file(s) that are not images or videos, '
+        f'e.g. {report.skipped[0]}\n'
+    )
   for _, message in report.failed:
     stream.write(f'  FAILED {message}\n')
   stream.flush()
 
 
-def write_demo_image(path: str | os.PathLike[str], size: tuple[int, int] = (256, 512),
-                     seed: int = 0) -> Path:
+def write_demo_image(
+    path: str | os.PathLike[str], size: tuple[int, int] = (256, 512), seed: int = 0
+) -> Path:
   """Render one generated street scene (`datasets.synthetic.render_scene`) to a PNG."""
   image, _ = synthetic.render_scene(np.random.default_rng(seed), size)
   return _save_png(image, Path(path))
@@ -410,17 +478,18 @@ def predict_from_config(config: ml_collections.ConfigDict, workdir: str | Path) 
   """
   cfg = config.predict
   if not cfg.input:
-    raise ConfigError('config.predict.input is empty: set it to an image, folder, glob or '
-                      'video, e.g. --config.predict.input=photos/')
+    raise ConfigError(
+        'config.predict.input is empty: set it to an image, folder, glob or '
+        'video, e.g. --config.predict.input=photos/'
+    )
   if not 0.0 <= cfg.alpha <= 1.0:
     raise ConfigError(f'config.predict.alpha={cfg.alpha!r}: expected a number in [0, 1].')
   if cfg.palette not in ('checkpoint', 'dataset'):
-    raise ConfigError(f'config.predict.palette={cfg.palette!r}: expected checkpoint or '
-                      'dataset.')
+    raise ConfigError(f'config.predict.palette={cfg.palette!r}: expected checkpoint or ' 'dataset.')
   output = Path(cfg.output or Path(workdir) / 'predictions')
-  segmenter = Segmenter.from_checkpoint(cfg.checkpoint or workdir,
-                                        dtype=jnp.dtype(config.model.dtype),
-                                        kernels=config.model.kernels)
+  segmenter = Segmenter.from_checkpoint(
+      cfg.checkpoint or workdir, dtype=jnp.dtype(config.model.dtype), kernels=config.model.kernels
+  )
   try:
     if cfg.submission:
       class_table = cityscapes.cityscapes_class_table()
@@ -431,8 +500,15 @@ def predict_from_config(config: ml_collections.ConfigDict, workdir: str | Path) 
     colours = colours_for(segmenter.num_classes, segmenter.meta, class_table)
     inputs, skipped = find_inputs([cfg.input], exclude=output)
     predictor = Predictor(segmenter, scales=tuple(config.eval.scales), flip=config.eval.flip)
-    report = run(predictor, inputs, output, colours=colours, alpha=cfg.alpha,
-                 batch_size=config.eval_batch_size, submission=cfg.submission)
+    report = run(
+        predictor,
+        inputs,
+        output,
+        colours=colours,
+        alpha=cfg.alpha,
+        batch_size=config.eval_batch_size,
+        submission=cfg.submission,
+    )
   except (InputError, visualize.PaletteError) as e:
     raise ConfigError(f'config.predict: {e}') from e
   report.skipped = skipped
@@ -462,36 +538,70 @@ def _alpha(text: str) -> float:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.predict',
-      description='Segment images, folders, globs and videos with a trained ESNet.')
-  parser.add_argument('--checkpoint', help='pretrained:camvid (shipped weights), a '
-                      'training workdir, orbax checkpoint, or .pth/.pt/.npz/.safetensors '
-                      'PyTorch weights')
-  parser.add_argument('--which', default='latest', choices=('latest', 'best'),
-                      help="a workdir's latest or best checkpoint")
+      description='Segment images, folders, globs and videos with a trained ESNet.',
+  )
+  parser.add_argument(
+      '--checkpoint',
+      help='pretrained:camvid (shipped weights), a '
+      'training workdir, orbax checkpoint, or .pth/.pt/.npz/.safetensors '
+      'PyTorch weights',
+  )
+  parser.add_argument(
+      '--which',
+      default='latest',
+      choices=('latest', 'best'),
+      help="a workdir's latest or best checkpoint",
+  )
   parser.add_argument('--input', nargs='+', help='image or video files, folders, globs')
   parser.add_argument('--output', help='output folder')
-  parser.add_argument('--alpha', type=_alpha, default=0.5,
-                      help='opacity of the class colours in the overlay (0..1)')
-  parser.add_argument('--batch-size', type=int, default=4,
-                      help='images of the same size segmented together')
-  parser.add_argument('--flip', action='store_true',
-                      help='test-time augmentation: average with the mirrored image')
-  parser.add_argument('--scales', type=_parse_scales, default=(1.0,),
-                      help='test-time augmentation: comma-separated scales, e.g. 0.75,1,1.25')
+  parser.add_argument(
+      '--alpha', type=_alpha, default=0.5, help='opacity of the class colours in the overlay (0..1)'
+  )
+  parser.add_argument(
+      '--batch-size', type=int, default=4, help='images of the same size segmented together'
+  )
+  parser.add_argument(
+      '--flip', action='store_true', help='test-time augmentation: average with the mirrored image'
+  )
+  parser.add_argument(
+      '--scales',
+      type=_parse_scales,
+      default=(1.0,),
+      help='test-time augmentation: comma-separated scales, e.g. 0.75,1,1.25',
+  )
   parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
-  parser.add_argument('--kernels', choices=('auto', 'xla', 'native'), default='auto',
-                      help="who computes the network (esnet_jax.implementations): the "
-                           "compiled CPU kernels where they build ('auto'), XLA only, or the "
-                           "kernels or an error ('native')")
-  parser.add_argument('--palette', choices=PALETTES, default='checkpoint',
-                      help="colours: the checkpoint's own, or a dataset's (class counts "
-                      'must agree)')
-  parser.add_argument('--cityscapes-submission', action='store_true',
-                      help='write only Cityscapes labelIds PNGs for the benchmark server')
-  parser.add_argument('--demo-image', metavar='PNG',
-                      help='just write a generated street scene to PNG (for trying predict)')
-  parser.add_argument('--demo-size', type=int, nargs=2, default=(256, 512),
-                      metavar=('H', 'W'), help='size of the --demo-image')
+  parser.add_argument(
+      '--kernels',
+      choices=('auto', 'xla', 'native'),
+      default='auto',
+      help='who computes the network (esnet_jax.implementations): the '
+      "compiled CPU kernels where they build ('auto'), XLA only, or the "
+      "kernels or an error ('native')",
+  )
+  parser.add_argument(
+      '--palette',
+      choices=PALETTES,
+      default='checkpoint',
+      help="colours: the checkpoint's own, or a dataset's (class counts " 'must agree)',
+  )
+  parser.add_argument(
+      '--cityscapes-submission',
+      action='store_true',
+      help='write only Cityscapes labelIds PNGs for the benchmark server',
+  )
+  parser.add_argument(
+      '--demo-image',
+      metavar='PNG',
+      help='just write a generated street scene to PNG (for trying predict)',
+  )
+  parser.add_argument(
+      '--demo-size',
+      type=int,
+      nargs=2,
+      default=(256, 512),
+      metavar=('H', 'W'),
+      help='size of the --demo-image',
+  )
   parser.add_argument('--demo-seed', type=int, default=0, help='scene of the --demo-image')
   return parser
 
@@ -506,15 +616,26 @@ def main(argv: Sequence[str] | None = None) -> int:
   if missing:
     parser.error(f'the following arguments are required: {", ".join(missing)}')
   try:
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.which,
-                                          dtype=jnp.dtype(args.dtype), kernels=args.kernels)
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint, args.which, dtype=jnp.dtype(args.dtype), kernels=args.kernels
+    )
     palette = 'cityscapes' if args.cityscapes_submission else args.palette
-    colours = colours_for(segmenter.num_classes, segmenter.meta,
-                          None if palette == 'checkpoint' else palette_class_table(palette))
+    colours = colours_for(
+        segmenter.num_classes,
+        segmenter.meta,
+        None if palette == 'checkpoint' else palette_class_table(palette),
+    )
     inputs, skipped = find_inputs(args.input, exclude=args.output)
     predictor = Predictor(segmenter, scales=args.scales, flip=args.flip)
-    report = run(predictor, inputs, args.output, colours=colours, alpha=args.alpha,
-                 batch_size=args.batch_size, submission=args.cityscapes_submission)
+    report = run(
+        predictor,
+        inputs,
+        args.output,
+        colours=colours,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        submission=args.cityscapes_submission,
+    )
   except (InputError, visualize.PaletteError, WeightsError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

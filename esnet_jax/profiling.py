@@ -36,8 +36,9 @@ _INSTANCE_SUFFIX = re.compile(r'\.\d+$')
 _LIBRARY_CALL = re.compile(r'^(conv|dot|custom)')
 
 
-def record_trace(call: Callable[[], Any], directory: str | Path, calls: int = 3
-                 ) -> tuple[Path, float]:
+def record_trace(
+    call: Callable[[], Any], directory: str | Path, calls: int = 3
+) -> tuple[Path, float]:
   """Run `call` (which must block until done) `calls` times under `jax.profiler.trace`.
 
   Returns the Chrome-format trace file written under `directory` and the wall
@@ -49,8 +50,9 @@ def record_trace(call: Callable[[], Any], directory: str | Path, calls: int = 3
     for _ in range(calls):
       call()
     wall = time.perf_counter() - start
-  files = sorted(directory.glob('plugins/profile/*/*.trace.json.gz'),
-                 key=lambda path: path.stat().st_mtime)
+  files = sorted(
+      directory.glob('plugins/profile/*/*.trace.json.gz'), key=lambda path: path.stat().st_mtime
+  )
   if not files:
     raise RuntimeError(f'jax.profiler wrote no *.trace.json.gz under {directory}.')
   return files[-1], wall
@@ -87,17 +89,27 @@ def op_totals(trace_file: str | Path, calls: int) -> list[dict[str, Any]]:
     seen[name] += 1
     totals[kind] += finish - event['ts']
     counts[kind] += 1
-  rows = [{'op': kind, 'ms_per_call': total / calls / 1e3,
-           'count_per_call': counts[kind] / calls, 'async': kind in asynchronous}
-          for kind, total in totals.items()]
+  rows = [
+      {
+          'op': kind,
+          'ms_per_call': total / calls / 1e3,
+          'count_per_call': counts[kind] / calls,
+          'async': kind in asynchronous,
+      }
+      for kind, total in totals.items()
+  ]
   return sorted(rows, key=lambda row: -row['ms_per_call'])
 
 
 def format_op_totals(rows: list[dict[str, Any]], wall_ms_per_call: float, top: int = 12) -> str:
   """A table of the `top` rows of `op_totals`, with the traced wall time per call."""
-  lines = [f'traced: {wall_ms_per_call:.1f} ms per call (wall); ops running at the same time '
-           'count fully each;', '* = library call, timed from dispatch to completion '
-           '(includes time queued behind other work)', f'{"op":<42} {"ms/call":>9} {"count":>7}']
+  lines = [
+      f'traced: {wall_ms_per_call:.1f} ms per call (wall); ops running at the same time '
+      'count fully each;',
+      '* = library call, timed from dispatch to completion '
+      '(includes time queued behind other work)',
+      f'{"op":<42} {"ms/call":>9} {"count":>7}',
+  ]
   for row in rows[:top]:
     name = row['op'][:40] + (' *' if row['async'] else '')
     lines.append(f'{name:<42} {row["ms_per_call"]:>9.1f} {row["count_per_call"]:>7.0f}')

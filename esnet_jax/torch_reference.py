@@ -30,8 +30,9 @@ class UpsamplerBlock(nn.Module):
 
   def __init__(self, ninput: int, noutput: int):
     super().__init__()
-    self.conv = nn.ConvTranspose2d(ninput, noutput, 3, stride=2, padding=1,
-                                   output_padding=1, bias=True)
+    self.conv = nn.ConvTranspose2d(
+        ninput, noutput, 3, stride=2, padding=1, output_padding=1, bias=True
+    )
     self.bn = nn.BatchNorm2d(noutput, eps=1e-3)
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -46,10 +47,12 @@ class FCU(nn.Module):
     self.conv3x1_1 = nn.Conv2d(chann, chann, (kernel_size, 1), padding=(pad, 0), bias=True)
     self.conv1x3_1 = nn.Conv2d(chann, chann, (1, kernel_size), padding=(0, pad), bias=True)
     self.bn1 = nn.BatchNorm2d(chann, eps=1e-3)
-    self.conv3x1_2 = nn.Conv2d(chann, chann, (kernel_size, 1), padding=(pad * dilated, 0),
-                               bias=True, dilation=(dilated, 1))
-    self.conv1x3_2 = nn.Conv2d(chann, chann, (1, kernel_size), padding=(0, pad * dilated),
-                               bias=True, dilation=(1, dilated))
+    self.conv3x1_2 = nn.Conv2d(
+        chann, chann, (kernel_size, 1), padding=(pad * dilated, 0), bias=True, dilation=(dilated, 1)
+    )
+    self.conv1x3_2 = nn.Conv2d(
+        chann, chann, (1, kernel_size), padding=(0, pad * dilated), bias=True, dilation=(1, dilated)
+    )
     self.bn2 = nn.BatchNorm2d(chann, eps=1e-3)
     self.dropout = nn.Dropout2d(dropprob)
 
@@ -69,10 +72,16 @@ class PFCU(nn.Module):
     self.conv1x3_1 = nn.Conv2d(chann, chann, (1, 3), padding=(0, 1), bias=True)
     self.bn1 = nn.BatchNorm2d(chann, eps=1e-3)
     for d in (2, 5, 9):
-      setattr(self, f'conv3x1_2{d}', nn.Conv2d(chann, chann, (3, 1), padding=(d, 0),
-                                                bias=True, dilation=(d, 1)))
-      setattr(self, f'conv1x3_2{d}', nn.Conv2d(chann, chann, (1, 3), padding=(0, d),
-                                                bias=True, dilation=(1, d)))
+      setattr(
+          self,
+          f'conv3x1_2{d}',
+          nn.Conv2d(chann, chann, (3, 1), padding=(d, 0), bias=True, dilation=(d, 1)),
+      )
+      setattr(
+          self,
+          f'conv1x3_2{d}',
+          nn.Conv2d(chann, chann, (1, 3), padding=(0, d), bias=True, dilation=(1, d)),
+      )
     self.bn2 = nn.BatchNorm2d(chann, eps=1e-3)
     self.dropout = nn.Dropout2d(0.3)
 
@@ -91,9 +100,12 @@ class Encoder(nn.Module):
     super().__init__()
     self.initial_block = DownsamplerBlock(3, 16)
     self.layers = nn.ModuleList(
-        [FCU(16, 3, 0.03) for _ in range(3)] + [DownsamplerBlock(16, 64)]
-        + [FCU(64, 5, 0.03) for _ in range(2)] + [DownsamplerBlock(64, 128)]
-        + [PFCU(128) for _ in range(3)])
+        [FCU(16, 3, 0.03) for _ in range(3)]
+        + [DownsamplerBlock(16, 64)]
+        + [FCU(64, 5, 0.03) for _ in range(2)]
+        + [DownsamplerBlock(64, 128)]
+        + [PFCU(128) for _ in range(3)]
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     x = self.initial_block(x)
@@ -107,10 +119,14 @@ class Decoder(nn.Module):
   def __init__(self, num_classes: int):
     super().__init__()
     self.layers = nn.ModuleList(
-        [UpsamplerBlock(128, 64)] + [FCU(64, 5, 0) for _ in range(2)]
-        + [UpsamplerBlock(64, 16)] + [FCU(16, 3, 0) for _ in range(2)])
-    self.output_conv = nn.ConvTranspose2d(16, num_classes, 2, stride=2, padding=0,
-                                          output_padding=0, bias=True)
+        [UpsamplerBlock(128, 64)]
+        + [FCU(64, 5, 0) for _ in range(2)]
+        + [UpsamplerBlock(64, 16)]
+        + [FCU(16, 3, 0) for _ in range(2)]
+    )
+    self.output_conv = nn.ConvTranspose2d(
+        16, num_classes, 2, stride=2, padding=0, output_padding=0, bias=True
+    )
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     for layer in self.layers:

@@ -27,8 +27,16 @@ import optax
 from flax import linen as nn
 from flax.training import train_state
 
-from esnet_jax import (checkpointing, implementations, input_pipeline, losses, metrics, plots,
-                       weights, workdir_lock)
+from esnet_jax import (
+    checkpointing,
+    implementations,
+    input_pipeline,
+    losses,
+    metrics,
+    plots,
+    weights,
+    workdir_lock,
+)
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
@@ -47,36 +55,47 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; training stops, the last good checkpoint stays."""
 
 
-def create_model(config: ml_collections.ConfigDict, num_classes: int,
-                 axis_name: str | None = AXIS) -> ESNet:
+def create_model(
+    config: ml_collections.ConfigDict, num_classes: int, axis_name: str | None = AXIS
+) -> ESNet:
   """ESNet as the config describes it, from the blocks `config.model.kernels` selects."""
-  return implementations.esnet(num_classes, kernels=config.model.kernels,
-                               dtype=jnp.dtype(config.model.dtype), bn_axis_name=axis_name,
-                               use_dropout=config.model.dropout)
+  return implementations.esnet(
+      num_classes,
+      kernels=config.model.kernels,
+      dtype=jnp.dtype(config.model.dtype),
+      bn_axis_name=axis_name,
+      use_dropout=config.model.dropout,
+  )
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Linear warmup to `optimizer.learning_rate`, then poly decay (power 0.9) to zero."""
   opt = config.optimizer
   warmup = int(opt.warmup_steps)
-  decay = optax.polynomial_schedule(init_value=opt.learning_rate, end_value=0.0,
-                                    power=opt.poly_power,
-                                    transition_steps=max(1, config.num_train_steps - warmup))
+  decay = optax.polynomial_schedule(
+      init_value=opt.learning_rate,
+      end_value=0.0,
+      power=opt.poly_power,
+      transition_steps=max(1, config.num_train_steps - warmup),
+  )
   if warmup == 0:
     return decay
   ramp = optax.linear_schedule(0.0, opt.learning_rate, warmup)
   return optax.join_schedules([ramp, decay], boundaries=[warmup])
 
 
-def create_optimizer(config: ml_collections.ConfigDict,
-                     lr_fn: optax.Schedule) -> optax.GradientTransformation:
+def create_optimizer(
+    config: ml_collections.ConfigDict, lr_fn: optax.Schedule
+) -> optax.GradientTransformation:
   """Adam; weight decay 'coupled' (PyTorch Adam's L2 in the gradient) or 'decoupled' (AdamW)."""
   opt = config.optimizer
   if opt.weight_decay_mode == 'decoupled':
     return optax.adamw(lr_fn, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay)
-  return optax.chain(optax.add_decayed_weights(opt.weight_decay),
-                     optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
-                     optax.scale_by_learning_rate(lr_fn))
+  return optax.chain(
+      optax.add_decayed_weights(opt.weight_decay),
+      optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
+      optax.scale_by_learning_rate(lr_fn),
+  )
 
 
 # XLA's CPU backend at its default level spends ~45 s (jax 0.12) optimising the unrolled
@@ -85,8 +104,7 @@ def create_optimizer(config: ml_collections.ConfigDict,
 _INIT_COMPILER_OPTIONS = {'cpu': {'xla_backend_optimization_level': 1}}
 
 
-def init_variables(model: nn.Module, rng: jax.Array,
-                   image_size: tuple[int, int]) -> dict[str, Any]:
+def init_variables(model: nn.Module, rng: jax.Array, image_size: tuple[int, int]) -> dict[str, Any]:
   """`model.init` in inference mode on one (1, H, W, 3) image, compiled for quick starts."""
   x = jnp.zeros((1, *image_size, 3), jnp.float32)
   lowered = jax.jit(functools.partial(model.init, train=False)).lower(rng, x)
@@ -94,27 +112,46 @@ def init_variables(model: nn.Module, rng: jax.Array,
   return lowered.compile(compiler_options=options)(rng, x)
 
 
-def create_train_state(rng: jax.Array, config: ml_collections.ConfigDict, model: ESNet,
-                       image_size: tuple[int, int], lr_fn: optax.Schedule) -> TrainState:
+def create_train_state(
+    rng: jax.Array,
+    config: ml_collections.ConfigDict,
+    model: ESNet,
+    image_size: tuple[int, int],
+    lr_fn: optax.Schedule,
+) -> TrainState:
   init_rng, dropout_rng = jax.random.split(rng)
   variables = init_variables(model, init_rng, image_size)
-  return TrainState.create(apply_fn=model.apply, params=variables['params'],
-                           tx=create_optimizer(config, lr_fn),
-                           batch_stats=variables['batch_stats'], rng=dropout_rng)
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables['params'],
+      tx=create_optimizer(config, lr_fn),
+      batch_stats=variables['batch_stats'],
+      rng=dropout_rng,
+  )
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNet,
-               loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
-               lr_fn: optax.Schedule) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: ESNet,
+    loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
+    lr_fn: optax.Schedule,
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step on this device's shard; collectives over `AXIS`."""
-  dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
-                                   jax.lax.axis_index(AXIS))
+  dropout_rng = jax.random.fold_in(
+      jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS)
+  )
   num_devices = jax.lax.psum(1, AXIS)
 
   def compute_loss(params):
     logits, new_vars = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+        {'params': params, 'batch_stats': state.batch_stats},
+        batch['image'],
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': dropout_rng},
+    )
     loss_sum, weight = loss_fn(logits, batch['label'])
     # Normalised by the GLOBAL weight, scaled so that the pmean over devices is the
     # loss of the whole global batch.
@@ -123,7 +160,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNe
     return loss, (new_vars['batch_stats'], logits)
 
   (loss, (batch_stats, logits)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
-      state.params)
+      state.params
+  )
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   labels = batch['label']
@@ -132,14 +170,20 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNe
   return new_state, {
       'loss': jax.lax.pmean(loss, AXIS),
       'learning_rate': lr_fn(state.step),
-      'pixel_accuracy': jax.lax.psum(correct, AXIS) / jnp.maximum(
-          jax.lax.psum(jnp.sum(valid), AXIS), 1),
+      'pixel_accuracy': jax.lax.psum(correct, AXIS)
+      / jnp.maximum(jax.lax.psum(jnp.sum(valid), AXIS), 1),
   }
 
 
-def predict_probabilities(variables: Mapping[str, Any], image: jax.Array, *, model: ESNet,
-                          out_size: tuple[int, int], scales: Iterable[float] = (1.0,),
-                          flip: bool = False) -> jax.Array:
+def predict_probabilities(
+    variables: Mapping[str, Any],
+    image: jax.Array,
+    *,
+    model: ESNet,
+    out_size: tuple[int, int],
+    scales: Iterable[float] = (1.0,),
+    flip: bool = False,
+) -> jax.Array:
   """Softmax probabilities at `out_size`, averaged over scales and horizontal flips."""
   n, h, w, _ = image.shape
   total = 0.0
@@ -159,20 +203,36 @@ def predict_probabilities(variables: Mapping[str, Any], image: jax.Array, *, mod
   return total
 
 
-def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: ESNet,
-              num_classes: int, ignore_label: int, scales: tuple[float, ...] = (1.0,),
-              flip: bool = False) -> jax.Array:
+def eval_step(
+    state: TrainState,
+    batch: Mapping[str, jax.Array],
+    *,
+    model: ESNet,
+    num_classes: int,
+    ignore_label: int,
+    scales: tuple[float, ...] = (1.0,),
+    flip: bool = False,
+) -> jax.Array:
   """Confusion matrix of this batch, summed over all devices and hosts."""
   label = batch['label']
-  probs = predict_probabilities({'params': state.params, 'batch_stats': state.batch_stats},
-                                batch['image'], model=model, out_size=label.shape[1:3],
-                                scales=scales, flip=flip)
+  probs = predict_probabilities(
+      {'params': state.params, 'batch_stats': state.batch_stats},
+      batch['image'],
+      model=model,
+      out_size=label.shape[1:3],
+      scales=scales,
+      flip=flip,
+  )
   confusion = metrics.confusion_matrix(jnp.argmax(probs, -1), label, num_classes, ignore_label)
   return jax.lax.psum(confusion, AXIS)
 
 
-def evaluate(p_eval_step: Callable, state: TrainState,
-             batches: Iterable[Mapping[str, np.ndarray]], num_classes: int) -> np.ndarray:
+def evaluate(
+    p_eval_step: Callable,
+    state: TrainState,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    num_classes: int,
+) -> np.ndarray:
   """Run the pmapped eval step over a finite iterator; the summed confusion (int64)."""
   confusion = np.zeros((num_classes, num_classes), np.int64)
   for batch in batches:
@@ -180,8 +240,9 @@ def evaluate(p_eval_step: Callable, state: TrainState,
   return confusion
 
 
-def class_weights(config: ml_collections.ConfigDict, workdir: Path,
-                  class_table: ClassTable, source: Any) -> np.ndarray | None:
+def class_weights(
+    config: ml_collections.ConfigDict, workdir: Path, class_table: ClassTable, source: Any
+) -> np.ndarray | None:
   """Per-class loss weights from `config.loss.class_weights` to the power
   `config.loss.class_weight_power`; ENet weights are cached in the workdir (unpowered,
   so that a resumed run may change the power)."""
@@ -193,8 +254,10 @@ def class_weights(config: ml_collections.ConfigDict, workdir: Path,
   else:
     weights = np.asarray([float(w) for w in str(mode).split(',')], np.float32)
     if weights.shape != (class_table.num_classes,):
-      raise ConfigError(f'config.loss.class_weights has {weights.size} values; '
-                        f'expected {class_table.num_classes} (or "enet" / "none").')
+      raise ConfigError(
+          f'config.loss.class_weights has {weights.size} values; '
+          f'expected {class_table.num_classes} (or "enet" / "none").'
+      )
   return (weights ** np.float32(config.loss.class_weight_power)).astype(np.float32)
 
 
@@ -203,15 +266,23 @@ def _enet_class_weights(workdir: Path, class_table: ClassTable, source: Any) -> 
   cached = losses.read_cached_class_weights(cache, class_table.names)  # None if damaged.
   if cached is not None:
     return cached
-  counts = losses.count_pixels((source[i]['label'] for i in range(len(source))),
-                               class_table.num_classes)
+  counts = losses.count_pixels(
+      (source[i]['label'] for i in range(len(source))), class_table.num_classes
+  )
   weights = losses.enet_class_weights(counts)
   if jax.process_index() == 0:
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix('.tmp')
-    tmp.write_text(json.dumps({'classes': list(class_table.names),
-                               'pixel_counts': counts.tolist(),
-                               'weights': weights.tolist()}, indent=1))
+    tmp.write_text(
+        json.dumps(
+            {
+                'classes': list(class_table.names),
+                'pixel_counts': counts.tolist(),
+                'weights': weights.tolist(),
+            },
+            indent=1,
+        )
+    )
     tmp.replace(cache)
   return weights
 
@@ -234,11 +305,15 @@ def replicate(tree: Any, devices: Sequence[jax.Device] | None = None) -> Any:
   whole train step a second time at step 2.
   """
   devices = list(devices or jax.local_devices())
-  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)),
-                                        jax.sharding.PartitionSpec(AXIS))
+  sharding = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.array(devices), (AXIS,)), jax.sharding.PartitionSpec(AXIS)
+  )
   return jax.tree.map(
-      lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x))),
-                               sharding), tree)
+      lambda x: jax.device_put(
+          np.broadcast_to(np.asarray(x), (len(devices), *np.shape(x))), sharding
+      ),
+      tree,
+  )
 
 
 def _host_state(state: TrainState) -> TrainState:
@@ -246,17 +321,28 @@ def _host_state(state: TrainState) -> TrainState:
   return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], state)
 
 
-def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
-                  ) -> Callable[[TrainState], dict[str, Any]]:
-  p_eval_step = jax.pmap(functools.partial(
-      eval_step, model=model, num_classes=class_table.num_classes,
-      ignore_label=class_table.ignore_label, scales=tuple(config.eval.scales),
-      flip=config.eval.flip), axis_name=AXIS)
+def _make_eval_fn(
+    config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
+) -> Callable[[TrainState], dict[str, Any]]:
+  p_eval_step = jax.pmap(
+      functools.partial(
+          eval_step,
+          model=model,
+          num_classes=class_table.num_classes,
+          ignore_label=class_table.ignore_label,
+          scales=tuple(config.eval.scales),
+          flip=config.eval.flip,
+      ),
+      axis_name=AXIS,
+  )
 
   def run(state: TrainState) -> dict[str, Any]:
     batches = input_pipeline.create_eval_iterator(
-        config, process_index=jax.process_index(), process_count=jax.process_count(),
-        local_device_count=jax.local_device_count())
+        config,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        local_device_count=jax.local_device_count(),
+    )
     confusion = evaluate(p_eval_step, state, batches, class_table.num_classes)
     summary = metrics.summarize(confusion, class_table.names)
     summary['confusion_matrix'] = confusion.tolist()
@@ -265,32 +351,47 @@ def _make_eval_fn(config: ml_collections.ConfigDict, model: ESNet, class_table: 
   return run
 
 
-def _write_eval(workdir: Path, step: int | None, summary: Mapping[str, Any], writer: MetricWriter,
-                class_table: ClassTable, name: str | None = None) -> None:
+def _write_eval(
+    workdir: Path,
+    step: int | None,
+    summary: Mapping[str, Any],
+    writer: MetricWriter,
+    class_table: ClassTable,
+    name: str | None = None,
+) -> None:
   if jax.process_index() != 0:
     return
   out = workdir / 'eval'
   out.mkdir(parents=True, exist_ok=True)
   path = out / (name or f'step_{step}.json')
-  path.write_text(json.dumps({'step': step, 'class_names': list(class_table.names),
-                              **summary}, indent=1))
+  path.write_text(
+      json.dumps({'step': step, 'class_names': list(class_table.names), **summary}, indent=1)
+  )
   if step is not None:  # Weights without a training step have no place on the curves.
-    scalars = {'eval/miou': summary['miou'],
-               'eval/pixel_accuracy': summary['pixel_accuracy']}
+    scalars = {'eval/miou': summary['miou'], 'eval/pixel_accuracy': summary['pixel_accuracy']}
     scalars.update({f'eval/iou/{k}': v for k, v in summary['per_class_iou'].items()})
     writer.write_scalars(step, scalars)
-  per_class = ', '.join(f'{k} {100 * v:.1f}' if v is not None else f'{k} -'
-                        for k, v in summary['per_class_iou'].items())
+  per_class = ', '.join(
+      f'{k} {100 * v:.1f}' if v is not None else f'{k} -'
+      for k, v in summary['per_class_iou'].items()
+  )
   where = f'step {step}' if step is not None else summary.get('checkpoint', '?')
-  writer.print(f'eval @ {where}: mIoU {100 * summary["miou"]:.2f}% | pixel acc '
-               f'{100 * summary["pixel_accuracy"]:.2f}% | {per_class} -> {path}')
+  writer.print(
+      f'eval @ {where}: mIoU {100 * summary["miou"]:.2f}% | pixel acc '
+      f'{100 * summary["pixel_accuracy"]:.2f}% | {per_class} -> {path}'
+  )
 
 
 def _checkpoint_meta(config: ml_collections.ConfigDict, class_table: ClassTable) -> dict:
-  return {'num_classes': class_table.num_classes, 'class_names': list(class_table.names),
-          'colours': [list(c) for c in class_table.colours],
-          'ignore_label': class_table.ignore_label, 'mean': list(config.dataset.mean),
-          'std': list(config.dataset.std), 'config': config.to_dict()}
+  return {
+      'num_classes': class_table.num_classes,
+      'class_names': list(class_table.names),
+      'colours': [list(c) for c in class_table.colours],
+      'ignore_label': class_table.ignore_label,
+      'mean': list(config.dataset.mean),
+      'std': list(config.dataset.std),
+      'config': config.to_dict(),
+  }
 
 
 class _Preemption:
@@ -314,15 +415,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
   The run holds the workdir for itself (`workdir_lock`): a second training on it
   refuses. Returns the last evaluation summary (with `step`).
   """
-  validate_config(config, device_count=jax.device_count(),
-                  local_device_count=jax.local_device_count())
+  validate_config(
+      config, device_count=jax.device_count(), local_device_count=jax.local_device_count()
+  )
   workdir = Path(workdir).absolute()
   with workdir_lock.hold(workdir) as lock:
     return _train_in_held_workdir(config, workdir, lock)
 
 
-def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
-                           lock: workdir_lock.WorkdirLock | None) -> dict[str, Any]:
+def _train_in_held_workdir(
+    config: ml_collections.ConfigDict, workdir: Path, lock: workdir_lock.WorkdirLock | None
+) -> dict[str, Any]:
   primary = jax.process_index() == 0
   writer = MetricWriter(workdir, enabled=primary)
   class_table = input_pipeline.dataset_class_table(config)
@@ -337,17 +440,24 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
   build_source(config.dataset, config.dataset.eval_split)  # Fail early on a bad eval split.
   weights = class_weights(config, workdir, class_table, train_source)
   loss_fn = functools.partial(
-      losses.cross_entropy, ignore_label=class_table.ignore_label, class_weights=weights,
+      losses.cross_entropy,
+      ignore_label=class_table.ignore_label,
+      class_weights=weights,
       ohem_threshold=config.loss.ohem_threshold if config.loss.ohem else None,
-      ohem_min_kept=config.loss.ohem_min_kept)
+      ohem_min_kept=config.loss.ohem_min_kept,
+  )
 
   model = create_model(config, class_table.num_classes)
   lr_fn = create_learning_rate_fn(config)
-  state = create_train_state(jax.random.PRNGKey(config.seed), config, model,
-                             tuple(config.dataset.crop_size), lr_fn)
+  state = create_train_state(
+      jax.random.PRNGKey(config.seed), config, model, tuple(config.dataset.crop_size), lr_fn
+  )
   train_iter = input_pipeline.create_train_iterator(
-      config, process_index=jax.process_index(), process_count=jax.process_count(),
-      local_device_count=jax.local_device_count())
+      config,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      local_device_count=jax.local_device_count(),
+  )
   start_step = 0
   if checkpointer.latest_step() is not None:
     start_step, state = checkpointer.restore_latest(state, train_iter, meta)
@@ -356,9 +466,11 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
     (workdir / 'config.json').write_text(config.to_json_best_effort(indent=1))
 
   state = replicate(state)
-  p_train_step = jax.pmap(functools.partial(train_step, model=model, loss_fn=loss_fn,
-                                            lr_fn=lr_fn),
-                          axis_name=AXIS, donate_argnums=(0,))
+  p_train_step = jax.pmap(
+      functools.partial(train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn),
+      axis_name=AXIS,
+      donate_argnums=(0,),
+  )
   run_eval = _make_eval_fn(config, create_model(config, class_table.num_classes), class_table)
   preemption = _Preemption()
   total = config.num_train_steps
@@ -369,8 +481,10 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
   def host_state(step: int) -> TrainState:
     host = _host_state(state)
     if not all(np.isfinite(x).all() for x in jax.tree.leaves(host.params)):
-      raise NonFiniteLossError(f'Non-finite parameters at step {step}; not saving them. '
-                               f'The last good checkpoint is kept in {workdir}.')
+      raise NonFiniteLossError(
+          f'Non-finite parameters at step {step}; not saving them. '
+          f'The last good checkpoint is kept in {workdir}.'
+      )
     return host
 
   def still_ours() -> None:
@@ -391,7 +505,8 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
       if not np.isfinite(loss):
         raise NonFiniteLossError(
             f'Non-finite loss ({loss}) at step {step}; stopping. The last good checkpoint '
-            f'is kept in {workdir / checkpointing.CHECKPOINTS_DIR}.')
+            f'is kept in {workdir / checkpointing.CHECKPOINTS_DIR}.'
+        )
       window_loss += loss
       window_steps += 1
       if step % config.log_every_steps == 0 or step == total:
@@ -401,10 +516,15 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
         avg = window_loss / window_steps
         eta = (now - run_start) / max(step - run_start_step, 1) * (total - step)
         writer.progress(step, total, avg, lr, ips, eta)
-        writer.write_scalars(step, {'train/loss': avg, 'train/learning_rate': lr,
-                                    'train/pixel_accuracy':
-                                        float(step_metrics['pixel_accuracy'][0]),
-                                    'train/images_per_sec': ips})
+        writer.write_scalars(
+            step,
+            {
+                'train/loss': avg,
+                'train/learning_rate': lr,
+                'train/pixel_accuracy': float(step_metrics['pixel_accuracy'][0]),
+                'train/images_per_sec': ips,
+            },
+        )
         window_loss, window_steps, window_start = 0.0, 0, time.time()
       if step % config.checkpoint_every_steps == 0 or step == total:
         save(step)
@@ -418,8 +538,11 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
         save(step)
         break
     # Every process reports, so that multi-host runs can be checked for identical params.
-    print(f'process {jax.process_index()}: params sha256 '
-          f'{params_fingerprint(_host_state(state).params)} at step {step}', flush=True)
+    print(
+        f'process {jax.process_index()}: params sha256 '
+        f'{params_fingerprint(_host_state(state).params)} at step {step}',
+        flush=True,
+    )
   finally:
     preemption.restore()
     checkpointer.close()
@@ -431,24 +554,41 @@ def _train_in_held_workdir(config: ml_collections.ConfigDict, workdir: Path,
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Evaluate `config.eval.checkpoint` (or the workdir's latest/best) on the eval split."""
-  validate_config(config, device_count=jax.device_count(),
-                  local_device_count=jax.local_device_count())
+  validate_config(
+      config, device_count=jax.device_count(), local_device_count=jax.local_device_count()
+  )
   workdir = Path(workdir).absolute()
   loaded = weights.load(config.eval.checkpoint or workdir, config.eval.which)
   class_table = input_pipeline.dataset_class_table(config)
   variables = loaded.variables
   num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
   if num_classes != class_table.num_classes:
-    raise ConfigError(f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
-                      f'{config.dataset.name!r} has {class_table.num_classes}.')
+    raise ConfigError(
+        f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
+        f'{config.dataset.name!r} has {class_table.num_classes}.'
+    )
   model = create_model(config, class_table.num_classes)
-  state = replicate(TrainState(
-      step=0, apply_fn=model.apply, params=variables['params'], tx=None, opt_state=None,
-      batch_stats=variables['batch_stats'], rng=jax.random.PRNGKey(0)))
-  summary = {'step': loaded.step, 'checkpoint': loaded.source,
-             **_make_eval_fn(config, model, class_table)(state)}
-  name = (f'eval_{config.eval.which}_step_{loaded.step}.json' if loaded.step is not None
-          else f'eval_{re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(loaded.source).name)}.json')
+  state = replicate(
+      TrainState(
+          step=0,
+          apply_fn=model.apply,
+          params=variables['params'],
+          tx=None,
+          opt_state=None,
+          batch_stats=variables['batch_stats'],
+          rng=jax.random.PRNGKey(0),
+      )
+  )
+  summary = {
+      'step': loaded.step,
+      'checkpoint': loaded.source,
+      **_make_eval_fn(config, model, class_table)(state),
+  }
+  name = (
+      f'eval_{config.eval.which}_step_{loaded.step}.json'
+      if loaded.step is not None
+      else f'eval_{re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(loaded.source).name)}.json'
+  )
   writer = MetricWriter(workdir, enabled=jax.process_index() == 0)
   try:
     _write_eval(workdir, summary['step'], summary, writer, class_table, name=name)

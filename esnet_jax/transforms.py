@@ -180,9 +180,7 @@ def random_flip(
   return image, label
 
 
-def colour_jitter(
-    image: np.ndarray, rng: np.random.Generator, strength: float
-) -> np.ndarray:
+def colour_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
   """Randomly changes brightness, contrast and saturation of a uint8 image.
 
   Each factor is drawn uniformly from [1 - strength, 1 + strength] and the

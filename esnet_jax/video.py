@@ -78,23 +78,23 @@ class VideoWriter:
   one edge row/column.
   """
 
-  def __init__(self, path: str | os.PathLike[str], fps: Fraction | float,
-               size: tuple[int, int]):
+  def __init__(self, path: str | os.PathLike[str], fps: Fraction | float, size: tuple[int, int]):
     av = _av()
     self.path = Path(path)
     self.size = tuple(size)
     self._pad = (size[0] % 2, size[1] % 2)
     self._container = av.open(str(self.path), mode='w')
-    self._stream = self._container.add_stream('libx264', rate=Fraction(fps).limit_denominator(
-        1001))
+    self._stream = self._container.add_stream('libx264', rate=Fraction(fps).limit_denominator(1001))
     self._stream.height, self._stream.width = size[0] + self._pad[0], size[1] + self._pad[1]
     self._stream.pix_fmt = 'yuv420p'
     self._av = av
 
   def write(self, frame: np.ndarray) -> None:
     if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
-      raise VideoError(f'{self.path}: expected uint8 frames of shape {(*self.size, 3)}, '
-                       f'got {frame.dtype} {frame.shape}.')
+      raise VideoError(
+          f'{self.path}: expected uint8 frames of shape {(*self.size, 3)}, '
+          f'got {frame.dtype} {frame.shape}.'
+      )
     if any(self._pad):
       frame = np.pad(frame, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode='edge')
     video_frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')

@@ -55,8 +55,10 @@ def class_colours(num_classes: int, meta: Mapping[str, Any] | None = None) -> np
   if colours:
     colours = np.asarray(colours)
     if colours.shape != (num_classes, 3) or colours.min() < 0 or colours.max() > 255:
-      raise PaletteError(f'The checkpoint meta has colours of shape {colours.shape}; '
-                         f'expected ({num_classes}, 3) values in 0..255.')
+      raise PaletteError(
+          f'The checkpoint meta has colours of shape {colours.shape}; '
+          f'expected ({num_classes}, 3) values in 0..255.'
+      )
     return colours.astype(np.uint8)
   if num_classes == CITYSCAPES_NUM_CLASSES:
     try:
@@ -72,20 +74,23 @@ def palette(colours: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
   if len(colours) > 256:
     raise PaletteError(f'{len(colours)} colours do not fit an 8-bit class map.')
   table = np.zeros((256, 3), np.uint8)
-  table[:len(colours)] = colours
+  table[: len(colours)] = colours
   return table
 
 
-def colourise(class_map: np.ndarray, colours: Sequence[Sequence[int]] | np.ndarray
-              ) -> np.ndarray:
+def colourise(class_map: np.ndarray, colours: Sequence[Sequence[int]] | np.ndarray) -> np.ndarray:
   """RGB uint8 [..., 3] picture of an integer class map; ids that are not classes are black."""
   ids = np.asarray(class_map).astype(np.intp)  # uint8 maps too: 256 is no uint8.
   table = np.concatenate([palette(colours), np.zeros((1, 3), np.uint8)])  # 256: off-range
   return table[np.where((ids >= 0) & (ids <= 255), ids, 256)]
 
 
-def overlay(image: np.ndarray, class_map: np.ndarray,
-            colours: Sequence[Sequence[int]] | np.ndarray, alpha: float = 0.5) -> np.ndarray:
+def overlay(
+    image: np.ndarray,
+    class_map: np.ndarray,
+    colours: Sequence[Sequence[int]] | np.ndarray,
+    alpha: float = 0.5,
+) -> np.ndarray:
   """Blend the class colours over an RGB uint8 image: (1 - alpha) * image + alpha * colour.
 
   Pixels whose id is not a class (ignore, out of range) keep the image.
@@ -95,11 +100,14 @@ def overlay(image: np.ndarray, class_map: np.ndarray,
   image = np.asarray(image)
   class_map = np.asarray(class_map)
   if image.shape[:2] != class_map.shape or image.ndim != 3 or image.shape[2] != 3:
-    raise ValueError(f'overlay needs an (H, W, 3) image and an (H, W) class map; got '
-                     f'{image.shape} and {class_map.shape}.')
+    raise ValueError(
+        f'overlay needs an (H, W, 3) image and an (H, W) class map; got '
+        f'{image.shape} and {class_map.shape}.'
+    )
   num_classes = len(np.asarray(colours).reshape(-1, 3))
   is_class = (class_map >= 0) & (class_map < num_classes)
-  blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colourise(
-      class_map, colours).astype(np.float32)
+  blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colourise(class_map, colours).astype(
+      np.float32
+  )
   out = np.where(is_class[..., None], blended, image.astype(np.float32))
   return np.clip(np.rint(out), 0, 255).astype(np.uint8)

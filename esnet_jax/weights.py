@@ -32,6 +32,7 @@ WEIGHT_FILE_SUFFIXES = ('.pth', '.pt', '.npz', '.safetensors')
 @dataclasses.dataclass(frozen=True)
 class LoadedWeights:
   """Variables (`params`, `batch_stats`) with what is known about where they came from."""
+
   variables: dict[str, Any]
   meta: dict[str, Any]
   source: str  # What to print: the checkpoint step directory, file, or pretrained name.
@@ -42,8 +43,12 @@ def is_pretrained(source: str | os.PathLike[str]) -> bool:
   return isinstance(source, str) and source.startswith(PRETRAINED_PREFIX)
 
 
-def load(source: str | os.PathLike[str], which: str = 'latest', *,
-         warn: checkpointing.Warn = checkpointing.warn_stderr) -> LoadedWeights:
+def load(
+    source: str | os.PathLike[str],
+    which: str = 'latest',
+    *,
+    warn: checkpointing.Warn = checkpointing.warn_stderr,
+) -> LoadedWeights:
   """Reads the variables `source` designates (see the module docstring).
 
   `which` ('latest' or 'best') picks a workdir's checkpoint; other sources ignore it.
@@ -51,14 +56,14 @@ def load(source: str | os.PathLike[str], which: str = 'latest', *,
   Raises `WeightsError` (or a subclass) naming the path on any unreadable source.
   """
   if is_pretrained(source):
-    name = source[len(PRETRAINED_PREFIX):]
+    name = source[len(PRETRAINED_PREFIX) :]
     path = pretrained.weights_file(name)
-    return LoadedWeights(convert.load_torch_weights(path), pretrained.get(name).meta(),
-                         source, None)
+    return LoadedWeights(
+        convert.load_torch_weights(path), pretrained.get(name).meta(), source, None
+    )
   path = Path(source)
   if path.suffix.lower() in WEIGHT_FILE_SUFFIXES and path.is_file():
-    return LoadedWeights(convert.load_torch_weights(path), {'source': str(path)}, str(path),
-                         None)
+    return LoadedWeights(convert.load_torch_weights(path), {'source': str(path)}, str(path), None)
   step_dir, variables, meta = checkpointing.restore_checkpoint(path, which, warn=warn)
   try:
     step = int(step_dir.name)
@@ -67,5 +72,11 @@ def load(source: str | os.PathLike[str], which: str = 'latest', *,
   return LoadedWeights(variables, meta, str(step_dir), step)
 
 
-__all__ = ['LoadedWeights', 'WeightsError', 'is_pretrained', 'load', 'PRETRAINED_PREFIX',
-           'WEIGHT_FILE_SUFFIXES']
+__all__ = [
+    'LoadedWeights',
+    'WeightsError',
+    'is_pretrained',
+    'load',
+    'PRETRAINED_PREFIX',
+    'WEIGHT_FILE_SUFFIXES',
+]

@@ -83,11 +83,14 @@ def _pid_namespace() -> str | None:
 def _identity(token: str) -> dict[str, Any]:
   pid = os.getpid()
   return {
-      'host': socket.gethostname(), 'pid': pid,
+      'host': socket.gethostname(),
+      'pid': pid,
       'started': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
       'boot_id': _read_text('/proc/sys/kernel/random/boot_id'),
-      'pid_namespace': _pid_namespace(), 'pid_start': _process_start(pid),
-      'command': ' '.join(sys.argv)[:300], 'token': token,
+      'pid_namespace': _pid_namespace(),
+      'pid_start': _process_start(pid),
+      'command': ' '.join(sys.argv)[:300],
+      'token': token,
   }
 
 
@@ -110,15 +113,23 @@ def describe(holder: dict[str, Any] | None) -> str:
   if not holder:
     return 'an unreadable lock'
   command = f' ({holder["command"]})' if holder.get('command') else ''
-  return (f'process {holder.get("pid")} on {holder.get("host")}, started '
-          f'{holder.get("started")}{command}')
+  return (
+      f'process {holder.get("pid")} on {holder.get("host")}, started '
+      f'{holder.get("started")}{command}'
+  )
 
 
 class WorkdirLock:
   """The lock file of one training workdir (see the module docstring)."""
 
-  def __init__(self, workdir: str | os.PathLike[str], *, heartbeat_s: float = HEARTBEAT_S,
-               stale_after_s: float = STALE_AFTER_S, warn: Warn = _warn_stderr):
+  def __init__(
+      self,
+      workdir: str | os.PathLike[str],
+      *,
+      heartbeat_s: float = HEARTBEAT_S,
+      stale_after_s: float = STALE_AFTER_S,
+      warn: Warn = _warn_stderr,
+  ):
     self.workdir = Path(workdir).absolute()
     self.path = self.workdir / LOCK_FILE
     self._heartbeat_s = heartbeat_s
@@ -135,15 +146,17 @@ class WorkdirLock:
   def acquire(self) -> WorkdirLock:
     """Take the workdir; `WorkdirBusyError` naming the holder if a live training has it."""
     if self.workdir.exists() and not self.workdir.is_dir():
-      raise WorkdirError(f'--workdir {self.workdir} is a file; expected a directory '
-                         '(it is made if missing).')
+      raise WorkdirError(
+          f'--workdir {self.workdir} is a file; expected a directory ' '(it is made if missing).'
+      )
     try:
       self.workdir.mkdir(parents=True, exist_ok=True)
       for _ in range(_ATTEMPTS):
         if self._create():
           self._held = True
-          self._thread = threading.Thread(target=self._renew, name='workdir-lock-heartbeat',
-                                          daemon=True)
+          self._thread = threading.Thread(
+              target=self._renew, name='workdir-lock-heartbeat', daemon=True
+          )
           self._thread.start()
           return self
         raw, holder, age = self._read()
@@ -154,15 +167,20 @@ class WorkdirLock:
           raise WorkdirBusyError(
               f'{self.workdir} is in use by another training: {describe(holder)}; its lock '
               f'{self.path} was renewed {age:.0f} s ago. Wait for it to end, stop it, or '
-              'train in another --workdir.')
+              'train in another --workdir.'
+          )
         if self._take_over(raw):
-          self._warn(f'{self.workdir}: taking over the lock left by {describe(holder)}: '
-                     f'{reason}.')
+          self._warn(
+              f'{self.workdir}: taking over the lock left by {describe(holder)}: ' f'{reason}.'
+          )
     except OSError as e:
-      raise WorkdirError(f'Cannot take the training workdir {self.workdir}: '
-                         f'{e.strerror or e} ({e.filename or self.path}).') from e
-    raise WorkdirBusyError(f'{self.workdir}: could not take {self.path}: other trainings '
-                           'keep taking it.')
+      raise WorkdirError(
+          f'Cannot take the training workdir {self.workdir}: '
+          f'{e.strerror or e} ({e.filename or self.path}).'
+      ) from e
+    raise WorkdirBusyError(
+        f'{self.workdir}: could not take {self.path}: other trainings ' 'keep taking it.'
+    )
 
   def _create(self) -> bool:
     """Create the lock file whole, unless one exists."""
@@ -205,13 +223,18 @@ class WorkdirLock:
       return 'the lock file is unreadable'
     me = self._identity
     same_host = holder.get('host') == me['host']
-    if same_host and holder.get('boot_id') and me['boot_id'] and \
-        holder['boot_id'] != me['boot_id']:
+    if same_host and holder.get('boot_id') and me['boot_id'] and holder['boot_id'] != me['boot_id']:
       return 'this machine has restarted since'
-    if same_host and holder.get('pid_namespace') == me['pid_namespace'] and \
-        isinstance(holder.get('pid'), int):
-      return None if _alive(holder['pid'], holder.get('pid_start')) else \
-          f'process {holder["pid"]} is gone'
+    if (
+        same_host
+        and holder.get('pid_namespace') == me['pid_namespace']
+        and isinstance(holder.get('pid'), int)
+    ):
+      return (
+          None
+          if _alive(holder['pid'], holder.get('pid_start'))
+          else f'process {holder["pid"]} is gone'
+      )
     if age > self._stale_after_s:
       return f'its heartbeat stopped {age:.0f} s ago'
     return None
@@ -257,7 +280,8 @@ class WorkdirLock:
       return
     raise WorkdirBusyError(
         f'{self.workdir} was taken over by {describe(holder)} while this training ran (its '
-        'lock had not been renewed); stopping without writing more.')
+        'lock had not been renewed); stopping without writing more.'
+    )
 
   def release(self) -> None:
     """Stop renewing and remove the lock file if it is still this run's."""
@@ -283,6 +307,7 @@ def hold(workdir: str | os.PathLike[str], **kwargs: Any) -> Iterator[WorkdirLock
   Yields the lock on process 0, None elsewhere.
   """
   import jax
+
   lock = WorkdirLock(workdir, **kwargs) if jax.process_index() == 0 else None
   error: Exception | None = None
   if lock is not None:
@@ -292,10 +317,13 @@ def hold(workdir: str | os.PathLike[str], **kwargs: Any) -> Iterator[WorkdirLock
       error = e
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     taken = int(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
     if not taken and error is None:
-      error = WorkdirBusyError(f'{Path(workdir).absolute()}: process 0 could not take the '
-                               'workdir for this training (its log says why).')
+      error = WorkdirBusyError(
+          f'{Path(workdir).absolute()}: process 0 could not take the '
+          'workdir for this training (its log says why).'
+      )
   if error is not None:
     raise error
   try:

@@ -32,9 +32,7 @@ import os
 import sys
 from typing import MutableMapping
 
-DEFAULT_CPU_FLAGS: tuple[str, ...] = (
-    '--xla_cpu_experimental_ynn_fusion_type=',
-)
+DEFAULT_CPU_FLAGS: tuple[str, ...] = ('--xla_cpu_experimental_ynn_fusion_type=',)
 OPT_OUT_ENV = 'ESNET_JAX_NO_DEFAULT_XLA_FLAGS'
 
 
@@ -53,8 +51,9 @@ def _append_flags(environ: MutableMapping[str, str], flags: tuple[str, ...]) -> 
   return added
 
 
-def add_default_flags(environ: MutableMapping[str, str],
-                      flags: tuple[str, ...] = DEFAULT_CPU_FLAGS) -> list[str]:
+def add_default_flags(
+    environ: MutableMapping[str, str], flags: tuple[str, ...] = DEFAULT_CPU_FLAGS
+) -> list[str]:
   """Append `flags` to `environ['XLA_FLAGS']`, skipping any whose name is already set.
 
   Does nothing when `environ[OPT_OUT_ENV]` is set to anything but '' or '0'.
@@ -71,6 +70,7 @@ def _backend_initialized() -> bool:
     return False
   try:
     from jax._src import xla_bridge
+
     return xla_bridge.backends_are_initialized()
   except (ImportError, AttributeError):  # Private API; assume not yet initialised.
     return False

@@ -50,6 +50,7 @@ def _name(final_dir) -> str:
 
 def _inject_kill(point: str, step: str) -> None:
   import orbax.checkpoint as ocp
+
   base = ocp.path.atomicity.AtomicRenameTemporaryPath
 
   def kill_at(here: str, final_dir) -> None:
@@ -74,6 +75,7 @@ def _inject_kill(point: str, step: str) -> None:
 
 def _inject_hold(target: str, release_file: str | None) -> None:
   import orbax.checkpoint as ocp
+
   base = ocp.path.atomicity.AtomicRenameTemporaryPath
   manager_dir = target.split('/')[0]
   holding, released = threading.Event(), threading.Event()
@@ -125,7 +127,6 @@ def main() -> None:
   sys.path.insert(0, str(REPO))
   sys.argv = ['esnet_jax.main', *args]
   runpy.run_module('esnet_jax.main', run_name='__main__', alter_sys=True)
-
 
 
 if __name__ == '__main__':

@@ -55,6 +55,7 @@ def random_variables(num_classes: int, seed: int = 0) -> dict:
   """
   import jax
   from esnet_jax import convert
+
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -88,6 +89,7 @@ def camvid_root() -> Path:
 def reference_variables(torch_fixtures):
   """Flax variables converted from the original PyTorch ESNet(19) state dict."""
   from esnet_jax import convert
+
   return convert.load_torch_weights(torch_fixtures / 'state_dict_c19.npz')
 
 
@@ -99,8 +101,12 @@ def parity(torch_fixtures):
 
 # The smoke config as the subprocess tests run it: 8 steps, a checkpoint every 2.
 STEPS = 8
-RUN = (f'--config.num_train_steps={STEPS}', '--config.checkpoint_every_steps=2',
-       f'--config.eval_every_steps={STEPS}', '--config.log_every_steps=4')
+RUN = (
+    f'--config.num_train_steps={STEPS}',
+    '--config.checkpoint_every_steps=2',
+    f'--config.eval_every_steps={STEPS}',
+    '--config.log_every_steps=4',
+)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -111,32 +117,51 @@ def subprocess_env(**extra: str) -> dict[str, str]:
   return env
 
 
-def main_command(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
-                 fault: str | None = None) -> list[str]:
+def main_command(
+    workdir: Path, *overrides: str, config: str = 'configs/smoke.py', fault: str | None = None
+) -> list[str]:
   """`python -m esnet_jax.main`, or with `fault` the same through tests/checkpoint_faults.py."""
   entry = ['tests/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
   return [sys.executable, *entry, f'--config={config}', f'--workdir={workdir}', *overrides]
 
 
-def start_main(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
-               fault: str | None = None) -> subprocess.Popen:
+def start_main(
+    workdir: Path, *overrides: str, config: str = 'configs/smoke.py', fault: str | None = None
+) -> subprocess.Popen:
   """A training started in the background (text pipes), for tests that signal it."""
-  return subprocess.Popen(main_command(workdir, *overrides, config=config, fault=fault),
-                          cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  return subprocess.Popen(
+      main_command(workdir, *overrides, config=config, fault=fault),
+      cwd=REPO,
+      env=subprocess_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
-def run_main(workdir: Path, *overrides: str, config: str = 'configs/smoke.py',
-             fault: str | None = None, file_size_limit: int | None = None,
-             timeout: float = 900) -> subprocess.CompletedProcess:
+def run_main(
+    workdir: Path,
+    *overrides: str,
+    config: str = 'configs/smoke.py',
+    fault: str | None = None,
+    file_size_limit: int | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess:
   """A training run to its end; `file_size_limit` bytes act as a full disk (EFBIG)."""
+
   def limit_file_size():
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-  return subprocess.run(main_command(workdir, *overrides, config=config, fault=fault),
-                        cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
-                        timeout=timeout, preexec_fn=limit_file_size if file_size_limit else None)
+  return subprocess.run(
+      main_command(workdir, *overrides, config=config, fault=fault),
+      cwd=REPO,
+      env=subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+      preexec_fn=limit_file_size if file_size_limit else None,
+  )
 
 
 @pytest.fixture(scope='session')

@@ -20,18 +20,37 @@ import pytest
 from conftest import REPO
 from esnet_jax import benchmark, xla_flags
 
-
 SMALL = dict(height=64, width=128, warmup=1)
 # Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
 DEPLOYED_PARAMS_C19 = 1_659_071
 FIELDS = {
-    'latency_ms_p50': float, 'latency_ms_p90': float, 'latency_ms_p99': float,
-    'latency_ms_min': float, 'fps': float, 'params': int, 'flops': float,
-    'compile_s': float, 'h2d_ms': float, 'preprocess_ms': float, 'postprocess_ms': float,
-    'd2h_ms': float, 'peak_memory_bytes': int, 'peak_memory_source': str,
-    'device_kind': str, 'platform': str, 'threads': int, 'jax_version': str,
-    'jaxlib_version': str, 'xla_flags': str, 'runs': int, 'batch': int, 'dtype': str,
-    'fold_bn': bool, 'num_classes': int, 'native_kernels': bool, 'cpu_model': str,
+    'latency_ms_p50': float,
+    'latency_ms_p90': float,
+    'latency_ms_p99': float,
+    'latency_ms_min': float,
+    'fps': float,
+    'params': int,
+    'flops': float,
+    'compile_s': float,
+    'h2d_ms': float,
+    'preprocess_ms': float,
+    'postprocess_ms': float,
+    'd2h_ms': float,
+    'peak_memory_bytes': int,
+    'peak_memory_source': str,
+    'device_kind': str,
+    'platform': str,
+    'threads': int,
+    'jax_version': str,
+    'jaxlib_version': str,
+    'xla_flags': str,
+    'runs': int,
+    'batch': int,
+    'dtype': str,
+    'fold_bn': bool,
+    'num_classes': int,
+    'native_kernels': bool,
+    'cpu_model': str,
     'cpu_isa': str,
 }
 CPU_ISAS = ('avx512', 'avx2', 'neon', 'other')
@@ -44,8 +63,12 @@ def _check_fields(result):
   assert result['flops'] > 0
   assert result['threads'] >= 1 and result['peak_memory_bytes'] > 0
   assert result['cpu_isa'] in CPU_ISAS and result['cpu_model']
-  assert result['latency_ms_min'] <= result['latency_ms_p50'] <= result['latency_ms_p90'] \
+  assert (
+      result['latency_ms_min']
+      <= result['latency_ms_p50']
+      <= result['latency_ms_p90']
       <= result['latency_ms_p99']
+  )
 
 
 @pytest.fixture(scope='module')
@@ -55,9 +78,15 @@ def result():
 
 def test_run_inference_benchmark_reports_every_field(result):
   _check_fields(result)
-  assert (result['mode'], result['runs'], result['batch'], result['dtype'],
-          result['fold_bn'], result['height'], result['width']) == (
-              'inference', 3, 1, 'float32', True, 64, 128)
+  assert (
+      result['mode'],
+      result['runs'],
+      result['batch'],
+      result['dtype'],
+      result['fold_bn'],
+      result['height'],
+      result['width'],
+  ) == ('inference', 3, 1, 'float32', True, 64, 128)
   assert 'torch_nchw_ms_p50' not in result and 'onnxruntime_ms_p50' not in result
   from esnet_jax.kernels import build
   # The default model uses the kernels wherever they built, and the report says so.
@@ -70,16 +99,36 @@ def test_run_inference_benchmark_reports_every_field(result):
 
 def test_cli_writes_json_and_prints_a_table(tmp_path, capsys):
   path = tmp_path / 'bench.json'
-  benchmark.main(['--height', '64', '--width', '128', '--batch', '2', '--runs', '2',
-                  '--warmup', '0', '--dtype', 'bfloat16', '--no-fold-bn',
-                  '--json', str(path)])
+  benchmark.main(
+      [
+          '--height',
+          '64',
+          '--width',
+          '128',
+          '--batch',
+          '2',
+          '--runs',
+          '2',
+          '--warmup',
+          '0',
+          '--dtype',
+          'bfloat16',
+          '--no-fold-bn',
+          '--json',
+          str(path),
+      ]
+  )
   out, err = capsys.readouterr()
   assert 'latency p50 / p90 / p99' in out and '1,659,071' in out
   assert '--runs 2 < 50' in err
   result = json.loads(path.read_text())
   _check_fields(result)
   assert (result['batch'], result['runs'], result['dtype'], result['fold_bn']) == (
-      2, 2, 'bfloat16', False)
+      2,
+      2,
+      'bfloat16',
+      False,
+  )
 
 
 @pytest.mark.torch
@@ -90,7 +139,8 @@ def test_compare_torch_times_the_same_weights():
   for name in ('torch_nchw', 'torch_channels_last'):
     assert result[f'{name}_ms_p50'] > 0
     assert result[f'ratio_jax_{name}'] == pytest.approx(
-        result['latency_ms_p50'] / result[f'{name}_ms_p50'])
+        result['latency_ms_p50'] / result[f'{name}_ms_p50']
+    )
   assert result['torch_threads'] == result['threads']
   assert result['torch_max_abs_diff'] < 1e-4
 
@@ -101,15 +151,29 @@ def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, caps
   for name in benchmark._ONNXRUNTIME_NEEDS:  # pylint: disable=protected-access
     pytest.importorskip(name)
   path = tmp_path / 'bench.json'
-  benchmark.main(['--height', '64', '--width', '128', '--runs', '2', '--warmup', '1',
-                  '--compare-onnxruntime', '--json', str(path)])
+  benchmark.main(
+      [
+          '--height',
+          '64',
+          '--width',
+          '128',
+          '--runs',
+          '2',
+          '--warmup',
+          '1',
+          '--compare-onnxruntime',
+          '--json',
+          str(path),
+      ]
+  )
   out = capsys.readouterr().out
   result = json.loads(path.read_text())
   _check_fields(result)
   assert math.isfinite(result['onnxruntime_ms_p50']) and result['onnxruntime_ms_p50'] > 0
   assert result['onnxruntime_ms_min'] <= result['onnxruntime_ms_p50']
   assert result['ratio_jax_onnxruntime'] == pytest.approx(
-      result['latency_ms_p50'] / result['onnxruntime_ms_p50'])
+      result['latency_ms_p50'] / result['onnxruntime_ms_p50']
+  )
   assert result['onnxruntime_threads'] == result['threads']
   assert result['onnxruntime_providers'][0] == 'CPUExecutionProvider'
   assert result['onnxruntime_max_abs_diff'] < 1e-4
@@ -120,35 +184,59 @@ def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, caps
 
 def test_compare_onnxruntime_without_its_packages_says_what_to_install(monkeypatch, capsys):
   real = importlib.util.find_spec
-  missing = [n for n in benchmark._ONNXRUNTIME_NEEDS  # pylint: disable=protected-access
-             if n == 'onnxruntime' or real(n) is None]
-  monkeypatch.setattr(importlib.util, 'find_spec',
-                      lambda name, *a: None if name == 'onnxruntime' else real(name, *a))
+  missing = [
+      n
+      for n in benchmark._ONNXRUNTIME_NEEDS  # pylint: disable=protected-access
+      if n == 'onnxruntime' or real(n) is None
+  ]
+  monkeypatch.setattr(
+      importlib.util,
+      'find_spec',
+      lambda name, *a: None if name == 'onnxruntime' else real(name, *a),
+  )
   with pytest.raises(SystemExit) as exit_:
     benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime'])
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
-  assert err[-1] == (f'error: --compare-onnxruntime needs {", ".join(missing)} (not installed): '
-                     'pip install torch==2.13.0 && pip install -e ".[export]"')
+  assert err[-1] == (
+      f'error: --compare-onnxruntime needs {", ".join(missing)} (not installed): '
+      'pip install torch==2.13.0 && pip install -e ".[export]"'
+  )
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--dtype', 'bfloat16'], 'float32 ONNX export'),
-    (['--train'], 'inference only'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--dtype', 'bfloat16'], 'float32 ONNX export'),
+        (['--train'], 'inference only'),
+    ],
+)
 def test_compare_onnxruntime_bad_settings(args, message, capsys):
   with pytest.raises(SystemExit) as exit_:
-    benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime',
-                    *args])
+    benchmark.main(
+        ['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime', *args]
+    )
   assert message in str(exit_.value.code) + capsys.readouterr().err
 
 
 def test_benchmark_mode_through_main(tmp_path):
   """`python -m esnet_jax.main --config configs/benchmark.py` writes workdir/benchmark.json."""
   out = subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.main', '--config=configs/benchmark.py',
-       f'--workdir={tmp_path}', '--config.benchmark.height=32', '--config.benchmark.width=48',
-       '--config.benchmark.runs=2'], cwd=REPO, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          '-m',
+          'esnet_jax.main',
+          '--config=configs/benchmark.py',
+          f'--workdir={tmp_path}',
+          '--config.benchmark.height=32',
+          '--config.benchmark.width=48',
+          '--config.benchmark.runs=2',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads((tmp_path / 'benchmark.json').read_text())
   assert result['params'] == 1_659_071 and result['runs'] == 2 and result['flops'] > 0
@@ -160,12 +248,17 @@ def test_bad_sizes_exit_with_a_message():
     benchmark.main(['--height', '60', '--runs', '1'])
 
 
-@pytest.mark.parametrize('environ, expected', [
-    ({}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
-    ({'XLA_FLAGS': '--xla_dump_to=/tmp/d'},
-     ' '.join(('--xla_dump_to=/tmp/d',) + xla_flags.DEFAULT_CPU_FLAGS)),
-    ({xla_flags.OPT_OUT_ENV: '0'}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
-])
+@pytest.mark.parametrize(
+    'environ, expected',
+    [
+        ({}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
+        (
+            {'XLA_FLAGS': '--xla_dump_to=/tmp/d'},
+            ' '.join(('--xla_dump_to=/tmp/d',) + xla_flags.DEFAULT_CPU_FLAGS),
+        ),
+        ({xla_flags.OPT_OUT_ENV: '0'}, ' '.join(xla_flags.DEFAULT_CPU_FLAGS)),
+    ],
+)
 def test_default_flags_are_appended(environ, expected):
   added = xla_flags.add_default_flags(environ)
   assert environ['XLA_FLAGS'] == expected
@@ -201,8 +294,24 @@ def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monke
   # In-process: keep this test process's malloc as it is (tests/test_host_memory.py).
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
-  result = benchmark.main(['--train', '--height', '32', '--width', '48', '--batch', '2',
-                           '--runs', '2', '--warmup', '1', '--compare-torch', '--json', str(out)])
+  result = benchmark.main(
+      [
+          '--train',
+          '--height',
+          '32',
+          '--width',
+          '48',
+          '--batch',
+          '2',
+          '--runs',
+          '2',
+          '--warmup',
+          '1',
+          '--compare-torch',
+          '--json',
+          str(out),
+      ]
+  )
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
   assert saved['mode'] == 'train' and saved['batch'] == 2 and saved['runs'] == 2
@@ -211,19 +320,41 @@ def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monke
   for name in ('jax', 'torch_nchw', 'torch_channels_last'):
     assert saved[f'{name}_images_per_sec'] > 0
   assert saved['ratio_jax_to_torch_nchw'] == pytest.approx(
-      saved['jax_step_ms_p50'] / saved['torch_nchw_step_ms_p50'])
+      saved['jax_step_ms_p50'] / saved['torch_nchw_step_ms_p50']
+  )
 
 
 @pytest.mark.torch
 def test_layer_timing_covers_every_block_of_both_frameworks(tmp_path, capsys):
   pytest.importorskip('torch')
   from esnet_jax import layer_timing
-  assert layer_timing.main(['--height', '16', '--width', '32', '--runs', '1', '--warmup', '0',
-                            '--compare-torch', '--json', str(tmp_path / 'l.json')]) == 0
+
+  assert (
+      layer_timing.main(
+          [
+              '--height',
+              '16',
+              '--width',
+              '32',
+              '--runs',
+              '1',
+              '--warmup',
+              '0',
+              '--compare-torch',
+              '--json',
+              str(tmp_path / 'l.json'),
+          ]
+      )
+      == 0
+  )
   result = json.loads((tmp_path / 'l.json').read_text())
   names = [row['block'] for row in result['blocks']]
-  assert names == (['encoder/initial_block'] + [f'encoder/layers_{i}' for i in range(10)]
-                   + [f'decoder/layers_{i}' for i in range(6)] + ['decoder/output_conv'])
+  assert names == (
+      ['encoder/initial_block']
+      + [f'encoder/layers_{i}' for i in range(10)]
+      + [f'decoder/layers_{i}' for i in range(6)]
+      + ['decoder/output_conv']
+  )
   shapes = {row['block']: tuple(row['input_shape']) for row in result['blocks']}
   assert shapes['encoder/initial_block'] == (1, 16, 32, 3)
   assert shapes['encoder/layers_9'] == (1, 2, 4, 128)  # the last PFCU, at 1/8
@@ -232,7 +363,8 @@ def test_layer_timing_covers_every_block_of_both_frameworks(tmp_path, capsys):
     assert row['jax_ms'] > 0 and row['torch_channels_last_ms'] > 0
     assert row['ratio'] == pytest.approx(row['jax_ms'] / row['torch_channels_last_ms'])
   assert result['sum_of_blocks_jax_ms'] == pytest.approx(
-      sum(row['jax_ms'] for row in result['blocks']))
+      sum(row['jax_ms'] for row in result['blocks'])
+  )
   assert 'decoder/output_conv' in capsys.readouterr().out
   assert layer_timing.main(['--height', '12']) == 2
   assert 'multiples of 8' in capsys.readouterr().err
@@ -242,10 +374,30 @@ def test_trace_names_the_compiled_operations(tmp_path):
   # A fresh process: XLA reads the profiler flag that --trace adds only at start-up.
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.benchmark', '--height', '64', '--width', '128',
-       '--runs', '2', '--warmup', '1', '--kernels', 'xla', '--trace', str(tmp_path / 'trace'),
-       '--json', str(out)],
-      cwd=REPO, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          '-m',
+          'esnet_jax.benchmark',
+          '--height',
+          '64',
+          '--width',
+          '128',
+          '--runs',
+          '2',
+          '--warmup',
+          '1',
+          '--kernels',
+          'xla',
+          '--trace',
+          str(tmp_path / 'trace'),
+          '--json',
+          str(out),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert '--xla_cpu_enable_xprof_traceme=true' in result['xla_flags']
@@ -261,6 +413,7 @@ def test_trace_names_the_compiled_operations(tmp_path):
 
 def test_op_totals_pair_library_calls_with_their_end_events(tmp_path):
   from esnet_jax import profiling
+
   events = [
       {'ph': 'X', 'name': 'ThunkExecutor::Execute', 'ts': 0, 'dur': 100},
       {'ph': 'X', 'name': 'convolution.3', 'ts': 10, 'dur': 1},
@@ -284,29 +437,50 @@ def test_op_totals_pair_library_calls_with_their_end_events(tmp_path):
 
 def test_train_step_beside_jit_over_a_mesh_reports_both_and_their_ratio(tmp_path, monkeypatch):
   from esnet_jax import gpu_report, host_memory
+
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
   # The GPU report's smoke train case: its float32 step comes from the compilation cache.
   height, width, batch = gpu_report.SMOKE_TRAIN_CASE
-  result = benchmark.main(['--train', '--height', str(height), '--width', str(width),
-                           '--batch', str(batch), '--runs', '2', '--warmup', '0',
-                           '--compare-jit', '--json', str(out)])
+  result = benchmark.main(
+      [
+          '--train',
+          '--height',
+          str(height),
+          '--width',
+          str(width),
+          '--batch',
+          str(batch),
+          '--runs',
+          '2',
+          '--warmup',
+          '0',
+          '--compare-jit',
+          '--json',
+          str(out),
+      ]
+  )
   saved = json.loads(out.read_text())
   assert saved == json.loads(json.dumps(result))
   assert saved['devices'] == 1 and saved['dtype'] == 'float32'
   for name in ('jax', 'jax_jit'):
     assert saved[f'{name}_images_per_sec'] == pytest.approx(
-        batch / saved[f'{name}_step_ms_p50'] * 1e3)
+        batch / saved[f'{name}_step_ms_p50'] * 1e3
+    )
   assert saved['ratio_pmap_to_jit'] == pytest.approx(
-      saved['jax_step_ms_p50'] / saved['jax_jit_step_ms_p50'])
+      saved['jax_step_ms_p50'] / saved['jax_jit_step_ms_p50']
+  )
   assert saved['jax_jit_compile_s'] > 0 and saved['peak_memory_bytes'] > 0
 
 
-@pytest.mark.parametrize('argv, expected', [
-    (['--devices', '2'], '--devices and --compare-jit time the train step'),
-    (['--smoke'], '--smoke belongs to --suite gpu'),
-    (['--suite', 'gpu', '--train'], 'drop --train'),
-])
+@pytest.mark.parametrize(
+    'argv, expected',
+    [
+        (['--devices', '2'], '--devices and --compare-jit time the train step'),
+        (['--smoke'], '--smoke belongs to --suite gpu'),
+        (['--suite', 'gpu', '--train'], 'drop --train'),
+    ],
+)
 def test_benchmark_options_that_do_not_go_together_are_refused(argv, expected, capsys):
   with pytest.raises(SystemExit) as e:
     benchmark.main(argv)
@@ -323,6 +497,7 @@ def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monke
   custom-call check seeing this CPU's own kernels where they build."""
   from esnet_jax import gpu_report, host_memory
   from esnet_jax.kernels import build
+
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   with pytest.raises(SystemExit, match="--suite gpu times a GPU, but JAX runs on 'cpu'"):
     benchmark.main(['--suite', 'gpu'])
@@ -333,8 +508,9 @@ def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monke
   env = report['environment']
   assert env['platform'] == 'cpu' and env['jax_version'] and env['jaxlib_version']
   cases = [(e['height'], e['width'], e['batch'], e['dtype']) for e in report['inference']]
-  assert cases == [(h, w, b, d) for d in gpu_report.DTYPES
-                   for h, w, b in gpu_report.SMOKE_INFERENCE_CASES]
+  assert cases == [
+      (h, w, b, d) for d in gpu_report.DTYPES for h, w, b in gpu_report.SMOKE_INFERENCE_CASES
+  ]
   assert [e['dtype'] for e in report['train']] == list(gpu_report.DTYPES)
   for entry in report['inference'] + report['train']:
     assert entry['compile_s'] > 0 and entry['peak_memory_bytes'] > 0

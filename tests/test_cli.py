@@ -12,7 +12,7 @@ from conftest import REPO
 
 # A command whose library threads keep printing and whose exit-time handlers print too,
 # as orbax's and asyncio's do after a failure.
-_NOISY = textwrap.dedent('''
+_NOISY = textwrap.dedent("""
     import atexit, sys, threading, time
     from esnet_jax import cli
 
@@ -37,20 +37,28 @@ _NOISY = textwrap.dedent('''
       return 0
 
     cli.run(main)
-''')
+""")
 
 
 def _run(how: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-c', _NOISY, how], cwd=REPO, capture_output=True,
-                        text=True, timeout=60)
+  return subprocess.run(
+      [sys.executable, '-c', _NOISY, how], cwd=REPO, capture_output=True, text=True, timeout=60
+  )
 
 
-@pytest.mark.parametrize('how,code,last', [
-    ('failure', 2, 'error: the workdir /w is in use by another training'),
-    ('printed', 2, 'error: printed by the command itself'),
-    ('bug', 1, "error: unexpected KeyError: 'missing' (a bug in esnet-jax: please report it "
-               'with the traceback above).'),
-])
+@pytest.mark.parametrize(
+    'how,code,last',
+    [
+        ('failure', 2, 'error: the workdir /w is in use by another training'),
+        ('printed', 2, 'error: printed by the command itself'),
+        (
+            'bug',
+            1,
+            "error: unexpected KeyError: 'missing' (a bug in esnet-jax: please report it "
+            'with the traceback above).',
+        ),
+    ],
+)
 def test_an_error_exit_ends_with_its_error_line(how, code, last):
   out = _run(how)
   assert out.returncode == code, out.stderr[-2000:]

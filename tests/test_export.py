@@ -23,9 +23,16 @@ def variables():
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory, variables):
   path = tmp_path_factory.mktemp('ckpt')
-  checkpointing.save_variables(path, variables, num_classes=NUM_CLASSES, meta={
-      'class_names': [f'c{i}' for i in range(NUM_CLASSES)], 'mean': [1.0, 2.0, 3.0],
-      'std': [4.0, 5.0, 6.0]})
+  checkpointing.save_variables(
+      path,
+      variables,
+      num_classes=NUM_CLASSES,
+      meta={
+          'class_names': [f'c{i}' for i in range(NUM_CLASSES)],
+          'mean': [1.0, 2.0, 3.0],
+          'std': [4.0, 5.0, 6.0],
+      },
+  )
   return path
 
 
@@ -35,8 +42,23 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 
 def test_stablehlo_round_trip_with_a_symbolic_batch(tmp_path, checkpoint, variables, capsys):
   out = tmp_path / 'esnet.stablehlo'
-  assert export.main(['--checkpoint', str(checkpoint), '--format', 'stablehlo', '--height',
-                      str(H), '--width', str(W), '--out', str(out)]) == 0
+  assert (
+      export.main(
+          [
+              '--checkpoint',
+              str(checkpoint),
+              '--format',
+              'stablehlo',
+              '--height',
+              str(H),
+              '--width',
+              str(W),
+              '--out',
+              str(out),
+          ]
+      )
+      == 0
+  )
   assert 'Wrote' in capsys.readouterr().out
   exported = export.load_stablehlo(out)
   assert str(exported.in_avals[0].shape) == f'(batch, {H}, {W}, 3)'
@@ -58,8 +80,7 @@ def test_stablehlo_fixed_batch_and_unfolded_batch_norm(variables):
   exported = export.export_stablehlo(variables, H, W, batch=2, fold_bn=False)
   assert exported.in_avals[0].shape == (2, H, W, 3)
   x = _images(2)
-  np.testing.assert_allclose(exported.call(x), ESNet(NUM_CLASSES).apply(variables, x),
-                             atol=1e-6)
+  np.testing.assert_allclose(exported.call(x), ESNet(NUM_CLASSES).apply(variables, x), atol=1e-6)
   # Unfolded BatchNorm normalises with rsqrt(var + eps); the folded graph has none.
   assert 'rsqrt' in exported.mlir_module()
   assert 'rsqrt' not in export.export_stablehlo(variables, H, W, batch=2).mlir_module()
@@ -75,8 +96,23 @@ def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
   weights = tmp_path / 'esnet.npz'  # the PyTorch state dict format, through convert
   np.savez(weights, **convert.flax_to_torch(variables))
   out = tmp_path / 'esnet.onnx'
-  assert export.main(['--checkpoint', str(weights), '--format', 'onnx', '--height', str(H),
-                      '--width', str(W), '--out', str(out)]) == 0
+  assert (
+      export.main(
+          [
+              '--checkpoint',
+              str(weights),
+              '--format',
+              'onnx',
+              '--height',
+              str(H),
+              '--width',
+              str(W),
+              '--out',
+              str(out),
+          ]
+      )
+      == 0
+  )
   graph = onnx.load(out).graph
   assert [i.name for i in graph.input] == [export.INPUT_NAME]
   assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch
@@ -94,18 +130,48 @@ def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
   assert json.loads(out.with_name(out.name + '.json').read_text())['format'] == 'onnx'
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--height', '30', '--width', str(W)], 'multiples of 8'),
-    (['--height', str(H), '--width', str(W), '--batch', '0'], '--batch must be positive'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--height', '30', '--width', str(W)], 'multiples of 8'),
+        (['--height', str(H), '--width', str(W), '--batch', '0'], '--batch must be positive'),
+    ],
+)
 def test_bad_settings_are_reported(tmp_path, checkpoint, capsys, args, message):
-  assert export.main(['--checkpoint', str(checkpoint), '--format', 'stablehlo', '--out',
-                      str(tmp_path / 'x'), *args]) == 2
+  assert (
+      export.main(
+          [
+              '--checkpoint',
+              str(checkpoint),
+              '--format',
+              'stablehlo',
+              '--out',
+              str(tmp_path / 'x'),
+              *args,
+          ]
+      )
+      == 2
+  )
   assert message in capsys.readouterr().err
   assert not (tmp_path / 'x').exists()
 
 
 def test_missing_checkpoint_is_reported(tmp_path, capsys):
-  assert export.main(['--checkpoint', str(tmp_path / 'nope'), '--format', 'stablehlo',
-                      '--height', '8', '--width', '8', '--out', str(tmp_path / 'x')]) == 2
+  assert (
+      export.main(
+          [
+              '--checkpoint',
+              str(tmp_path / 'nope'),
+              '--format',
+              'stablehlo',
+              '--height',
+              '8',
+              '--width',
+              '8',
+              '--out',
+              str(tmp_path / 'x'),
+          ]
+      )
+      == 2
+  )
   assert 'does not exist' in capsys.readouterr().err

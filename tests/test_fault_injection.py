@@ -34,12 +34,13 @@ from esnet_jax.errors import DamagedCheckpointError, WeightsError
 from esnet_jax.metric_writers import MetricWriter
 from esnet_jax.plots import read_metrics
 
-
 # ---------------------------------------------------------------------------------------
 # Every weights source fails with one error type naming the path.
 
+
 def _npz_bytes() -> bytes:
   import io
+
   buffer = io.BytesIO()
   np.savez(buffer, **{'decoder.output_conv.bias': np.zeros(3, np.float32)})
   return buffer.getvalue()
@@ -48,16 +49,25 @@ def _npz_bytes() -> bytes:
 def _bad_files() -> dict[str, bytes]:
   npz = _npz_bytes()
   return {
-      'empty.npz': b'', 'garbage.npz': b'\x13\x37 not a zip' * 40,
-      'truncated.npz': npz[:len(npz) // 2], 'npy-renamed.npz': b'\x93NUMPY\x01\x00' + b'v' * 80,
-      'empty.safetensors': b'', 'garbage.safetensors': b'\xff' * 64,
-      'empty.pth': b'', 'garbage.pth': b'PK\x03\x04' + b'\x00' * 60, 'text.pt': b'hello\n',
+      'empty.npz': b'',
+      'garbage.npz': b'\x13\x37 not a zip' * 40,
+      'truncated.npz': npz[: len(npz) // 2],
+      'npy-renamed.npz': b'\x93NUMPY\x01\x00' + b'v' * 80,
+      'empty.safetensors': b'',
+      'garbage.safetensors': b'\xff' * 64,
+      'empty.pth': b'',
+      'garbage.pth': b'PK\x03\x04' + b'\x00' * 60,
+      'text.pt': b'hello\n',
   }
 
 
-@pytest.mark.parametrize('name', [
-    pytest.param(name, marks=pytest.mark.torch) if name == 'garbage.pth' else name
-    for name in sorted(_bad_files())])
+@pytest.mark.parametrize(
+    'name',
+    [
+        pytest.param(name, marks=pytest.mark.torch) if name == 'garbage.pth' else name
+        for name in sorted(_bad_files())
+    ],
+)
 def test_a_damaged_weights_file_is_a_weights_error_naming_it(tmp_path, name):
   if name == 'garbage.pth':  # Read by torch.load.
     pytest.importorskip('torch')
@@ -71,14 +81,17 @@ def test_a_damaged_weights_file_is_a_weights_error_naming_it(tmp_path, name):
 
 
 def test_a_weights_archive_that_unpacks_too_large_is_refused_before_it_is_read(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   """A zip bomb: a few KB on disk, far more in memory (the limit lowered to keep it small)."""
   monkeypatch.setattr(convert, 'MAX_UNPACKED_BYTES', 1 << 20)
   path = tmp_path / 'bomb.npz'
   np.savez_compressed(path, **{'decoder.output_conv.bias': np.zeros(1 << 19, np.float32)})
   assert path.stat().st_size < 1 << 14
-  with pytest.raises(WeightsError, match=r'bomb.npz unpacks to 2 MiB, more than the 1 MiB '
-                                         r'accepted.*it was not read'):
+  with pytest.raises(
+      WeightsError,
+      match=r'bomb.npz unpacks to 2 MiB, more than the 1 MiB ' r'accepted.*it was not read',
+  ):
     weights.load(path)
 
 
@@ -87,11 +100,13 @@ def test_a_directory_or_file_that_is_not_a_checkpoint_is_a_weights_error(tmp_pat
   (tmp_path / 'notes.txt').write_text('hello')
   step = tmp_path / 'run' / 'checkpoints' / '4'
   (step / 'state').mkdir(parents=True)  # A step whose state item is empty.
-  for source, words in ((tmp_path / 'empty', 'No checkpoint found'),
-                        (tmp_path / 'notes.txt', 'unknown kind'),
-                        (tmp_path / 'nowhere', 'does not exist'),
-                        (tmp_path / 'run', 'step 4'),
-                        ('pretrained:nope', "'nope'")):
+  for source, words in (
+      (tmp_path / 'empty', 'No checkpoint found'),
+      (tmp_path / 'notes.txt', 'unknown kind'),
+      (tmp_path / 'nowhere', 'does not exist'),
+      (tmp_path / 'run', 'step 4'),
+      ('pretrained:nope', "'nope'"),
+  ):
     with pytest.raises(WeightsError, match=words) as err:
       weights.load(source)
     assert str(source).replace('pretrained:', '') in str(err.value)
@@ -99,8 +114,9 @@ def test_a_directory_or_file_that_is_not_a_checkpoint_is_a_weights_error(tmp_pat
 
 def test_a_state_dict_names_every_missing_unexpected_and_misshaped_key(tmp_path, capsys):
   """The issue's case: the key the class count is read from missing, another mis-shaped."""
-  sd = convert.flax_to_torch(jax.tree.map(lambda x: np.zeros(x.shape, np.float32),
-                                          convert.template(5)))
+  sd = convert.flax_to_torch(
+      jax.tree.map(lambda x: np.zeros(x.shape, np.float32), convert.template(5))
+  )
   del sd['decoder.output_conv.bias']
   sd['decoder.layers.1.conv3x1_1.weight'] = np.zeros((64, 64, 3, 1), np.float32)
   sd['extra.weight'] = np.zeros(2, np.float32)
@@ -121,14 +137,28 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
   image = tmp_path / 'good.png'
   predict.write_demo_image(image, (32, 48), 0)
   from esnet_jax import benchmark, export
+
   calls = {
-      'predict': lambda: predict.main(['--checkpoint', str(garbage), '--input', str(image),
-                                       '--output', str(tmp_path / 'out')]),
-      'export': lambda: export.main(['--checkpoint', str(garbage), '--format', 'stablehlo',
-                                     '--height', '32', '--width', '32',
-                                     '--out', str(tmp_path / 'x.mlir')]),
-      'convert': lambda: convert.main(['--checkpoint', str(garbage),
-                                       '--out-torch', str(tmp_path / 'x.npz')]),
+      'predict': lambda: predict.main(
+          ['--checkpoint', str(garbage), '--input', str(image), '--output', str(tmp_path / 'out')]
+      ),
+      'export': lambda: export.main(
+          [
+              '--checkpoint',
+              str(garbage),
+              '--format',
+              'stablehlo',
+              '--height',
+              '32',
+              '--width',
+              '32',
+              '--out',
+              str(tmp_path / 'x.mlir'),
+          ]
+      ),
+      'convert': lambda: convert.main(
+          ['--checkpoint', str(garbage), '--out-torch', str(tmp_path / 'x.npz')]
+      ),
       'benchmark': lambda: benchmark.main(['--checkpoint', str(garbage), '--runs', '50']),
   }
   for tool, call in calls.items():
@@ -140,12 +170,26 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
     lines = [l for l in err.splitlines() if not l.startswith('warning:')]
     assert code == 2, (tool, err)
     assert lines == [lines[0]] and lines[0].startswith('error: ') and str(garbage) in lines[0], (
-        tool, err)
+        tool,
+        err,
+    )
   # eval goes through esnet_jax.main (a subprocess: absl flags are process-global).
   out = subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.main', '--config=configs/smoke.py',
-       f'--workdir={tmp_path / "w"}', '--config.mode=eval', f'--config.eval.checkpoint={garbage}'],
-      cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          '-m',
+          'esnet_jax.main',
+          '--config=configs/smoke.py',
+          f'--workdir={tmp_path / "w"}',
+          '--config.mode=eval',
+          f'--config.eval.checkpoint={garbage}',
+      ],
+      cwd=REPO,
+      env=subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert out.returncode == 2, out.stderr[-2000:]
   assert 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(f'error: {garbage} is not a zip archive')
@@ -154,6 +198,7 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 # Damaged checkpoint steps: skipped when reading, moved aside when training.
 
+
 def _zero_files(step_dir: Path) -> None:
   for f in step_dir.rglob('*'):
     if f.is_file():
@@ -161,8 +206,11 @@ def _zero_files(step_dir: Path) -> None:
 
 
 def _toy_state(step: int) -> dict:
-  return {'params': {'w': np.arange(6, dtype=np.float32) * step}, 'batch_stats': {},
-          'step': np.array(step, np.int32)}
+  return {
+      'params': {'w': np.arange(6, dtype=np.float32) * step},
+      'batch_stats': {},
+      'step': np.array(step, np.int32),
+  }
 
 
 def _toy_iterator():
@@ -179,8 +227,7 @@ def _toy_run(workdir: Path, steps=(2, 4, 6)) -> None:
   checkpointer.close()
 
 
-def test_reading_skips_damaged_steps_without_moving_them_and_names_all_if_none_is_intact(
-    tmp_path):
+def test_reading_skips_damaged_steps_without_moving_them_and_names_all_if_none_is_intact(tmp_path):
   _toy_run(tmp_path)
   ckpts = tmp_path / 'checkpoints'
   _zero_files(ckpts / '6')  # As a disk fault or an interrupted copy leaves it.
@@ -206,8 +253,7 @@ def test_reading_skips_damaged_steps_without_moving_them_and_names_all_if_none_i
   assert 'step 2: ' in message and '2/meta/metadata' in message
 
 
-def test_training_moves_damaged_and_half_written_steps_aside_and_resumes_from_intact(
-    tmp_path):
+def test_training_moves_damaged_and_half_written_steps_aside_and_resumes_from_intact(tmp_path):
   _toy_run(tmp_path, steps=(2, 4, 6, 8))
   ckpts = tmp_path / 'checkpoints'
   files6 = sorted(str(p.relative_to(ckpts / '6')) for p in (ckpts / '6').rglob('*'))
@@ -215,7 +261,7 @@ def test_training_moves_damaged_and_half_written_steps_aside_and_resumes_from_in
   # Caught only by orbax's restore: the array data files cut short.
   for data in (ckpts / '6' / 'state').rglob('*'):
     if data.is_file() and data.parent.name == 'd':
-      data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+      data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
   half = ckpts / '10.orbax-checkpoint-tmp-1234'  # What a kill inside a save leaves.
   (half / 'state').mkdir(parents=True)
   warnings = []
@@ -225,7 +271,10 @@ def test_training_moves_damaged_and_half_written_steps_aside_and_resumes_from_in
   assert step == 4 and int(state['step']) == 4
   assert next(iterator) == 4  # Step 4's data position: two saves of two batches each.
   assert [w.split(' in ')[0] for w in warnings] == [
-      'checkpoint step 10', 'checkpoint step 8', 'checkpoint step 6']
+      'checkpoint step 10',
+      'checkpoint step 8',
+      'checkpoint step 6',
+  ]
   assert 'half-written' in warnings[0]
   assert 'is zeroed' in warnings[1] and 'resuming from step 6' in warnings[1]
   assert 'resuming from step 4' in warnings[2] and 'moved it to' in warnings[2]
@@ -259,8 +308,10 @@ def test_training_with_no_intact_step_names_each_and_moves_nothing(tmp_path):
 def test_an_intact_checkpoint_of_another_config_is_an_error_not_damage(tmp_path):
   _toy_run(tmp_path, steps=(2,))
   checkpointer = checkpointing.TrainCheckpointer(tmp_path, keep=5)
-  other = {**_toy_state(0), 'params': {'w': np.zeros(4, np.float32),  # Another model.
-                                       'v': np.zeros(2, np.float32)}}
+  other = {
+      **_toy_state(0),
+      'params': {'w': np.zeros(4, np.float32), 'v': np.zeros(2, np.float32)},  # Another model.
+  }
   with pytest.raises(WeightsError) as err:
     checkpointer.restore_latest(other, _toy_iterator(), {'num_classes': 3})
   assert str(err.value) == (
@@ -268,11 +319,15 @@ def test_an_intact_checkpoint_of_another_config_is_an_error_not_damage(tmp_path)
       "config: its state differs from the one the config builds: the model's parameters: 1 "
       'array(s) of another shape (e.g. params/w: (6,) in the checkpoint, (4,) in the config), '
       '1 array(s) only in the config (e.g. params/v). Resume it with the config it was trained '
-      f'with (its {tmp_path / "config.json"}), or train this config in another --workdir.')
-  with pytest.raises(WeightsError, match=r'it was trained with 3 classes; the config asks for '
-                                         r'4 classes \(a, b, c, d\)\.'):
-    checkpointer.restore_latest(_toy_state(0), _toy_iterator(),
-                                {'num_classes': 4, 'class_names': list('abcd')})
+      f'with (its {tmp_path / "config.json"}), or train this config in another --workdir.'
+  )
+  with pytest.raises(
+      WeightsError,
+      match=r'it was trained with 3 classes; the config asks for ' r'4 classes \(a, b, c, d\)\.',
+  ):
+    checkpointer.restore_latest(
+        _toy_state(0), _toy_iterator(), {'num_classes': 4, 'class_names': list('abcd')}
+    )
   checkpointer.close()
   assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['2']
 
@@ -299,6 +354,7 @@ def test_a_reader_skips_a_step_rotated_out_while_it_reads_it(tmp_path, monkeypat
 # ---------------------------------------------------------------------------------------
 # Caches and logs a killed run may leave damaged.
 
+
 def test_a_damaged_class_weights_cache_is_recomputed_with_a_warning(tmp_path, capsys):
   config = smoke.get_config()
   config.loss.class_weights = 'enet'
@@ -307,8 +363,11 @@ def test_a_damaged_class_weights_cache_is_recomputed_with_a_warning(tmp_path, ca
   fresh = train.class_weights(config, tmp_path, table, source)
   cache = tmp_path / train.CLASS_WEIGHTS_FILE
   text = cache.read_text()
-  for damaged in (text[:len(text) // 2], '\0' * len(text), '{"classes": %s, "weights": [1]}'
-                  % json.dumps(list(table.names))):
+  for damaged in (
+      text[: len(text) // 2],
+      '\0' * len(text),
+      '{"classes": %s, "weights": [1]}' % json.dumps(list(table.names)),
+  ):
     cache.write_text(damaged)
     capsys.readouterr()
     np.testing.assert_array_equal(train.class_weights(config, tmp_path, table, source), fresh)
@@ -333,6 +392,7 @@ def test_a_torn_last_metrics_line_is_kept_and_the_next_record_starts_on_its_own(
 # ---------------------------------------------------------------------------------------
 # End to end: SIGKILL inside saves, a zeroed latest step, a full disk.
 
+
 def _steps(directory: Path) -> list[str]:
   return sorted(p.name for p in directory.iterdir())
 
@@ -348,13 +408,15 @@ def reference(reference_run) -> tuple[Path, str]:
 
 def _assert_same_params(workdir: Path, reference_dir: Path) -> None:
   ours, theirs = checkpointing.restore_variables(workdir), checkpointing.restore_variables(
-      reference_dir)
+      reference_dir
+  )
   for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True):
     np.testing.assert_array_equal(a, b)
 
 
 def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_equal(
-    reference, tmp_path):
+    reference, tmp_path
+):
   ref_dir, fingerprint = reference
   ckpts = tmp_path / 'checkpoints'
   killed = -signal.SIGKILL
@@ -370,8 +432,9 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   assert 'checkpoint step 4' in out.stderr and 'half-written' in out.stderr
   # The killed run's lock did not stop the same command: taken over, in one line.
   takeover = [l for l in out.stderr.splitlines() if 'taking over the lock' in l]
-  assert len(takeover) == 1 and re.search(r'left by process \d+ on .*: process \d+ is gone',
-                                          takeover[0]), out.stderr[-3000:]
+  assert len(takeover) == 1 and re.search(
+      r'left by process \d+ on .*: process \d+ is gone', takeover[0]
+  ), out.stderr[-3000:]
   assert '6' not in _steps(ckpts) and any(n.startswith('6.orbax') for n in _steps(ckpts))
   # 3. Killed just after step 6 became final (before older steps were rotated out).
   out = run_main(tmp_path, *RUN, fault='kill:after-rename@6')
@@ -389,8 +452,9 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Resumed from {ckpts / "4"}' in out.stdout
   warnings = [l for l in out.stderr.splitlines() if l.startswith('warning:')]
-  assert any('checkpoint step 6' in w and 'is zeroed' in w and 'moved it to' in w
-             for w in warnings), out.stderr[-3000:]
+  assert any(
+      'checkpoint step 6' in w and 'is zeroed' in w and 'moved it to' in w for w in warnings
+  ), out.stderr[-3000:]
   assert any(f'{weights_cache} is damaged' in w for w in warnings), out.stderr[-3000:]
   assert 'Traceback' not in out.stderr
   assert fingerprint in out.stdout
@@ -404,7 +468,8 @@ def test_sigkill_inside_saves_and_a_zeroed_latest_step_then_resume_is_bitwise_eq
 
 
 def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_step(
-    reference, tmp_path):
+    reference, tmp_path
+):
   ref_dir, _ = reference
   workdir = tmp_path / 'w'
   shutil.copytree(ref_dir, workdir)
@@ -415,8 +480,10 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_st
   # and may print while the process exits, so their text can land on either side of it.
   assert out.stderr.count('error:') == 1, out.stderr[-3000:]
   error = re.search(r'error: [^\n]*', out.stderr).group(0)
-  assert error.startswith(f'error: Could not write checkpoint step 10 to '
-                          f'{workdir / "checkpoints"}: the disk is full'), error
+  assert error.startswith(
+      f'error: Could not write checkpoint step 10 to '
+      f'{workdir / "checkpoints"}: the disk is full'
+  ), error
   assert 'the previous checkpoint, step 8, is intact.' in error, error
   assert '10' not in _steps(workdir / 'checkpoints')
   loaded = weights.load(workdir, warn=pytest.fail)
@@ -427,19 +494,29 @@ def test_a_full_disk_during_a_save_stops_with_one_line_and_keeps_the_previous_st
 # ---------------------------------------------------------------------------------------
 # Saves in flight, one training per workdir, an error exit's last line.
 
+
 def _assert_every_step_intact(workdir: Path) -> None:
   for manager in (checkpointing.CHECKPOINTS_DIR, checkpointing.BEST_DIR):
     names = _steps(workdir / manager)
     assert names and all(n.isdigit() for n in names), (manager, names)  # No tmp, no damaged/.
     for name in names:
-      assert checkpointing.find_damage(workdir / manager / name, (
-          checkpointing.STATE_ITEM, checkpointing.DATA_ITEM, checkpointing.META_ITEM)) is None
+      assert (
+          checkpointing.find_damage(
+              workdir / manager / name,
+              (checkpointing.STATE_ITEM, checkpointing.DATA_ITEM, checkpointing.META_ITEM),
+          )
+          is None
+      )
 
 
 def _snapshot(workdir: Path) -> dict[str, int]:
   """What a second training would touch first: its files' modification times."""
-  files = [workdir / 'config.json', workdir / train.CLASS_WEIGHTS_FILE,
-           *(workdir / 'tensorboard').iterdir(), *(workdir / 'checkpoints').iterdir()]
+  files = [
+      workdir / 'config.json',
+      workdir / train.CLASS_WEIGHTS_FILE,
+      *(workdir / 'tensorboard').iterdir(),
+      *(workdir / 'checkpoints').iterdir(),
+  ]
   return {str(f.relative_to(workdir)): f.stat().st_mtime_ns for f in files}
 
 
@@ -455,8 +532,13 @@ def busy_workdir(tmp_path_factory) -> dict:
   faults = ','.join([f'hold:checkpoints/2@{release}', *(f'hold:{h}' for h in HELD)])
   with open(log, 'w') as err:
     first = subprocess.Popen(
-        main_command(workdir, *RUN, '--config.eval_every_steps=4', fault=faults), cwd=REPO,
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=err, text=True)
+        main_command(workdir, *RUN, '--config.eval_every_steps=4', fault=faults),
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+    )
   try:
     deadline = time.monotonic() + 600
     while 'hold: checkpoints/2 held' not in log.read_text():
@@ -471,12 +553,19 @@ def busy_workdir(tmp_path_factory) -> dict:
     release.touch()
     if first.poll() is None:
       first.kill()
-  return {'workdir': workdir, 'first': first, 'first_out': out, 'first_err': log.read_text(),
-          'second': second, 'untouched': untouched}
+  return {
+      'workdir': workdir,
+      'first': first,
+      'first_out': out,
+      'first_err': log.read_text(),
+      'second': second,
+      'untouched': untouched,
+  }
 
 
 def test_saves_held_in_flight_are_never_judged_and_the_run_ends_with_every_step_intact(
-    reference, busy_workdir):
+    reference, busy_workdir
+):
   """The issue's race, made certain: the commits of best/4 and checkpoints/4 stay open
   until the run waits for them; meanwhile it evaluates, saves, and looks for the best."""
   _, fingerprint = reference
@@ -491,13 +580,19 @@ def test_saves_held_in_flight_are_never_judged_and_the_run_ends_with_every_step_
 
 
 def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_ends_unharmed(
-    reference, busy_workdir):
+    reference, busy_workdir
+):
   _, fingerprint = reference
   workdir, first, second = busy_workdir['workdir'], busy_workdir['first'], busy_workdir['second']
   assert second.returncode == 2, second.stderr[-3000:]
-  assert second.stderr.strip().splitlines()[-1].startswith(
-      f'error: {workdir} is in use by another training: process {first.pid} on '
-      f'{socket.gethostname()}, started '), second.stderr[-3000:]
+  assert (
+      second.stderr.strip()
+      .splitlines()[-1]
+      .startswith(
+          f'error: {workdir} is in use by another training: process {first.pid} on '
+          f'{socket.gethostname()}, started '
+      )
+  ), second.stderr[-3000:]
   assert 'Traceback' not in second.stderr
   assert busy_workdir['untouched']  # The second one wrote nothing.
   assert first.returncode == 0, busy_workdir['first_err'][-3000:]
@@ -509,33 +604,45 @@ def test_a_second_training_on_a_busy_workdir_refuses_in_one_line_and_the_first_e
 
 def _folder_dataset(root: Path, num_classes: int) -> Path:
   from PIL import Image
+
   rng = np.random.default_rng(0)
   for split in ('train', 'val'):
     for sub in ('img', 'lbl'):
       (root / split / sub).mkdir(parents=True)
     for i in range(2):
       Image.fromarray(rng.integers(0, 255, (32, 48, 3), np.uint8)).save(
-          root / split / 'img' / f'{i}.png')
+          root / split / 'img' / f'{i}.png'
+      )
       Image.fromarray((np.arange(32 * 48).reshape(32, 48) % num_classes).astype(np.uint8)).save(
-          root / split / 'lbl' / f'{i}.png')
+          root / split / 'lbl' / f'{i}.png'
+      )
   return root
 
 
 def test_resuming_with_another_class_count_ends_with_one_line_saying_what_differs(
-    reference, tmp_path):
+    reference, tmp_path
+):
   ref_dir, _ = reference
   workdir = tmp_path / 'w'
   shutil.copytree(ref_dir, workdir)
   data = _folder_dataset(tmp_path / 'data', 3)
-  out = run_main(workdir, *RUN, '--config.num_train_steps=10', '--config.dataset.name=folder',
-               f'--config.dataset.root={data}', '--config.dataset.image_dir={split}/img',
-               '--config.dataset.label_dir={split}/lbl', "--config.dataset.class_names=('a','b','c')")
+  out = run_main(
+      workdir,
+      *RUN,
+      '--config.num_train_steps=10',
+      '--config.dataset.name=folder',
+      f'--config.dataset.root={data}',
+      '--config.dataset.image_dir={split}/img',
+      '--config.dataset.label_dir={split}/lbl',
+      "--config.dataset.class_names=('a','b','c')",
+  )
   assert out.returncode == 2, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
   assert last.startswith(
       f'error: Checkpoint step {workdir / "checkpoints" / str(STEPS)} is intact but does not fit '
       f'the current config: it was trained with 8 classes ({", ".join(SYNTHETIC_CLASSES.names)}); '
-      'the config asks for 3 classes (a, b, c). Resume it with the config it was trained with'), last
+      'the config asks for 3 classes (a, b, c). Resume it with the config it was trained with'
+  ), last
   assert last.endswith('or train this config in another --workdir.'), last
   assert 'Traceback' not in out.stderr and len(out.stderr.splitlines()) < 5, out.stderr[-3000:]
   assert _steps(workdir / 'checkpoints') == _steps(ref_dir / 'checkpoints')  # Nothing moved.

@@ -16,7 +16,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != 'glibc', reason='glibc
 
 # Allocates, touches and frees a 256 MB block on a worker thread (as XLA:CPU does with a
 # step's temporaries), twice; prints the settings applied and the second round's faults.
-_FAULTS = '''
+_FAULTS = """
 import ctypes, ctypes.util, resource, sys, threading
 from esnet_jax import host_memory
 applied = host_memory.keep_freed_memory() if sys.argv[1] == 'tuned' else []
@@ -37,15 +37,24 @@ def round_faults():
   return box[0]
 round_faults()
 print(','.join(applied) or '-', round_faults())
-'''
+"""
 
 
 def _run(mode: str, **env_extra: str) -> tuple[list[str], int]:
-  env = {k: v for k, v in os.environ.items()
-         if k != host_memory.OPT_OUT_ENV and not k.startswith('MALLOC_')}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k != host_memory.OPT_OUT_ENV and not k.startswith('MALLOC_')
+  }
   env.update(env_extra, PYTHONPATH=str(REPO))
-  out = subprocess.run([sys.executable, '-c', _FAULTS, mode], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+      [sys.executable, '-c', _FAULTS, mode],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   names, faults = out.stdout.split()[-2:]
   return [n for n in names.split(',') if n != '-'], int(faults)

@@ -18,7 +18,8 @@ from esnet_jax.models import ESNet
 from configs import default as default_config
 
 needs_kernels = pytest.mark.skipif(
-    not build.available(), reason=f'compiled kernels unavailable: {build.unavailable_reason()}')
+    not build.available(), reason=f'compiled kernels unavailable: {build.unavailable_reason()}'
+)
 
 
 def _custom_calls(text: str) -> int:
@@ -27,6 +28,7 @@ def _custom_calls(text: str) -> int:
 
 def test_models_module_is_pure_flax():
   import esnet_jax.models as models
+
   source = open(models.__file__).read()
   assert 'kernels' not in source.split('"""', 2)[2].replace('esnet_jax.implementations', '')
   assert 'native' not in source
@@ -37,13 +39,24 @@ def test_every_choice_has_the_same_variables(bn_folded):
   x = jnp.zeros((1, 32, 32, 3))
   kwargs = dict(bn_folded=bn_folded)
   pure = jax.eval_shape(ESNet(19, **kwargs).init, jax.random.key(0), x)
-  parts = (dict(conv=layers.KernelConv, conv_transpose=layers.KernelConvTranspose2x,
-                fcu=layers.FusedFCU, pfcu=layers.FusedPFCU) if bn_folded else
-           dict(conv=layers.KernelConv, norm=layers.KernelBatchNorm,
-                conv_transpose=layers.KernelConvTranspose2x))
+  parts = (
+      dict(
+          conv=layers.KernelConv,
+          conv_transpose=layers.KernelConvTranspose2x,
+          fcu=layers.FusedFCU,
+          pfcu=layers.FusedPFCU,
+      )
+      if bn_folded
+      else dict(
+          conv=layers.KernelConv,
+          norm=layers.KernelBatchNorm,
+          conv_transpose=layers.KernelConvTranspose2x,
+      )
+  )
   kernel = jax.eval_shape(ESNet(19, **kwargs, **parts).init, jax.random.key(0), x)
   assert jax.tree.map(lambda a: (a.shape, a.dtype), pure) == jax.tree.map(
-      lambda a: (a.shape, a.dtype), kernel)
+      lambda a: (a.shape, a.dtype), kernel
+  )
 
 
 def test_choice_errors_are_one_line(monkeypatch):
@@ -62,10 +75,15 @@ def test_choice_errors_are_one_line(monkeypatch):
 
 def _train_loss(model, variables, x, labels):
   def loss(params):
-    logits, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
-                            train=True, mutable=['batch_stats'],
-                            rngs={'dropout': jax.random.PRNGKey(2)})
+    logits, _ = model.apply(
+        {'params': params, 'batch_stats': variables['batch_stats']},
+        x,
+        train=True,
+        mutable=['batch_stats'],
+        rngs={'dropout': jax.random.PRNGKey(2)},
+    )
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[..., None], -1))
+
   return loss
 
 
@@ -75,8 +93,9 @@ def test_folded_inference_with_kernels_equals_xla():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 56, 3)), jnp.float32)
   model = implementations.esnet(19, kernels='native', bn_folded=True)
   assert implementations.uses_kernels(model)
-  np.testing.assert_allclose(jax.jit(model.apply)(variables, x),
-                             ESNet(19, bn_folded=True).apply(variables, x), atol=2e-5)
+  np.testing.assert_allclose(
+      jax.jit(model.apply)(variables, x), ESNet(19, bn_folded=True).apply(variables, x), atol=2e-5
+  )
   # The kernels really ran: every factorised convolution (5 FCU(16) and 4 FCU(64), four
   # each, 3 PFCU(128), eight each) and the output layer.
   hlo = jax.jit(model.apply).lower(variables, x).as_text()
@@ -93,7 +112,8 @@ def test_train_gradients_with_kernels_equal_xla():
   loss = _train_loss(model, variables, x, labels)
   got = jax.jit(jax.value_and_grad(loss))(variables['params'])
   want = jax.jit(jax.value_and_grad(_train_loss(ESNet(19), variables, x, labels)))(
-      variables['params'])
+      variables['params']
+  )
   np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
   # Train-mode BatchNorm on a tiny batch amplifies float32 rounding: XLA's own jitted and
   # eager gradients differ by ~3% here, and so do these. A wrong kernel gradient is O(1).
@@ -120,6 +140,7 @@ def test_programs_lowered_for_gpu_hold_no_kernel_calls():
   the train step's gradient and the inference function lowered for CUDA are pure XLA,
   while the same functions lowered for this CPU do call the kernels."""
   from jax import export
+
   config = default_config.get_config()
   assert config.model.kernels == 'auto'
   model = train.create_model(config, 19, axis_name=None)

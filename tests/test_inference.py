@@ -83,8 +83,12 @@ def test_bad_images_are_rejected_with_a_clear_message(reference_variables):
 
 def test_from_checkpoint_and_from_weights_file(tmp_path, torch_fixtures, reference_variables):
   ckpt = tmp_path / 'converted'
-  checkpointing.save_variables(ckpt, reference_variables, num_classes=19,
-                               meta={'mean': [0.0, 0.0, 0.0], 'std': [1.0, 1.0, 1.0]})
+  checkpointing.save_variables(
+      ckpt,
+      reference_variables,
+      num_classes=19,
+      meta={'mean': [0.0, 0.0, 0.0], 'std': [1.0, 1.0, 1.0]},
+  )
   image = _image(16, 24)
   from_dir = Segmenter.from_checkpoint(ckpt)
   assert from_dir.num_classes == 19 and from_dir.meta['num_classes'] == 19
@@ -93,7 +97,8 @@ def test_from_checkpoint_and_from_weights_file(tmp_path, torch_fixtures, referen
   want = np.asarray(ESNet(19).apply(reference_variables, x)).argmax(-1)[0]
   assert (from_dir.predict(image) == want).mean() > 0.999
   from_file = Segmenter.from_checkpoint(torch_fixtures / 'state_dict_c19.npz')
-  np.testing.assert_array_equal(from_file.predict(image),
-                                Segmenter(reference_variables).predict(image))
+  np.testing.assert_array_equal(
+      from_file.predict(image), Segmenter(reference_variables).predict(image)
+  )
   with pytest.raises(checkpointing.CheckpointNotFoundError, match='No checkpoint found'):
     Segmenter.from_checkpoint(tmp_path)

@@ -163,8 +163,16 @@ def test_a_half_scale_phase_crops_from_the_downscaled_image(tmp_path):
   assert (second['label'] != IGNORE).all()
 
 
-@pytest.mark.parametrize('phases', [((0, 0.5, 8, 16),), ((2, 0.5, 8, 16), (2, 1.0, 8, 16)),
-                                    ((2, 0.0, 8, 16),), ((2, 0.5, 9, 16),), ((2, 0.5, 8),)])
+@pytest.mark.parametrize(
+    'phases',
+    [
+        ((0, 0.5, 8, 16),),
+        ((2, 0.5, 8, 16), (2, 1.0, 8, 16)),
+        ((2, 0.0, 8, 16),),
+        ((2, 0.5, 9, 16),),
+        ((2, 0.5, 8),),
+    ],
+)
 def test_bad_phases_name_the_option(phases):
   with pytest.raises(ValueError, match=r'config.dataset.phases\[\d\]'):
     _train(_config(phases=phases))
@@ -175,18 +183,14 @@ def test_orbax_checkpoint_of_the_iterator(tmp_path):
   iterator = _train(config)
   next(iterator)
   with ocp.CheckpointManager(tmp_path / 'ckpt') as manager:
-    manager.save(
-        1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator))
-    )
+    manager.save(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(iterator)))
     manager.wait_until_finished()
   expected = next(iterator)
   restored = _train(config)
   with ocp.CheckpointManager(tmp_path / 'ckpt') as manager:
     manager.restore(
         1,
-        args=ocp.args.Composite(
-            data=grain.checkpoint.CheckpointRestore(restored)
-        ),
+        args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)),
     )
   _assert_batches_equal(expected, next(restored))
 

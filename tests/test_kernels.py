@@ -24,8 +24,8 @@ from esnet_jax.kernels import build, ops
 CPU_DIR = build.SOURCE.parent
 
 needs_kernel = pytest.mark.skipif(
-    not build.available(),
-    reason=f'the CPU kernels are off here: {build.unavailable_reason()}')
+    not build.available(), reason=f'the CPU kernels are off here: {build.unavailable_reason()}'
+)
 
 
 def _normal(rng, shape, scale=1.0):
@@ -33,11 +33,13 @@ def _normal(rng, shape, scale=1.0):
 
 
 def _assert_close(got, want, rtol=1e-5, err_msg=''):
-  np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * float(jnp.abs(want).max()),
-                             err_msg=err_msg)
+  np.testing.assert_allclose(
+      got, want, rtol=rtol, atol=rtol * float(jnp.abs(want).max()), err_msg=err_msg
+  )
 
 
 # --- values and gradients against the XLA references ---------------------------------------
+
 
 @needs_kernel
 @pytest.mark.parametrize('vertical', [True, False])
@@ -60,9 +62,17 @@ def test_conv_kx1_equals_xla(vertical, taps, dilation, channels):
 
 
 @needs_kernel
-@pytest.mark.parametrize('channels, taps, dilation', [
-    ((16, 16), 3, 1), ((16, 16), 3, 9), ((64, 64), 5, 1), ((32, 48), 3, 2), ((128, 128), 3, 5),
-    ((3, 16), 3, 1)])  # the last with XLA's value and input gradient (3 input channels)
+@pytest.mark.parametrize(
+    'channels, taps, dilation',
+    [
+        ((16, 16), 3, 1),
+        ((16, 16), 3, 9),
+        ((64, 64), 5, 1),
+        ((32, 48), 3, 2),
+        ((128, 128), 3, 5),
+        ((3, 16), 3, 1),
+    ],
+)  # the last with XLA's value and input gradient (3 input channels)
 @pytest.mark.parametrize('vertical', [True, False])
 def test_factorized_conv_and_its_gradients_equal_xla(channels, taps, dilation, vertical):
   cin, cout = channels
@@ -82,21 +92,26 @@ def test_factorized_conv_and_its_gradients_equal_xla(channels, taps, dilation, v
 
 
 @needs_kernel
-@pytest.mark.parametrize('taps, padding, channels, strides, size', [
-    ((1, 1), ((0, 0), (0, 0)), (64, 16), (1, 1), (9, 13)),
-    ((2, 1), ((0, 1), (0, 0)), (128, 64), (1, 1), (9, 13)),
-    ((2, 2), ((0, 1), (0, 1)), (16, 32), (1, 1), (9, 13)),
-    ((3, 3), ((1, 1), (1, 1)), (16, 48), (2, 2), (10, 14)),  # the downsamplers
-    ((3, 3), ((1, 1), (1, 1)), (64, 64), (2, 2), (8, 12)),
-    ((3, 3), ((1, 1), (1, 1)), (3, 16), (2, 2), (9, 13)),  # odd sizes, three channels
-    ((3, 2), ((0, 2), (1, 0)), (5, 32), (2, 3), (11, 10))])
+@pytest.mark.parametrize(
+    'taps, padding, channels, strides, size',
+    [
+        ((1, 1), ((0, 0), (0, 0)), (64, 16), (1, 1), (9, 13)),
+        ((2, 1), ((0, 1), (0, 0)), (128, 64), (1, 1), (9, 13)),
+        ((2, 2), ((0, 1), (0, 1)), (16, 32), (1, 1), (9, 13)),
+        ((3, 3), ((1, 1), (1, 1)), (16, 48), (2, 2), (10, 14)),  # the downsamplers
+        ((3, 3), ((1, 1), (1, 1)), (64, 64), (2, 2), (8, 12)),
+        ((3, 3), ((1, 1), (1, 1)), (3, 16), (2, 2), (9, 13)),  # odd sizes, three channels
+        ((3, 2), ((0, 2), (1, 0)), (5, 32), (2, 3), (11, 10)),
+    ],
+)
 def test_conv_and_its_gradients_equal_xla(taps, padding, channels, strides, size):
   cin, cout = channels
   rng = np.random.default_rng(cin + cout)
   x = _normal(rng, (2, *size, cin))
   kernel = _normal(rng, (*taps, cin, cout), 0.2)
-  xla = lambda x, k: jax.lax.conv_general_dilated(x, k, strides, padding,
-                                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
   native = lambda x, k: ops.conv(x, k, padding, strides)
   cotangent = _normal(rng, xla(x, kernel).shape)
   _assert_close(jax.jit(native)(x, kernel), xla(x, kernel))
@@ -107,16 +122,21 @@ def test_conv_and_its_gradients_equal_xla(taps, padding, channels, strides, size
 
 
 @needs_kernel
-@pytest.mark.parametrize('taps, strides, dilation, offset, channels, size', [
-    ((3, 1), (1, 1), (9, 1), (-9, 0), (16, 16), (11, 13)),
-    ((1, 5), (1, 1), (1, 2), (0, -4), (64, 64), (7, 9)),
-    ((2, 2), (2, 2), (1, 1), (0, 0), (32, 16), (5, 7)),  # upsample16's roles swapped
-    ((3, 3), (2, 2), (1, 1), (-1, -1), (13, 48), (5, 6))])
+@pytest.mark.parametrize(
+    'taps, strides, dilation, offset, channels, size',
+    [
+        ((3, 1), (1, 1), (9, 1), (-9, 0), (16, 16), (11, 13)),
+        ((1, 5), (1, 1), (1, 2), (0, -4), (64, 64), (7, 9)),
+        ((2, 2), (2, 2), (1, 1), (0, 0), (32, 16), (5, 7)),  # upsample16's roles swapped
+        ((3, 3), (2, 2), (1, 1), (-1, -1), (13, 48), (5, 6)),
+    ],
+)
 def test_conv_wgrad_equals_xla(taps, strides, dilation, offset, channels, size):
   cin, cout = channels
   rng = np.random.default_rng(cin * cout)
-  in_size = tuple((n - 1) * s + 1 + (t - 1) * d for n, s, t, d in
-                  zip(size, strides, taps, dilation))
+  in_size = tuple(
+      (n - 1) * s + 1 + (t - 1) * d for n, s, t, d in zip(size, strides, taps, dilation)
+  )
   x = _normal(rng, (2, *in_size, cin))
   dy = _normal(rng, (2, *size, cout))
   kw = dict(strides=strides, dilation=dilation, offset=offset)
@@ -157,14 +177,17 @@ def test_batch_norm_train_and_its_gradients_equal_xla(shape):
     def loss(x, scale, bias):
       y, mean, var = f(x, scale, bias, 1e-3)
       return jnp.sum(y * cotangent), (y, mean, var)
+
     return jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(x, scale, bias)
 
-  for got, want in zip(jax.tree.leaves(run(ops.batch_norm_train)),
-                       jax.tree.leaves(run(ops.batch_norm_train_reference))):
+  for got, want in zip(
+      jax.tree.leaves(run(ops.batch_norm_train)),
+      jax.tree.leaves(run(ops.batch_norm_train_reference)),
+  ):
     _assert_close(got, want, rtol=2e-5)
 
 
-_PMAP_BATCH_NORM_CHECK = '''
+_PMAP_BATCH_NORM_CHECK = """
 import jax, jax.numpy as jnp, numpy as np
 from esnet_jax.kernels import build, ops
 assert jax.local_device_count() == 2 and build.available()
@@ -183,24 +206,39 @@ for f in (ops.batch_norm_train_reference, ops.batch_norm_train):
 for want, got in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5 * float(jnp.abs(want).max()))
 print('CROSS-REPLICA-EQUAL')
-'''
+"""
 
 
 @needs_kernel
 def test_batch_norm_train_statistics_cross_replicas_like_xla():
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
   env['XLA_FLAGS'] = env.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2'
-  out = subprocess.run([sys.executable, '-c', _PMAP_BATCH_NORM_CHECK], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+      [sys.executable, '-c', _PMAP_BATCH_NORM_CHECK],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'CROSS-REPLICA-EQUAL' in out.stdout
 
 
 # --- the C++ self-test, natively and for aarch64 under qemu --------------------------------
 
+
 def _selftest_command(compiler: str, output: Path, *flags: str) -> list[str]:
-  return [compiler, '-O2', '-std=c++17', '-ffp-contract=fast', *flags,
-          str(CPU_DIR / 'selftest.cc'), '-o', str(output)]
+  return [
+      compiler,
+      '-O2',
+      '-std=c++17',
+      '-ffp-contract=fast',
+      *flags,
+      str(CPU_DIR / 'selftest.cc'),
+      '-o',
+      str(output),
+  ]
 
 
 def test_kernel_selftest_native(tmp_path):
@@ -211,8 +249,9 @@ def test_kernel_selftest_native(tmp_path):
   isa = build.cpu_isa()
   flags = build._ISA_FLAGS.get(isa, ())
   exe = tmp_path / 'selftest'
-  compiled = subprocess.run(_selftest_command(compiler, exe, *flags), capture_output=True,
-                            text=True, timeout=300)
+  compiled = subprocess.run(
+      _selftest_command(compiler, exe, *flags), capture_output=True, text=True, timeout=300
+  )
   assert compiled.returncode == 0, compiled.stderr[-3000:]
   run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stdout[-3000:]
@@ -231,8 +270,12 @@ def test_kernel_selftest_avx512_layout_on_any_cpu(tmp_path):
   flags = build._ISA_FLAGS.get(build.cpu_isa(), ())
   exe = tmp_path / 'selftest-16'
   # -O1 (the last -O wins): this checks layout and indexing, and compiles 4x faster.
-  compiled = subprocess.run(_selftest_command(compiler, exe, *flags, '-DESNET_LANES=16', '-O1'),
-                            capture_output=True, text=True, timeout=300)
+  compiled = subprocess.run(
+      _selftest_command(compiler, exe, *flags, '-DESNET_LANES=16', '-O1'),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert compiled.returncode == 0, compiled.stderr[-3000:]
   run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stdout[-3000:]
@@ -244,11 +287,14 @@ def test_kernel_selftest_aarch64_under_qemu(tmp_path):
   """The same source cross-compiled for ARM (NEON, 4-lane vectors) and run under qemu."""
   compiler, qemu = shutil.which('aarch64-linux-gnu-g++'), shutil.which('qemu-aarch64')
   if compiler is None or qemu is None:
-    pytest.skip('aarch64-linux-gnu-g++ or qemu-aarch64 missing '
-                '(apt-get install g++-aarch64-linux-gnu qemu-user)')
+    pytest.skip(
+        'aarch64-linux-gnu-g++ or qemu-aarch64 missing '
+        '(apt-get install g++-aarch64-linux-gnu qemu-user)'
+    )
   exe = tmp_path / 'selftest-aarch64'
-  compiled = subprocess.run(_selftest_command(compiler, exe, '-static'), capture_output=True,
-                            text=True, timeout=300)
+  compiled = subprocess.run(
+      _selftest_command(compiler, exe, '-static'), capture_output=True, text=True, timeout=300
+  )
   assert compiled.returncode == 0, compiled.stderr[-3000:]
   run = subprocess.run([qemu, str(exe)], capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stdout[-3000:]
@@ -258,11 +304,11 @@ def test_kernel_selftest_aarch64_under_qemu(tmp_path):
 
 # --- building: concurrent first use, the prebuild command, the reason when off -------------
 
-_FIRST_USE = '''
+_FIRST_USE = """
 import sys
 from esnet_jax.kernels import build
 print('AVAILABLE' if build.available() else 'OFF: %s' % build.unavailable_reason())
-'''
+"""
 
 
 @needs_kernel
@@ -271,17 +317,31 @@ def test_processes_starting_at_once_all_get_the_kernels(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
   env[build.CACHE_ENV] = str(tmp_path / 'cache')
   env.pop(build.OPT_OUT_ENV, None)
-  procs = [subprocess.Popen([sys.executable, '-c', _FIRST_USE], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for _ in range(3)]
+  procs = [
+      subprocess.Popen(
+          [sys.executable, '-c', _FIRST_USE],
+          cwd=REPO,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for _ in range(3)
+  ]
   outs = [p.communicate(timeout=600) for p in procs]
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0 and out.strip() == 'AVAILABLE', out + err[-2000:]
   libraries = sorted(p.name for p in (tmp_path / 'cache').glob('kernels-*.so'))
   assert len(libraries) == 1 and libraries[0].startswith(f'kernels-{build.cpu_isa()}-')
   # The prebuild command finds it and says where it is.
-  cmd = subprocess.run([sys.executable, '-m', 'esnet_jax.kernels.build'], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+  cmd = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.kernels.build'],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert cmd.returncode == 0, cmd.stderr[-2000:]
   assert f'ISA {build.cpu_isa()}' in cmd.stdout and libraries[0] in cmd.stdout
 
@@ -289,8 +349,14 @@ def test_processes_starting_at_once_all_get_the_kernels(tmp_path):
 def test_prebuild_command_fails_with_the_reason(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
   env[build.OPT_OUT_ENV] = '1'
-  cmd = subprocess.run([sys.executable, '-m', 'esnet_jax.kernels.build'], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+  cmd = subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.kernels.build'],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert cmd.returncode == 1
   assert f'{build.OPT_OUT_ENV} is set' in cmd.stderr
 

@@ -64,8 +64,9 @@ def test_dropout_only_in_train_mode(variables):
   x = jax.random.normal(jax.random.key(2), (2, 32, 48, 3))
 
   def train_out(seed):
-    out, _ = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                         rngs={'dropout': jax.random.key(seed)})
+    out, _ = model.apply(
+        variables, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(seed)}
+    )
     return out
 
   a, b, a2 = train_out(0), train_out(1), train_out(0)
@@ -80,6 +81,7 @@ def test_spatial_dropout_drops_whole_channels():
   import flax.linen as nn
 
   class Drop(nn.Module):
+
     @nn.compact
     def __call__(self, x):
       return spatial_dropout(0.5, train=True)(x)
@@ -95,8 +97,9 @@ def test_spatial_dropout_drops_whole_channels():
 def test_batch_stats_update_only_in_train_mode(variables):
   model = ESNet(19)
   x = 3.0 + jax.random.normal(jax.random.key(3), (2, 32, 48, 3))
-  _, updated = model.apply(variables, x, train=True, mutable=['batch_stats'],
-                           rngs={'dropout': jax.random.key(0)})
+  _, updated = model.apply(
+      variables, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(0)}
+  )
   old = variables['batch_stats']['encoder']['initial_block']['bn']['mean']
   new = updated['batch_stats']['encoder']['initial_block']['bn']['mean']
   assert float(jnp.abs(new - old).max()) > 1e-3
@@ -109,14 +112,18 @@ def test_batch_norm_running_average_uses_pytorch_momentum(variables):
   import flax.linen as nn
   from esnet_jax.models import DownsamplerBlock
   import functools
-  norm = functools.partial(nn.BatchNorm, use_running_average=False, momentum=0.9,
-                           epsilon=1e-3)
+
+  norm = functools.partial(nn.BatchNorm, use_running_average=False, momentum=0.9, epsilon=1e-3)
   block = DownsamplerBlock(16, norm)
   x = jax.random.normal(jax.random.key(4), (2, 16, 16, 3)) + 1.0
   v = block.init(jax.random.key(0), x)
   y, upd = block.apply(v, x, mutable=['batch_stats'])
-  pre = block.apply(v, x, mutable=['batch_stats', 'intermediates'],
-                    capture_intermediates=lambda m, _: isinstance(m, nn.Conv))
+  pre = block.apply(
+      v,
+      x,
+      mutable=['batch_stats', 'intermediates'],
+      capture_intermediates=lambda m, _: isinstance(m, nn.Conv),
+  )
   conv_out = pre[1]['intermediates']['conv']['__call__'][0]
   pool = nn.max_pool(x, (2, 2), (2, 2))
   batch_mean = jnp.concatenate([conv_out, pool], -1).mean((0, 1, 2))

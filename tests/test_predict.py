@@ -40,10 +40,17 @@ def _read(path: Path) -> np.ndarray:
 def checkpoint8(tmp_path_factory) -> Path:
   """An 8-class checkpoint with the synthetic dataset's meta (colours, normalisation)."""
   path = tmp_path_factory.mktemp('ckpt8')
-  checkpointing.save_variables(path, random_variables(8), num_classes=8, meta={
-      'class_names': list(SYNTHETIC_CLASSES.names),
-      'colours': [list(c) for c in SYNTHETIC_CLASSES.colours],
-      'mean': [120.0, 115.0, 100.0], 'std': [60.0, 58.0, 57.0]})
+  checkpointing.save_variables(
+      path,
+      random_variables(8),
+      num_classes=8,
+      meta={
+          'class_names': list(SYNTHETIC_CLASSES.names),
+          'colours': [list(c) for c in SYNTHETIC_CLASSES.colours],
+          'mean': [120.0, 115.0, 100.0],
+          'std': [60.0, 58.0, 57.0],
+      },
+  )
   return path
 
 
@@ -52,8 +59,9 @@ def segmenter8(checkpoint8) -> Segmenter:
   return Segmenter.from_checkpoint(checkpoint8)
 
 
-def test_images_give_class_colour_and_overlay_pngs_at_their_size(tmp_path, checkpoint8,
-                                                                 segmenter8, capsys):
+def test_images_give_class_colour_and_overlay_pngs_at_their_size(
+    tmp_path, checkpoint8, segmenter8, capsys
+):
   src = tmp_path / 'in'
   images = {'a/one': _scene(0), 'a/two': _scene(1), 'b/odd': _scene(2, (37, 45))}
   for name, image in images.items():
@@ -62,8 +70,20 @@ def test_images_give_class_colour_and_overlay_pngs_at_their_size(tmp_path, check
   (src / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
   (src / 'notes.txt').write_text('not an image')
   out = tmp_path / 'out'
-  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(src), '--output',
-                     str(out), '--batch-size', '2', '--alpha', '0.4'])
+  rc = predict.main(
+      [
+          '--checkpoint',
+          str(checkpoint8),
+          '--input',
+          str(src),
+          '--output',
+          str(out),
+          '--batch-size',
+          '2',
+          '--alpha',
+          '0.4',
+      ]
+  )
   err = capsys.readouterr().err
   assert rc == 1  # one input failed ...
   assert f'Cannot read image {src / "broken.png"}' in err  # ... named ...
@@ -75,8 +95,9 @@ def test_images_give_class_colour_and_overlay_pngs_at_their_size(tmp_path, check
     assert (classes == segmenter8.predict(image)).mean() > 0.999  # same net, no TTA
     assert len(np.unique(classes)) > 1 and classes.max() < 8
     np.testing.assert_array_equal(_read(out / f'{name}_colour.png'), colours[classes])
-    np.testing.assert_array_equal(_read(out / f'{name}_overlay.png'),
-                                  visualize.overlay(image, classes, colours, 0.4))
+    np.testing.assert_array_equal(
+        _read(out / f'{name}_overlay.png'), visualize.overlay(image, classes, colours, 0.4)
+    )
   assert _read(out / 'rgba_overlay.png').shape == (32, 48, 3)
   assert not list(out.glob('broken*')) and not list(out.glob('notes*'))
 
@@ -98,10 +119,10 @@ def test_flip_tta_is_mirror_equivariant_and_multiscale_keeps_the_size(segmenter8
     predict.Predictor(segmenter8, scales=(0.0,))
 
 
-def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, checkpoint8,
-                                                                    capsys):
+def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, checkpoint8, capsys):
   av = pytest.importorskip('av')
   from esnet_jax import video
+
   src = tmp_path / 'in'
   src.mkdir()
   with video.VideoWriter(src / 'clip.mp4', 10, (32, 48)) as writer:
@@ -110,9 +131,20 @@ def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, ch
   (src / 'corrupt.mp4').write_bytes(os.urandom(2048))
   _save(_scene(6), src / 'still.png')
   out = tmp_path / 'out'
-  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(src / 'clip.mp4'),
-                     str(src / 'corrupt.mp4'), str(src / 'still.png'), '--output', str(out),
-                     '--batch-size', '2'])
+  rc = predict.main(
+      [
+          '--checkpoint',
+          str(checkpoint8),
+          '--input',
+          str(src / 'clip.mp4'),
+          str(src / 'corrupt.mp4'),
+          str(src / 'still.png'),
+          '--output',
+          str(out),
+          '--batch-size',
+          '2',
+      ]
+  )
   err = capsys.readouterr().err
   assert rc == 1 and str(src / 'corrupt.mp4') in err and '2 input(s) done, 1 failed' in err
   assert (out / 'still_overlay.png').is_file() and not (out / 'corrupt_overlay.mp4').exists()
@@ -121,14 +153,19 @@ def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, ch
   assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
 
 
-@pytest.mark.parametrize('args, message', [
-    (['--input', '{empty}'], 'No images or videos found in'),
-    (['--input', '{empty}/*.png'], 'No images or videos found in'),
-    (['--input', '{empty}/missing.png'], 'missing.png does not exist'),
-    (['--input', '{empty}', '--palette', 'cityscapes'], 'is for 8 classes, but the requested '
-     'dataset/palette has 19'),
-    (['--input', '{empty}', '--cityscapes-submission'], 'is for 8 classes'),
-])
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--input', '{empty}'], 'No images or videos found in'),
+        (['--input', '{empty}/*.png'], 'No images or videos found in'),
+        (['--input', '{empty}/missing.png'], 'missing.png does not exist'),
+        (
+            ['--input', '{empty}', '--palette', 'cityscapes'],
+            'is for 8 classes, but the requested ' 'dataset/palette has 19',
+        ),
+        (['--input', '{empty}', '--cityscapes-submission'], 'is for 8 classes'),
+    ],
+)
 def test_bad_requests_fail_with_a_message(tmp_path, checkpoint8, capsys, args, message):
   (tmp_path / 'empty').mkdir()
   args = [a.format(empty=tmp_path / 'empty') for a in args]
@@ -137,22 +174,25 @@ def test_bad_requests_fail_with_a_message(tmp_path, checkpoint8, capsys, args, m
   assert message in capsys.readouterr().err
 
 
-def test_inputs_whose_results_would_collide_are_not_overwritten(tmp_path, checkpoint8,
-                                                                 capsys):
+def test_inputs_whose_results_would_collide_are_not_overwritten(tmp_path, checkpoint8, capsys):
   first = _save(_scene(7), tmp_path / 'd1' / 'x.png')
   second = _save(_scene(8), tmp_path / 'd2' / 'x.png')
   out = tmp_path / 'out'
-  rc = predict.main(['--checkpoint', str(checkpoint8), '--input', str(first), str(second),
-                     '--output', str(out)])
+  rc = predict.main(
+      ['--checkpoint', str(checkpoint8), '--input', str(first), str(second), '--output', str(out)]
+  )
   assert rc == 1
   assert f'{second}: its results would overwrite those of {first}' in capsys.readouterr().err
   overlay = _read(out / 'x_overlay.png')
-  assert np.abs(overlay.astype(int) - _scene(7)).mean() < np.abs(overlay.astype(int)
-                                                                 - _scene(8)).mean()
+  assert (
+      np.abs(overlay.astype(int) - _scene(7)).mean()
+      < np.abs(overlay.astype(int) - _scene(8)).mean()
+  )
 
 
 def test_a_workdir_whose_newest_step_is_damaged_predicts_with_the_newest_intact_one(
-    tmp_path, checkpoint8, segmenter8, capsys):
+    tmp_path, checkpoint8, segmenter8, capsys
+):
   """Read-only use skips a damaged `latest` (leaving it in place); a damaged `best` with
   nothing older is one error naming the step and why."""
   workdir = tmp_path / 'work'
@@ -161,16 +201,21 @@ def test_a_workdir_whose_newest_step_is_damaged_predicts_with_the_newest_intact_
   for step, seed in ((1, 0), (2, 1)):
     for sub in ('checkpoints', 'best'):
       if sub == 'checkpoints' or step == 2:
-        checkpointing.save_variables(workdir / sub, random_variables(8, seed), num_classes=8,
-                                     meta=meta, step=step)
+        checkpointing.save_variables(
+            workdir / sub, random_variables(8, seed), num_classes=8, meta=meta, step=step
+        )
   for damaged in (workdir / 'checkpoints' / '2', workdir / 'best' / '2'):
     for f in damaged.rglob('*'):
       if f.is_file():
         f.write_bytes(b'\0' * f.stat().st_size)
   image = _save(_scene(3), tmp_path / 'in' / 'x.png')
   capsys.readouterr()
-  assert predict.main(['--checkpoint', str(workdir), '--input', str(image),
-                       '--output', str(tmp_path / 'out')]) == 0
+  assert (
+      predict.main(
+          ['--checkpoint', str(workdir), '--input', str(image), '--output', str(tmp_path / 'out')]
+      )
+      == 0
+  )
   err = capsys.readouterr().err
   assert f'warning: checkpoint step 2 in {workdir / "checkpoints"} cannot be restored' in err
   assert 'using step 1 instead' in err
@@ -178,8 +223,21 @@ def test_a_workdir_whose_newest_step_is_damaged_predicts_with_the_newest_intact_
   classes = _read(tmp_path / 'out' / 'x_classes.png')
   assert (classes == segmenter8.predict(_scene(3))).mean() > 0.999
   assert (workdir / 'checkpoints' / '2').is_dir()  # Left in place by a reader.
-  assert predict.main(['--checkpoint', str(workdir), '--which', 'best', '--input', str(image),
-                       '--output', str(tmp_path / 'out2')]) == 2
+  assert (
+      predict.main(
+          [
+              '--checkpoint',
+              str(workdir),
+              '--which',
+              'best',
+              '--input',
+              str(image),
+              '--output',
+              str(tmp_path / 'out2'),
+          ]
+      )
+      == 2
+  )
   err = capsys.readouterr().err
   assert err.startswith(f'error: No intact checkpoint in {workdir / "best"}: step 2: ')
   assert err.count('\n') == 1
@@ -190,10 +248,20 @@ def test_demo_image_and_config_mode_through_main(tmp_path, checkpoint8):
   assert predict.main(['--demo-image', str(demo), '--demo-size', '40', '56']) == 0
   assert _read(demo).shape == (40, 56, 3)
   workdir = tmp_path / 'work'
-  cmd = [sys.executable, '-m', 'esnet_jax.main', '--config', 'configs/smoke.py',
-         '--workdir', str(workdir), '--config.mode=predict', f'--config.predict.input={demo}',
-         f'--config.predict.checkpoint={checkpoint8}', '--config.predict.palette=dataset',
-         '--config.eval.flip=True']
+  cmd = [
+      sys.executable,
+      '-m',
+      'esnet_jax.main',
+      '--config',
+      'configs/smoke.py',
+      '--workdir',
+      str(workdir),
+      '--config.mode=predict',
+      f'--config.predict.input={demo}',
+      f'--config.predict.checkpoint={checkpoint8}',
+      '--config.predict.palette=dataset',
+      '--config.eval.flip=True',
+  ]
   env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
   done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert done.returncode == 0, done.stderr
@@ -204,6 +272,7 @@ def test_demo_image_and_config_mode_through_main(tmp_path, checkpoint8):
 
 def test_config_mode_errors_are_config_errors(tmp_path, checkpoint8):
   from esnet_jax.config_validation import ConfigError
+
   config = smoke.get_config()
   config.predict.checkpoint = str(checkpoint8)
   with pytest.raises(ConfigError, match='config.predict.input is empty'):
@@ -220,8 +289,12 @@ def test_config_mode_errors_are_config_errors(tmp_path, checkpoint8):
 _CITIES = ('aachen', 'bonn', 'zurich')
 
 
-def _cityscapes_layout(root: Path, images: dict[str, np.ndarray],
-                       predicted_train_ids: dict[str, np.ndarray], seed: int = 0) -> None:
+def _cityscapes_layout(
+    root: Path,
+    images: dict[str, np.ndarray],
+    predicted_train_ids: dict[str, np.ndarray],
+    seed: int = 0,
+) -> None:
   """Ground truth label ids: mostly the prediction, partly other classes and ignored ids.
 
   Built from the network's own prediction so that IoUs are neither 0 nor 1, with
@@ -229,6 +302,7 @@ def _cityscapes_layout(root: Path, images: dict[str, np.ndarray],
   the labels and the predictions (NaN in both).
   """
   from cityscapesscripts.helpers.labels import labels
+
   rng = np.random.default_rng(seed)
   evaluated = [l.id for l in labels if 0 <= l.trainId < 255][:12]
   void = [l.id for l in labels if l.trainId in (255, -1) and l.id >= 0]
@@ -242,12 +316,12 @@ def _cityscapes_layout(root: Path, images: dict[str, np.ndarray],
     _save(label, root / 'gtFine' / 'val' / city / f'{frame}_gtFine_labelIds.png')
 
 
-def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_path,
-                                                                          monkeypatch):
+def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_path, monkeypatch):
   checkpoint = tmp_path / 'ckpt19'
   checkpointing.save_variables(checkpoint, random_variables(19, seed=1), num_classes=19)
-  frames = [f'{city}_{seq:06d}_{frame:06d}' for city in _CITIES
-            for seq, frame in ((0, 19), (1, 42))]
+  frames = [
+      f'{city}_{seq:06d}_{frame:06d}' for city in _CITIES for seq, frame in ((0, 19), (1, 42))
+  ]
   images = {frame: _scene(10 + i) for i, frame in enumerate(frames)}
   predictor = predict.Predictor(Segmenter.from_checkpoint(checkpoint))
   predicted = dict(zip(frames, predictor(np.stack(list(images.values())))))
@@ -255,9 +329,22 @@ def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_pa
   _cityscapes_layout(root, images, predicted)
 
   results = tmp_path / 'results'
-  assert predict.main(['--checkpoint', str(checkpoint), '--input',
-                       str(root / 'leftImg8bit' / 'val'), '--output', str(results),
-                       '--cityscapes-submission', '--batch-size', '6']) == 0
+  assert (
+      predict.main(
+          [
+              '--checkpoint',
+              str(checkpoint),
+              '--input',
+              str(root / 'leftImg8bit' / 'val'),
+              '--output',
+              str(results),
+              '--cityscapes-submission',
+              '--batch-size',
+              '6',
+          ]
+      )
+      == 0
+  )
   written = sorted(p.relative_to(results).as_posix() for p in results.rglob('*.png'))
   assert written == sorted(f'{f.split("_")[0]}/{f}_labelIds.png' for f in frames)
   for frame in frames:
@@ -275,8 +362,7 @@ def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_pa
 
   monkeypatch.setenv('CITYSCAPES_DATASET', str(root))
   monkeypatch.setenv('CITYSCAPES_RESULTS', str(results))
-  official = importlib.import_module(
-      'cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling')
+  official = importlib.import_module('cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling')
   args = official.args
   monkeypatch.setattr(args, 'evalInstLevelScore', False)  # needs *_instanceIds.png
   monkeypatch.setattr(args, 'JSONOutput', False)

@@ -21,8 +21,14 @@ def toy_registry(tmp_path, monkeypatch):
   variables = random_variables(CAMVID_CLASSES.num_classes, seed=3)
   np.savez(tmp_path / 'toy.npz', **convert.flax_to_torch(variables))
   entry = pretrained.PretrainedWeights(
-      name='toy', filename='toy.npz', sha256=pretrained.file_sha256(tmp_path / 'toy.npz'),
-      dataset='camvid', class_table=CAMVID_CLASSES, config='configs/camvid.py', val_miou=0.5)
+      name='toy',
+      filename='toy.npz',
+      sha256=pretrained.file_sha256(tmp_path / 'toy.npz'),
+      dataset='camvid',
+      class_table=CAMVID_CLASSES,
+      config='configs/camvid.py',
+      val_miou=0.5,
+  )
   monkeypatch.setattr(pretrained, 'WEIGHTS_DIR', tmp_path)
   monkeypatch.setitem(pretrained.PRETRAINED, 'toy', entry)
   return variables, entry
@@ -43,8 +49,10 @@ def test_altered_weights_file_is_refused_naming_file_and_hashes(toy_registry, tm
   data = bytearray((tmp_path / 'toy.npz').read_bytes())
   data[-100] ^= 0xFF
   (tmp_path / 'toy.npz').write_bytes(bytes(data))
-  with pytest.raises(pretrained.PretrainedError,
-                     match=rf"toy.npz has sha256 [0-9a-f]{{64}}, expected {entry.sha256}"):
+  with pytest.raises(
+      pretrained.PretrainedError,
+      match=rf'toy.npz has sha256 [0-9a-f]{{64}}, expected {entry.sha256}',
+  ):
     Segmenter.from_pretrained('toy')
   (tmp_path / 'toy.npz').unlink()
   with pytest.raises(pretrained.PretrainedError, match='toy.npz is missing'):
@@ -60,12 +68,28 @@ def test_predict_cli_accepts_pretrained_name_and_errors_in_one_line(tmp_path):
   images = tmp_path / 'in'
   images.mkdir()
   result = subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.predict', '--checkpoint', 'pretrained:nope',
-       '--input', str(images), '--output', str(tmp_path / 'out')],
-      cwd=REPO, capture_output=True, text=True, timeout=300)
+      [
+          sys.executable,
+          '-m',
+          'esnet_jax.predict',
+          '--checkpoint',
+          'pretrained:nope',
+          '--input',
+          str(images),
+          '--output',
+          str(tmp_path / 'out'),
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert result.returncode == 2
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      "error: Unknown pretrained weights 'nope'; available:")
+  assert (
+      result.stderr.strip()
+      .splitlines()[-1]
+      .startswith("error: Unknown pretrained weights 'nope'; available:")
+  )
 
 
 def test_shipped_camvid_weights_are_small_intact_and_camvid_shaped():
@@ -80,16 +104,29 @@ def test_shipped_camvid_weights_reproduce_the_readme_val_miou(camvid_root, tmp_p
   """The README's documented eval command, on ../shared/data/camvid val (101 images)."""
   workdir = tmp_path / 'eval'
   result = subprocess.run(
-      [sys.executable, '-m', 'esnet_jax.main', '--config', 'configs/camvid.py',
-       '--workdir', str(workdir), '--config.mode=eval',
-       '--config.eval.checkpoint=pretrained:camvid',
-       f'--config.dataset.root={camvid_root}'],
-      cwd=REPO, capture_output=True, text=True, timeout=900)
+      [
+          sys.executable,
+          '-m',
+          'esnet_jax.main',
+          '--config',
+          'configs/camvid.py',
+          '--workdir',
+          str(workdir),
+          '--config.mode=eval',
+          '--config.eval.checkpoint=pretrained:camvid',
+          f'--config.dataset.root={camvid_root}',
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / 'eval' / 'eval_pretrained_camvid.json').read_text())
   # Every labelled pixel of the 101 val images, at full 360x480 resolution.
   val = camvid_source(camvid_root, 'val')
   assert len(val) == 101
-  assert summary['labelled_pixels'] == sum(int((val[i]['label'] != 11).sum())
-                                           for i in range(len(val)))
+  assert summary['labelled_pixels'] == sum(
+      int((val[i]['label'] != 11).sum()) for i in range(len(val))
+  )
   assert abs(summary['miou'] - pretrained.get('camvid').val_miou) < 0.002

@@ -40,6 +40,7 @@ def test_class_weight_power_softens_the_weights_and_the_cache_keeps_them_whole(t
   from esnet_jax import input_pipeline
   from esnet_jax.config_validation import ConfigError, validate_config
   from esnet_jax.datasets import build_source
+
   config = smoke.get_config()
   config.loss.class_weights = 'enet'
   table = input_pipeline.dataset_class_table(config)
@@ -52,8 +53,9 @@ def test_class_weight_power_softens_the_weights_and_the_cache_keeps_them_whole(t
   cached = json.loads((tmp_path / train.CLASS_WEIGHTS_FILE).read_text())['weights']
   np.testing.assert_allclose(cached, whole, rtol=1e-6)
   config.loss.class_weights = ','.join(['4'] * table.num_classes)  # Given ones too.
-  np.testing.assert_array_equal(train.class_weights(config, tmp_path, table, source),
-                                [2] * table.num_classes)
+  np.testing.assert_array_equal(
+      train.class_weights(config, tmp_path, table, source), [2] * table.num_classes
+  )
   config.loss.class_weight_power = -1.0
   with pytest.raises(ConfigError, match=r'loss.class_weight_power=-1.0.*non-negative'):
     validate_config(config, device_count=1, local_device_count=1)
@@ -73,8 +75,9 @@ def test_coupled_weight_decay_is_pytorch_adam_l2():
   config.optimizer.weight_decay_mode = 'decoupled'
   decoupled = train.create_optimizer(config, lr)
   updates, _ = decoupled.update(grads, decoupled.init(params), params)
-  chex.assert_trees_all_close(updates['w'], -0.01 * (jnp.sign(grads['w']) + 0.1 * params['w']),
-                              rtol=1e-4)
+  chex.assert_trees_all_close(
+      updates['w'], -0.01 * (jnp.sign(grads['w']) + 0.1 * params['w']), rtol=1e-4
+  )
 
 
 def test_initial_variables_hold_the_bits_of_a_default_compile():
@@ -99,7 +102,7 @@ def test_initial_variables_hold_the_bits_of_a_default_compile():
   chex.assert_trees_all_equal(quick, default)
 
 
-_PMAP_CHECK = textwrap.dedent('''
+_PMAP_CHECK = textwrap.dedent("""
     import jax
     jax.config.update('jax_enable_x64', True)
     import functools, jax.numpy as jnp, numpy as np, flax, optax
@@ -170,7 +173,7 @@ _PMAP_CHECK = textwrap.dedent('''
                 zip(jax.tree.leaves(two.params), jax.tree.leaves(initial)))
     assert moved > 1e-4, moved  # two Adam steps really changed the parameters
     print('PMAP-EQUIVALENT', loss1, loss2)
-''')
+""")
 
 
 def test_a_replicated_state_feeds_the_pmapped_step_without_a_retrace():
@@ -196,9 +199,14 @@ def test_pmapped_step_on_two_devices_equals_one_device_and_jit_over_a_mesh():
   """Two devices compute what one does, and what `jit` over a mesh of them does with the
   same step; the donated state is reused in place and never resharded between steps."""
   xla = (os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2').strip()
-  out = subprocess.run([sys.executable, '-c', _PMAP_CHECK], cwd=REPO,
-                       env=subprocess_env(XLA_FLAGS=xla), capture_output=True, text=True,
-                       timeout=600)
+  out = subprocess.run(
+      [sys.executable, '-c', _PMAP_CHECK],
+      cwd=REPO,
+      env=subprocess_env(XLA_FLAGS=xla),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'PMAP-EQUIVALENT' in out.stdout
 
@@ -211,7 +219,9 @@ def _finish(proc, timeout=600):
 def _wait_for(path: Path, proc, timeout=300):
   start = time.time()
   while not path.exists():
-    assert proc.poll() is None, f'process ended before {path} appeared: {proc.stderr.read()[-2000:]}'
+    assert (
+        proc.poll() is None
+    ), f'process ended before {path} appeared: {proc.stderr.read()[-2000:]}'
     assert time.time() - start < timeout, f'{path} did not appear'
     time.sleep(0.02)
 
@@ -289,15 +299,20 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(variables))
 
 
-@pytest.mark.parametrize('override,expected', [
-    ('--config.batch_size=0', 'config.batch_size=0: expected a positive integer'),
-    ('--config.optimizer.weight_decay_mode=l2',
-     "config.optimizer.weight_decay_mode='l2': expected one of coupled, decoupled"),
-    ('--config.dataset.crop_size=(30,48)', 'expected two positive multiples of 8'),
-    ('--config.lr=1', "unknown config key 'lr'"),
-    ('--config.dataset.name=coco', "dataset"),
-    ('--config.dataset.phases=((0,0.5,16,16),)', 'config.dataset.phases[0] must be'),
-])
+@pytest.mark.parametrize(
+    'override,expected',
+    [
+        ('--config.batch_size=0', 'config.batch_size=0: expected a positive integer'),
+        (
+            '--config.optimizer.weight_decay_mode=l2',
+            "config.optimizer.weight_decay_mode='l2': expected one of coupled, decoupled",
+        ),
+        ('--config.dataset.crop_size=(30,48)', 'expected two positive multiples of 8'),
+        ('--config.lr=1', "unknown config key 'lr'"),
+        ('--config.dataset.name=coco', 'dataset'),
+        ('--config.dataset.phases=((0,0.5,16,16),)', 'config.dataset.phases[0] must be'),
+    ],
+)
 def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
   code, out, err = _finish(start_main(tmp_path, override))
   assert code != 0
@@ -307,17 +322,25 @@ def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
 
 
 def test_missing_dataset_folder_is_a_one_line_error(tmp_path):
-  code, out, err = _finish(start_main(tmp_path, '--config.dataset.name=camvid',
-                                 f'--config.dataset.root={tmp_path / "nowhere"}'))
+  code, out, err = _finish(
+      start_main(
+          tmp_path, '--config.dataset.name=camvid', f'--config.dataset.root={tmp_path / "nowhere"}'
+      )
+  )
   assert code != 0 and 'Traceback' not in err
   assert 'nowhere' in err
 
 
 def test_local_multiprocess_launch_gives_identical_parameters(tmp_path):
   env = subprocess_env(PYTHON=sys.executable, PORT=str(20000 + os.getpid() % 20000))
-  out = subprocess.run(['bash', 'launch/local_multiprocess.sh', '2', 'configs/smoke.py',
-                        str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=900)
+  out = subprocess.run(
+      ['bash', 'launch/local_multiprocess.sh', '2', 'configs/smoke.py', str(tmp_path)],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
   logs = [(tmp_path / 'logs' / f'process_{i}.log').read_text() for i in range(2)]
   assert out.returncode == 0, out.stderr + logs[0][-2000:] + logs[1][-2000:]
   digests = []

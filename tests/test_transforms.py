@@ -41,9 +41,7 @@ def test_random_scale_resizes_both_and_keeps_ids():
   rng = np.random.default_rng(1)
   shapes = set()
   for _ in range(10):
-    scaled_image, scaled_label = transforms.random_scale(
-        image, label, rng, (0.5, 2.0)
-    )
+    scaled_image, scaled_label = transforms.random_scale(image, label, rng, (0.5, 2.0))
     assert scaled_image.shape[:2] == scaled_label.shape
     assert 12 <= scaled_label.shape[0] <= 48
     assert set(np.unique(scaled_label)) <= set(np.unique(label))
@@ -58,9 +56,7 @@ def test_random_crop_is_a_window_of_the_input():
   image, label = _example()
   rng = np.random.default_rng(2)
   for _ in range(5):
-    crop_image, crop_label = transforms.random_crop(
-        image, label, rng, (8, 16), ignore_label=IGNORE
-    )
+    crop_image, crop_label = transforms.random_crop(image, label, rng, (8, 16), ignore_label=IGNORE)
     assert crop_image.shape == (8, 16, 3)
     assert crop_label.shape == (8, 16)
     windows = [
@@ -71,9 +67,7 @@ def test_random_crop_is_a_window_of_the_input():
     ]
     assert len(windows) == 1
     top, left = windows[0]
-    np.testing.assert_array_equal(
-        label[top : top + 8, left : left + 16], crop_label
-    )
+    np.testing.assert_array_equal(label[top : top + 8, left : left + 16], crop_label)
 
 
 def test_random_crop_pads_small_inputs_with_ignore_and_pad_value():
@@ -125,28 +119,22 @@ def test_normalize():
       -np.array(transforms.MEAN_RGB) / np.array(transforms.STD_RGB),
       rtol=1e-6,
   )
-  np.testing.assert_allclose(
-      transforms.normalize(image, (0, 0, 0), (2, 2, 2))[0, 0], [62, 58, 52]
-  )
+  np.testing.assert_allclose(transforms.normalize(image, (0, 0, 0), (2, 2, 2))[0, 0], [62, 58, 52])
 
 
 def test_pad_to_multiple():
   image, label = _example(17, 25)
-  padded_image, padded_label = transforms.pad_to_multiple(
-      image, label, 8, ignore_label=IGNORE
-  )
+  padded_image, padded_label = transforms.pad_to_multiple(image, label, 8, ignore_label=IGNORE)
   assert padded_image.shape == (24, 32, 3)
   assert padded_label.shape == (24, 32)
   np.testing.assert_array_equal(padded_label[:17, :25], label)
   assert (padded_label[17:] == IGNORE).all()
   assert (padded_label[:, 25:] == IGNORE).all()
   assert (padded_image[17:] == 0).all()
-  same = transforms.pad_to_multiple(image[:16, :24], label[:16, :24], 8,
-                                    ignore_label=IGNORE)
+  same = transforms.pad_to_multiple(image[:16, :24], label[:16, :24], 8, ignore_label=IGNORE)
   assert same[1].shape == (16, 24)
 
 
-@pytest.mark.parametrize('value,multiple,expected', [(0, 8, 0), (1, 8, 8),
-                                                     (8, 8, 8), (17, 8, 24)])
+@pytest.mark.parametrize('value,multiple,expected', [(0, 8, 0), (1, 8, 8), (8, 8, 8), (17, 8, 24)])
 def test_round_up(value, multiple, expected):
   assert transforms.round_up(value, multiple) == expected

@@ -25,8 +25,9 @@ def test_generated_colours_are_distinct_deterministic_and_never_black():
 def test_class_colours_prefer_meta_then_cityscapes_then_generated():
   meta = {'colours': [list(c) for c in SYNTHETIC_CLASSES.colours]}
   np.testing.assert_array_equal(visualize.class_colours(8, meta), SYNTHETIC_CLASSES.colours)
-  np.testing.assert_array_equal(visualize.class_colours(19, {}),
-                                cityscapes.cityscapes_class_table().colours)
+  np.testing.assert_array_equal(
+      visualize.class_colours(19, {}), cityscapes.cityscapes_class_table().colours
+  )
   np.testing.assert_array_equal(visualize.class_colours(5), visualize.generated_colours(5))
   with pytest.raises(visualize.PaletteError, match=r'shape \(8, 3\); expected \(5, 3\)'):
     visualize.class_colours(5, meta)
@@ -37,8 +38,7 @@ def test_colourise_maps_ids_to_their_colours_and_non_classes_to_black():
   class_map = np.array([[0, 1], [255, -1]])
   picture = visualize.colourise(class_map, colours)
   assert picture.dtype == np.uint8 and picture.shape == (2, 2, 3)
-  np.testing.assert_array_equal(picture, [[[10, 20, 30], [200, 100, 0]],
-                                          [[0, 0, 0], [0, 0, 0]]])
+  np.testing.assert_array_equal(picture, [[[10, 20, 30], [200, 100, 0]], [[0, 0, 0], [0, 0, 0]]])
   table = visualize.palette(colours)
   assert table.shape == (256, 3) and (table[2:] == 0).all()
 
@@ -63,16 +63,33 @@ def test_overlay_blends_by_alpha_and_leaves_non_class_pixels_alone():
 
 def _fake_workdir(path):
   names = ['road', 'car', 'sky']
-  lines = [json.dumps({'step': s, 'time': 0.0, 'train/loss': 2.0 / s,
-                       'train/learning_rate': 1e-3 * (1 - s / 40)}) for s in (10, 20, 30)]
+  lines = [
+      json.dumps(
+          {
+              'step': s,
+              'time': 0.0,
+              'train/loss': 2.0 / s,
+              'train/learning_rate': 1e-3 * (1 - s / 40),
+          }
+      )
+      for s in (10, 20, 30)
+  ]
   lines.append(json.dumps({'step': 30, 'time': 0.0, 'eval/miou': 0.5}))
   lines.append('{"step": 40, "train/lo')  # A line cut short by a killed run.
   (path / 'metrics.jsonl').write_text('\n'.join(lines) + '\n')
   (path / 'eval').mkdir()
   confusion = [[8, 2, 0], [1, 3, 0], [0, 0, 0]]  # sky absent from the labels
-  (path / 'eval' / 'step_30.json').write_text(json.dumps({
-      'step': 30, 'class_names': names, 'miou': 0.5, 'confusion_matrix': confusion,
-      'per_class_iou': {'road': 0.727, 'car': 0.5, 'sky': None}}))
+  (path / 'eval' / 'step_30.json').write_text(
+      json.dumps(
+          {
+              'step': 30,
+              'class_names': names,
+              'miou': 0.5,
+              'confusion_matrix': confusion,
+              'per_class_iou': {'road': 0.727, 'car': 0.5, 'sky': None},
+          }
+      )
+  )
   return path
 
 
@@ -89,8 +106,11 @@ def test_write_plots_writes_three_pngs_from_metrics_and_eval(tmp_path):
   np.testing.assert_array_equal(metrics['train/loss'][0], [10, 20, 30])
   np.testing.assert_array_equal(metrics['eval/miou'][1], [0.5])
   written = plots.write_plots(workdir)
-  assert [p.name for p in written] == ['training_curves.png', 'confusion_matrix.png',
-                                       'per_class_iou.png']
+  assert [p.name for p in written] == [
+      'training_curves.png',
+      'confusion_matrix.png',
+      'per_class_iou.png',
+  ]
   for path in written:
     assert path.parent == workdir / 'plots'
     with Image.open(path) as image:

@@ -16,15 +16,21 @@ from esnet_jax.errors import WorkdirBusyError, WorkdirError
 
 
 def _lock(workdir, warnings=None, **kwargs) -> workdir_lock.WorkdirLock:
-  return workdir_lock.WorkdirLock(workdir, warn=(warnings if warnings is not None else []).append,
-                                  **kwargs)
+  return workdir_lock.WorkdirLock(
+      workdir, warn=(warnings if warnings is not None else []).append, **kwargs
+  )
 
 
 def _write_lock(workdir, age_s: float = 0.0, **fields) -> None:
   path = workdir / workdir_lock.LOCK_FILE
   workdir.mkdir(parents=True, exist_ok=True)
-  holder = {'host': socket.gethostname(), 'pid': os.getpid(), 'started': '2026-12-01T00:00:00',
-            'token': 'theirs', **fields}
+  holder = {
+      'host': socket.gethostname(),
+      'pid': os.getpid(),
+      'started': '2026-12-01T00:00:00',
+      'token': 'theirs',
+      **fields,
+  }
   path.write_text(json.dumps(holder))
   then = time.time() - age_s
   os.utime(path, (then, then))
@@ -45,8 +51,10 @@ def test_the_lock_names_its_holder_and_a_second_one_refuses_until_it_is_released
   with pytest.raises(WorkdirBusyError) as err:
     _lock(workdir).acquire()
   message = str(err.value)
-  assert message.startswith(f'{workdir} is in use by another training: process {os.getpid()} '
-                            f'on {socket.gethostname()}, started {holder["started"]}')
+  assert message.startswith(
+      f'{workdir} is in use by another training: process {os.getpid()} '
+      f'on {socket.gethostname()}, started {holder["started"]}'
+  )
   assert 'another --workdir' in message and '\n' not in message
   first.check()  # Still its own.
   first.release()
@@ -91,8 +99,10 @@ def test_a_lock_from_before_a_restart_or_unreadable_is_taken_over(tmp_path):
   _lock(tmp_path, warnings).acquire().release()
   (tmp_path / 'train.lock').write_bytes(b'\0' * 40)  # A disk fault.
   _lock(tmp_path, warnings).acquire().release()
-  assert [w.split(': ')[-1] for w in warnings] == ['this machine has restarted since.',
-                                                   'the lock file is unreadable.']
+  assert [w.split(': ')[-1] for w in warnings] == [
+      'this machine has restarted since.',
+      'the lock file is unreadable.',
+  ]
 
 
 def test_the_heartbeat_renews_the_lock_and_a_run_notices_a_takeover(tmp_path):

@@ -81,9 +81,7 @@ def default_dataset_config() -> ml_collections.ConfigDict:
   return config
 
 
-def build_source(
-    dataset_cfg: ml_collections.ConfigDict, split: str
-) -> SegmentationSource:
+def build_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> SegmentationSource:
   """Returns the examples of ``split`` of the configured dataset.
 
   Args:
@@ -96,9 +94,7 @@ def build_source(
   """
   name = _checked_name(dataset_cfg)
   checks = dict(
-      validate_images=dataset_cfg.get(
-          'validate_images', DEFAULT_VALIDATE_IMAGES
-      ),
+      validate_images=dataset_cfg.get('validate_images', DEFAULT_VALIDATE_IMAGES),
       validate_labels=dataset_cfg.validate_labels,
   )
   if name == 'synthetic':
@@ -143,9 +139,7 @@ def get_class_table(dataset_cfg: ml_collections.ConfigDict) -> ClassTable:
     return CAMVID_CLASSES
   if name == 'cityscapes':
     return cityscapes.cityscapes_class_table()
-  return folder_class_table(
-      dataset_cfg.class_names, dataset_cfg.colours, dataset_cfg.ignore_label
-  )
+  return folder_class_table(dataset_cfg.class_names, dataset_cfg.colours, dataset_cfg.ignore_label)
 
 
 def _checked_name(dataset_cfg: ml_collections.ConfigDict) -> str:
@@ -160,8 +154,7 @@ def _checked_name(dataset_cfg: ml_collections.ConfigDict) -> str:
 def _root(dataset_cfg: ml_collections.ConfigDict) -> str:
   if not dataset_cfg.root:
     raise DatasetError(
-        f'config.dataset.root is not set: point it at the {dataset_cfg.name} '
-        'folder.'
+        f'config.dataset.root is not set: point it at the {dataset_cfg.name} ' 'folder.'
     )
   return dataset_cfg.root
 

@@ -63,8 +63,7 @@ class ClassTable:
     for name, colour in zip(self.names, self.colours):
       if len(colour) != 3 or not all(0 <= int(c) <= 255 for c in colour):
         raise DatasetError(
-            f'Colour of class {name!r} must be three values in 0..255, '
-            f'got {colour!r}.'
+            f'Colour of class {name!r} must be three values in 0..255, ' f'got {colour!r}.'
         )
     if not self.num_classes <= self.ignore_label <= 255:
       raise DatasetError(
@@ -145,12 +144,8 @@ class FileSegmentationSource(SegmentationSource):
     self.paths: tuple[tuple[Path, Path], ...] = tuple(
         (Path(image), Path(label)) for image, label in pairs
     )
-    check_files_exist(
-        [path for pair in self.paths for path in pair], description
-    )
-    self._sizes = tuple(
-        _header_size_of_pair(image, label) for image, label in self.paths
-    )
+    check_files_exist([path for pair in self.paths for path in pair], description)
+    self._sizes = tuple(_header_size_of_pair(image, label) for image, label in self.paths)
     for image_path, label_path in self.paths:
       if validate_images:
         load_image(image_path)
@@ -205,8 +200,7 @@ def check_files_exist(paths: Sequence[Path], description: str) -> None:
   missing = [str(path) for path in paths if not Path(path).is_file()]
   if missing:
     raise DatasetError(
-        f'{description}: {len(missing)} file(s) are missing: '
-        f'{_listing(missing)}'
+        f'{description}: {len(missing)} file(s) are missing: ' f'{_listing(missing)}'
     )
 
 
@@ -242,8 +236,7 @@ def read_list_file(list_path: Path, root: Path) -> list[tuple[Path, Path]]:
     fields = line.split()
     if len(fields) != 2:
       raise DatasetError(
-          f'{list_path}:{line_number}: expected "image_path label_path", '
-          f'got {line!r}.'
+          f'{list_path}:{line_number}: expected "image_path label_path", ' f'got {line!r}.'
       )
     pairs.append((Path(root) / fields[0], Path(root) / fields[1]))
   return pairs
@@ -262,9 +255,7 @@ def pair_by_stem(
   Returns:
     (image, label) pairs sorted by stem.
   """
-  return pair_by_key(
-      _by_stem(images, description), _by_stem(labels, description), description
-  )
+  return pair_by_key(_by_stem(images, description), _by_stem(labels, description), description)
 
 
 def pair_by_key(
@@ -288,14 +279,10 @@ def pair_by_key(
   without_image = [str(labels[k]) for k in sorted(labels.keys() - images)]
   problems = []
   if without_label:
-    problems.append(
-        f'{len(without_label)} image(s) without a label: '
-        f'{_listing(without_label)}'
-    )
+    problems.append(f'{len(without_label)} image(s) without a label: ' f'{_listing(without_label)}')
   if without_image:
     problems.append(
-        f'{len(without_image)} label(s) without an image: '
-        f'{_listing(without_image)}'
+        f'{len(without_image)} label(s) without an image: ' f'{_listing(without_image)}'
     )
   if problems:
     raise DatasetError(f'{description}: ' + '; '.join(problems))
@@ -329,15 +316,12 @@ def load_label(path: Path) -> np.ndarray:
     )
   if array.size and (array.min() < 0 or array.max() > 255):
     raise DatasetError(
-        f'Label {path} has values outside 0..255 '
-        f'({array.min()}..{array.max()}).'
+        f'Label {path} has values outside 0..255 ' f'({array.min()}..{array.max()}).'
     )
   return array.astype(np.uint8)
 
 
-def check_label_values(
-    label: np.ndarray, class_table: ClassTable, path: Any
-) -> None:
+def check_label_values(label: np.ndarray, class_table: ClassTable, path: Any) -> None:
   """Raises a DatasetError if ``label`` holds a value that is not a train id.
 
   Args:

@@ -103,8 +103,10 @@ def camvid_source(
   list_file = root / f'{split}.txt'
   images, labels = root / split, root / f'{split}annot'
   if list_file.is_file():
-    pairs = [(_in_root(image, root), _in_root(label, root))
-             for image, label in base.read_list_file(list_file, root)]
+    pairs = [
+        (_in_root(image, root), _in_root(label, root))
+        for image, label in base.read_list_file(list_file, root)
+    ]
     description = f'CamVid {split!r} split (list file {list_file})'
   elif images.is_dir() and labels.is_dir():
     description = f'CamVid {split!r} split (folders {images}, {labels})'
@@ -136,5 +138,6 @@ def _in_root(path: Path, root: Path) -> Path:
 
 
 def _images(directory: Path) -> list[Path]:
-  return sorted(p for p in directory.iterdir()
-                if p.is_file() and p.suffix.lower() in folder.IMAGE_EXTENSIONS)
+  return sorted(
+      p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in folder.IMAGE_EXTENSIONS
+  )

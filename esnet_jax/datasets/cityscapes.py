@@ -35,9 +35,7 @@ _NUM_TRAIN_IDS = 19
 def cityscapes_class_table() -> base.ClassTable:
   """The 19 evaluated Cityscapes classes in train-id order, ignore 255."""
   by_train_id = {
-      label.trainId: label
-      for label in _labels().labels
-      if 0 <= label.trainId < IGNORE_LABEL
+      label.trainId: label for label in _labels().labels if 0 <= label.trainId < IGNORE_LABEL
   }
   classes = [by_train_id[train_id] for train_id in range(_NUM_TRAIN_IDS)]
   return base.ClassTable(
@@ -97,9 +95,7 @@ def train_ids_to_label_ids(train_ids: np.ndarray) -> np.ndarray:
   label_ids = table[np.clip(train_ids, -1, 256).astype(np.int16) + 1]
   if (label_ids < 0).any():
     bad = np.unique(train_ids[label_ids < 0]).tolist()
-    raise ValueError(
-        f'Values {bad} are not Cityscapes train ids (0..18 or 255).'
-    )
+    raise ValueError(f'Values {bad} are not Cityscapes train ids (0..18 or 255).')
   return label_ids.astype(np.uint8)
 
 
@@ -156,12 +152,8 @@ def cityscapes_source(
     )
   class_table = cityscapes_class_table()
   root = base.check_dir(root, 'Cityscapes root (config.dataset.root)')
-  image_dir = base.check_dir(
-      root / 'leftImg8bit' / split, f'Cityscapes {split!r} image folder'
-  )
-  label_dir = base.check_dir(
-      root / 'gtFine' / split, f'Cityscapes {split!r} label folder'
-  )
+  image_dir = base.check_dir(root / 'leftImg8bit' / split, f'Cityscapes {split!r} image folder')
+  label_dir = base.check_dir(root / 'gtFine' / split, f'Cityscapes {split!r} label folder')
   description = f'Cityscapes {split!r} split under {root}'
   pairs = base.pair_by_key(
       _by_frame(image_dir, IMAGE_SUFFIX),
@@ -193,7 +185,6 @@ def _labels() -> ModuleType:
     from cityscapesscripts.helpers import labels
   except ImportError as e:
     raise ImportError(
-        'Cityscapes support needs cityscapesscripts: '
-        'pip install "esnet-jax[cityscapes]"'
+        'Cityscapes support needs cityscapesscripts: ' 'pip install "esnet-jax[cityscapes]"'
     ) from e
   return labels

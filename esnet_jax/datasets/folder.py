@@ -80,8 +80,7 @@ def folder_source(
   root = Path(root)
   if root != Path() and not root.is_dir():
     raise base.DatasetError(
-        f'Dataset root (config.dataset.root) {root} does not exist or is not '
-        'a directory.'
+        f'Dataset root (config.dataset.root) {root} does not exist or is not ' 'a directory.'
     )
   if list_file and (image_dir or label_dir):
     raise base.DatasetError(

@@ -49,8 +49,7 @@ SYNTHETIC_CLASSES = base.ClassTable(
 
 # Facade base colours: beige, brick, grey, white, ochre.
 _FACADES = np.array(
-    [[200, 180, 150], [150, 70, 50], [120, 120, 125], [215, 210, 200],
-     [190, 140, 60]],
+    [[200, 180, 150], [150, 70, 50], [120, 120, 125], [215, 210, 200], [190, 140, 60]],
     np.float32,
 )
 _SKIN = np.array(
@@ -80,9 +79,7 @@ class SyntheticSource(base.SegmentationSource):
       )
     height, width = (int(side) for side in image_size)
     if height < 16 or width < 16:
-      raise base.DatasetError(
-          f'Synthetic image_size must be at least (16, 16), got {image_size}.'
-      )
+      raise base.DatasetError(f'Synthetic image_size must be at least (16, 16), got {image_size}.')
     self._num_examples = num_examples
     self._size = (height, width)
     self._seed = zlib.crc32(split.encode())
@@ -105,9 +102,7 @@ class SyntheticSource(base.SegmentationSource):
     return self._size
 
 
-def render_scene(
-    rng: np.random.Generator, size: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(rng: np.random.Generator, size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
   """Draws one street scene.
 
   Args:
@@ -142,15 +137,11 @@ class _Canvas:
     self.height, self.width = size
     self.image = np.zeros((self.height, self.width, 3), np.float32)
     self.label = np.zeros((self.height, self.width), np.uint8)
-    self.yy, self.xx = np.mgrid[0 : self.height, 0 : self.width].astype(
-        np.float32
-    )
+    self.yy, self.xx = np.mgrid[0 : self.height, 0 : self.width].astype(np.float32)
     self.horizon = self.height * rng.uniform(0.3, 0.5)
     self.vanishing_x = self.width * rng.uniform(0.3, 0.7)
     # Road half-width at the bottom edge, as a fraction of the image width.
-    self.road_slope = (
-        self.width * rng.uniform(0.25, 0.6) / (self.height - self.horizon)
-    )
+    self.road_slope = self.width * rng.uniform(0.25, 0.6) / (self.height - self.horizon)
     self.sidewalk_width = rng.uniform(0.35, 0.8)  # In road half-widths.
 
   def paint(self, mask, colour, label, window=(slice(None), slice(None))):
@@ -208,9 +199,7 @@ class _Canvas:
       window = (slice(top, bottom), slice(left, right))
       shape = (bottom - top, right - left)
       facade = _FACADES[self.rng.integers(len(_FACADES))]
-      colour = self.texture(
-          shape, self.jitter(facade, 25), fine=5, coarse=8, cell=6
-      )
+      colour = self.texture(shape, self.jitter(facade, 25), fine=5, coarse=8, cell=6)
       period = self.rng.uniform(5, 12, size=2)
       fill = self.rng.uniform(0.4, 0.7, size=2)
       rows = ((self.yy[window] - top) / period[0]) % 1 < fill[0]
@@ -266,9 +255,7 @@ class _Canvas:
     top = self.rng.integers(0, self.height - height)
     left = self.rng.integers(0, self.width - width)
     window = (slice(top, top + height), slice(left, left + width))
-    colour = self.texture(
-        (height, width), self.rng.uniform(0, 255, 3), fine=30, coarse=30
-    )
+    colour = self.texture((height, width), self.rng.uniform(0, 255, 3), fine=30, coarse=30)
     self.paint(
         np.ones((height, width), bool),
         colour,
@@ -279,9 +266,7 @@ class _Canvas:
   def finish(self) -> tuple[np.ndarray, np.ndarray]:
     """Applies illumination, colour cast and sensor noise; returns uint8."""
     gain = self.rng.uniform(0.7, 1.3) * self.rng.uniform(0.9, 1.1, 3)
-    noise = self.rng.uniform(2, 8) * self.rng.standard_normal(
-        self.image.shape, np.float32
-    )
+    noise = self.rng.uniform(2, 8) * self.rng.standard_normal(self.image.shape, np.float32)
     image = np.clip(self.image * gain + noise, 0, 255).astype(np.uint8)
     return image, self.label
 
@@ -301,8 +286,7 @@ class _Canvas:
     top = int(round(bottom - height))
     left = int(round(centre_x - width / 2))
     rows = slice(max(top, 0), min(int(round(bottom)), self.height))
-    cols = slice(max(left, 0), min(left + max(int(round(width)), 1),
-                                   self.width))
+    cols = slice(max(left, 0), min(left + max(int(round(width)), 1), self.width))
     if rows.start >= rows.stop or cols.start >= cols.stop:
       return None
     return rows, cols
@@ -326,9 +310,7 @@ class _Canvas:
       self.paint(np.ones(colour.shape[:2], bool), colour, VEGETATION, trunk)
     canopy = self._box(x, bottom - height + 2 * radius, 2 * radius, 2 * radius)
     if canopy:
-      mask = self._ellipse(
-          canopy, x, bottom - height + radius, radius, radius * 0.9
-      )
+      mask = self._ellipse(canopy, x, bottom - height + radius, radius, radius * 0.9)
       leaves = self.jitter(np.array([60, 110, 40], np.float32), 25)
       colour = self.texture(mask.shape, leaves, fine=30, coarse=15, cell=3)
       self.paint(mask, colour, VEGETATION, canopy)
@@ -406,14 +388,8 @@ class _Canvas:
       self.paint(mask, skin, PERSON, head)
 
 
-def _smooth_noise(
-    rng: np.random.Generator, height: int, width: int, cell: int
-) -> np.ndarray:
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
   """Roughly unit-variance noise that varies smoothly over ``cell`` pixels."""
-  grid = rng.standard_normal(
-      (height // cell + 2, width // cell + 2), np.float32
-  )
-  resized = Image.fromarray(grid).resize(
-      (width, height), Image.BILINEAR
-  )
+  grid = rng.standard_normal((height // cell + 2, width // cell + 2), np.float32)
+  resized = Image.fromarray(grid).resize((width, height), Image.BILINEAR)
   return np.asarray(resized)

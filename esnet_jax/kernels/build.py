@@ -60,8 +60,13 @@ UPSAMPLE16 = 'esnet_upsample16'
 CONV_WGRAD = 'esnet_conv_wgrad'
 CHANNEL_MOMENTS = 'esnet_channel_moments'
 CHANNEL_GRAD_SUMS = 'esnet_channel_grad_sums'
-_SYMBOLS = {CONV_KX1: 'ConvKx1', UPSAMPLE16: 'Upsample16', CONV_WGRAD: 'ConvWgrad',
-            CHANNEL_MOMENTS: 'ChannelMoments', CHANNEL_GRAD_SUMS: 'ChannelGradSums'}
+_SYMBOLS = {
+    CONV_KX1: 'ConvKx1',
+    UPSAMPLE16: 'Upsample16',
+    CONV_WGRAD: 'ConvWgrad',
+    CHANNEL_MOMENTS: 'ChannelMoments',
+    CHANNEL_GRAD_SUMS: 'ChannelGradSums',
+}
 # Widest output of `upsample16`.
 MAX_UPSAMPLE_FEATURES = 32
 _FLAGS = ('-O3', '-ffp-contract=fast', '-shared', '-fPIC', '-std=c++17')
@@ -112,8 +117,9 @@ def _compile(compiler: str, isa: str) -> Path:
   include = jax.ffi.include_dir()
   flags = compile_flags(isa)
   command_text = ' '.join((compiler, *flags, '-I<jax.ffi.include_dir()>'))
-  key = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + command_text.encode()
-                       + jax.__version__.encode()).hexdigest()[:16]
+  key = hashlib.sha256(
+      SOURCE.read_bytes() + HEADER.read_bytes() + command_text.encode() + jax.__version__.encode()
+  ).hexdigest()[:16]
   cache = Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'esnet_jax')
   target = cache / f'kernels-{isa}-{key}.so'
   if target.exists():
@@ -122,6 +128,7 @@ def _compile(compiler: str, isa: str) -> Path:
   with open(cache / f'.{target.name}.lock', 'w') as lock:
     try:  # One process compiles; the others wait here, then find the library.
       import fcntl
+
       fcntl.flock(lock, fcntl.LOCK_EX)
     except (ImportError, OSError):
       pass  # No locks (not POSIX): each compiles its own copy; the rename stays atomic.
@@ -129,8 +136,12 @@ def _compile(compiler: str, isa: str) -> Path:
       return target
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
       built = Path(tmp) / target.name
-      result = subprocess.run([compiler, *flags, f'-I{include}', str(SOURCE), '-o', str(built)],
-                              capture_output=True, text=True, timeout=600)
+      result = subprocess.run(
+          [compiler, *flags, f'-I{include}', str(SOURCE), '-o', str(built)],
+          capture_output=True,
+          text=True,
+          timeout=600,
+      )
       if result.returncode != 0:
         raise RuntimeError(f'{compiler} failed on {SOURCE.name}: {result.stderr}')
       os.replace(built, target)  # Atomic: concurrent processes never load a partial file.
@@ -155,8 +166,9 @@ def _load() -> str | None:
     path = _compile(compiler, isa)
     library = ctypes.cdll.LoadLibrary(str(path))
     for target, symbol in _SYMBOLS.items():
-      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
-                                  platform='cpu')
+      jax.ffi.register_ffi_target(
+          target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu'
+      )
   except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
     return _one_line(f'building or loading them failed: {e}')
   _library = path

@@ -21,14 +21,16 @@ from esnet_jax.kernels import build, ops
 Dtype = Any
 
 
-def _same_padding(kernel_size: Sequence[int], dilation: Sequence[int]
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
+def _same_padding(
+    kernel_size: Sequence[int], dilation: Sequence[int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
   return tuple(((k - 1) // 2 * d,) * 2 for k, d in zip(kernel_size, dilation))
 
 
 class KernelConv(nn.Module):
   """`nn.Conv` (explicit padding): factorised convolutions by `ops.factorized_conv`,
   others with their kernel gradient from `ops.conv`."""
+
   features: int
   kernel_size: Sequence[int]
   strides: Sequence[int] = (1, 1)
@@ -39,12 +41,17 @@ class KernelConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kh, kw = self.kernel_size
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (kh, kw, x.shape[-1], self.features), jnp.float32)
+    kernel = self.param(
+        'kernel', nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features), jnp.float32
+    )
     bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
     padding = tuple(tuple(p) for p in self.padding)
-    factorized = (min(kh, kw) == 1 and max(kh, kw) > 1 and tuple(self.strides) == (1, 1)
-                  and padding == _same_padding(self.kernel_size, self.kernel_dilation))
+    factorized = (
+        min(kh, kw) == 1
+        and max(kh, kw) > 1
+        and tuple(self.strides) == (1, 1)
+        and padding == _same_padding(self.kernel_size, self.kernel_dilation)
+    )
     if self.is_initializing() or self.features % 16:
       pass
     elif factorized:
@@ -53,14 +60,23 @@ class KernelConv(nn.Module):
       return ops.factorized_conv(x, kernel, bias, vertical, dilation)
     elif tuple(self.kernel_dilation) == (1, 1):
       return ops.conv(x, kernel, padding, tuple(self.strides)) + bias
-    return jax.lax.conv_general_dilated(
-        x, kernel, tuple(self.strides), padding, rhs_dilation=tuple(self.kernel_dilation),
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + bias
+    return (
+        jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            tuple(self.strides),
+            padding,
+            rhs_dilation=tuple(self.kernel_dilation),
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        )
+        + bias
+    )
 
 
 class KernelBatchNorm(nn.Module):
   """`nn.BatchNorm` on the last axis (same variables and function) whose training-mode
   statistics and gradients come from `ops.batch_norm_train`; a multiple of 16 channels."""
+
   use_running_average: bool
   momentum: float = 0.99
   epsilon: float = 1e-5
@@ -89,13 +105,17 @@ class KernelConvTranspose2x(models.ConvTranspose2x):
   `ops.upsample16`, the phases of the others with kernel gradients from `ops.conv`."""
 
   def transpose(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    if ((self.kernel_size, self.padding, x.shape[-1]) == (2, 0, 16)
-        and self.features <= build.MAX_UPSAMPLE_FEATURES and not self.is_initializing()):
+    if (
+        (self.kernel_size, self.padding, x.shape[-1]) == (2, 0, 16)
+        and self.features <= build.MAX_UPSAMPLE_FEATURES
+        and not self.is_initializing()
+    ):
       return ops.upsample16(x, kernel, bias)
     return super().transpose(x, kernel, bias)
 
-  def phase_conv(self, x: jax.Array, kernel: jax.Array,
-                 padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+  def phase_conv(
+      self, x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]
+  ) -> jax.Array:
     if self.features % 16 or self.is_initializing():
       return super().phase_conv(x, kernel, padding)
     return ops.conv(x, kernel, padding)
@@ -103,13 +123,18 @@ class KernelConvTranspose2x(models.ConvTranspose2x):
 
 class _FactorizedParams(nn.Module):
   """The variables of a factorised `nn.Conv` (same names, shapes, initialisers), unapplied."""
+
   features: int
   kernel_size: tuple[int, int]
 
   @nn.compact
   def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        self.kernel_size + (in_features, self.features), jnp.float32)
+    kernel = self.param(
+        'kernel',
+        nn.initializers.lecun_normal(),
+        self.kernel_size + (in_features, self.features),
+        jnp.float32,
+    )
     return kernel, self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
 
 
@@ -122,8 +147,9 @@ def _first_pair(unit: nn.Module, x: jax.Array, k: int, train: bool) -> jax.Array
   """The unit's first (kx1, ReLU, 1xk, folded BN, ReLU) pair, fused; only in BN-folded
   inference (the unit's `norm` None, `train` False)."""
   if unit.norm is not None or train:
-    raise ValueError(f'{type(unit).__name__} is for BN-folded inference '
-                     '(norm=None, train=False).')
+    raise ValueError(
+        f'{type(unit).__name__} is for BN-folded inference ' '(norm=None, train=False).'
+    )
   c = x.shape[-1]
   y = ops.conv_kx1(x, *_pair(c, k, 'conv3x1_1'), vertical=True, relu=True)
   return ops.conv_kx1(y, *_pair(c, k, 'conv1x3_1'), vertical=False, relu=True)
@@ -132,6 +158,7 @@ def _first_pair(unit: nn.Module, x: jax.Array, k: int, train: bool) -> jax.Array
 class FusedFCU(nn.Module):
   """A BN-folded `FCU` in inference: four `ops.conv_kx1` calls with bias, ReLU and the
   residual fused (the fields of `FCU`; `norm` must be None, dropout is inactive)."""
+
   kernel_size: int
   dropout: float
   norm: Any
@@ -144,13 +171,15 @@ class FusedFCU(nn.Module):
     c, k, d = x.shape[-1], self.kernel_size, self.dilation
     y = _first_pair(self, x, k, train)
     y = ops.conv_kx1(y, *_pair(c, k, 'conv3x1_2'), vertical=True, dilation=d, relu=True)
-    return ops.conv_kx1(y, *_pair(c, k, 'conv1x3_2'), vertical=False, dilation=d,
-                        relu=True, residual=x)
+    return ops.conv_kx1(
+        y, *_pair(c, k, 'conv1x3_2'), vertical=False, dilation=d, relu=True, residual=x
+    )
 
 
 class FusedPFCU(nn.Module):
   """A BN-folded `PFCU` in inference: eight fused `ops.conv_kx1` calls; each branch's
   last convolution adds itself to the running sum, the last applies the ReLU."""
+
   dropout: float
   norm: Any
   dilations: Sequence[int] = models.PFCU_DILATIONS
@@ -163,8 +192,13 @@ class FusedPFCU(nn.Module):
     y = _first_pair(self, x, 3, train)
     out = x
     for i, rate in enumerate(self.dilations):
-      b = ops.conv_kx1(y, *_pair(c, 3, f'conv3x1_2{rate}'), vertical=True, dilation=rate,
-                       relu=True)
-      out = ops.conv_kx1(b, *_pair(c, 3, f'conv1x3_2{rate}'), vertical=False, dilation=rate,
-                         residual=out, relu=i == len(self.dilations) - 1)
+      b = ops.conv_kx1(y, *_pair(c, 3, f'conv3x1_2{rate}'), vertical=True, dilation=rate, relu=True)
+      out = ops.conv_kx1(
+          b,
+          *_pair(c, 3, f'conv1x3_2{rate}'),
+          vertical=False,
+          dilation=rate,
+          residual=out,
+          relu=i == len(self.dilations) - 1,
+      )
     return out

@@ -27,11 +27,16 @@ def _on_cpu(native, reference, *args):
   return jax.lax.platform_dependent(*args, cpu=native, default=reference)
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, padding: Padding,
-              dilation: tuple[int, int] = (1, 1), strides: tuple[int, int] = (1, 1)
-              ) -> jax.Array:
-  return jax.lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+def _xla_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    padding: Padding,
+    dilation: tuple[int, int] = (1, 1),
+    strides: tuple[int, int] = (1, 1),
+) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+      x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
 
 
 def _factorized_padding(kernel: jax.Array, vertical: bool, dilation: int) -> Padding:
@@ -45,12 +50,27 @@ def _factorized_dilation(vertical: bool, dilation: int) -> tuple[int, int]:
 
 # --- conv_kx1: the factorised convolution with its epilogue (value only) -------------------
 
-def conv_kx1_reference(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
-                       dilation: int = 1, relu: bool = False,
-                       residual: jax.Array | None = None) -> jax.Array:
+
+def conv_kx1_reference(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    *,
+    vertical: bool,
+    dilation: int = 1,
+    relu: bool = False,
+    residual: jax.Array | None = None,
+) -> jax.Array:
   """relu?(conv(x, kernel) + bias (+ residual)) with XLA's convolution."""
-  y = _xla_conv(x, kernel, _factorized_padding(kernel, vertical, dilation),
-                _factorized_dilation(vertical, dilation)) + bias
+  y = (
+      _xla_conv(
+          x,
+          kernel,
+          _factorized_padding(kernel, vertical, dilation),
+          _factorized_dilation(vertical, dilation),
+      )
+      + bias
+  )
   if residual is not None:
     y = y + residual
   return jax.nn.relu(y) if relu else y
@@ -60,14 +80,29 @@ def _conv_kx1_native(x, kernel, bias, residual, *, vertical, dilation, relu):
   taps = kernel.shape[0] if vertical else kernel.shape[1]
   cin, cout = kernel.shape[-2:]
   call = jax.ffi.ffi_call(build.CONV_KX1, jax.ShapeDtypeStruct((*x.shape[:-1], cout), x.dtype))
-  return call(x, kernel.reshape(taps, cin, cout), bias, x if residual is None else residual,
-              vertical=np.int64(vertical), dilation=np.int64(dilation), relu=np.int64(relu),
-              has_res=np.int64(residual is not None), threads=np.int64(build.threads()))
+  return call(
+      x,
+      kernel.reshape(taps, cin, cout),
+      bias,
+      x if residual is None else residual,
+      vertical=np.int64(vertical),
+      dilation=np.int64(dilation),
+      relu=np.int64(relu),
+      has_res=np.int64(residual is not None),
+      threads=np.int64(build.threads()),
+  )
 
 
-def conv_kx1(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool,
-             dilation: int = 1, relu: bool = False, residual: jax.Array | None = None
-             ) -> jax.Array:
+def conv_kx1(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    *,
+    vertical: bool,
+    dilation: int = 1,
+    relu: bool = False,
+    residual: jax.Array | None = None,
+) -> jax.Array:
   """relu?(conv(x, kernel) + bias (+ residual)) for NHWC float32 x and a factorised kernel.
 
   `kernel` is a flax conv kernel of shape (k, 1, Cin, Cout) (`vertical`) or (1, k,
@@ -75,8 +110,9 @@ def conv_kx1(x: jax.Array, kernel: jax.Array, bias: jax.Array, *, vertical: bool
   differentiable (BN-folded inference); `factorized_conv` is.
   """
   native = functools.partial(_conv_kx1_native, vertical=vertical, dilation=dilation, relu=relu)
-  reference = lambda x, k, b, r: conv_kx1_reference(x, k, b, vertical=vertical,
-                                                    dilation=dilation, relu=relu, residual=r)
+  reference = lambda x, k, b, r: conv_kx1_reference(
+      x, k, b, vertical=vertical, dilation=dilation, relu=relu, residual=r
+  )
   return _on_cpu(native, reference, x, kernel, bias, residual)
 
 
@@ -88,11 +124,11 @@ def _native_value(kernel: jax.Array) -> bool:
 
 # --- factorized_conv: differentiable factorised convolution (training) ---------------------
 
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _factorized_conv_native(x, kernel, bias, vertical, dilation):
   if _native_value(kernel):
-    return _conv_kx1_native(x, kernel, bias, None, vertical=vertical, dilation=dilation,
-                            relu=False)
+    return _conv_kx1_native(x, kernel, bias, None, vertical=vertical, dilation=dilation, relu=False)
   return conv_kx1_reference(x, kernel, bias, vertical=vertical, dilation=dilation)
 
 
@@ -108,22 +144,30 @@ def _factorized_conv_bwd(vertical, dilation, saved, dy):
   if _native_value(kernel):
     cin, cout = kernel.shape[-2:]
     mirrored = jnp.flip(kernel.reshape(taps, cin, cout), 0).transpose(0, 2, 1)
-    dx = _conv_kx1_native(dy, mirrored.reshape(*kernel.shape[:2], cout, cin),
-                          jnp.zeros((cin,), dy.dtype), None, vertical=vertical,
-                          dilation=dilation, relu=False)
+    dx = _conv_kx1_native(
+        dy,
+        mirrored.reshape(*kernel.shape[:2], cout, cin),
+        jnp.zeros((cin,), dy.dtype),
+        None,
+        vertical=vertical,
+        dilation=dilation,
+        relu=False,
+    )
   else:
     _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding, dilations), x)
-    dx, = transpose(dy)
-  dw, db = _conv_wgrad_native(x, dy, kernel.shape[:2], dilation=dilations,
-                              offset=(-padding[0][0], -padding[1][0]))
+    (dx,) = transpose(dy)
+  dw, db = _conv_wgrad_native(
+      x, dy, kernel.shape[:2], dilation=dilations, offset=(-padding[0][0], -padding[1][0])
+  )
   return dx, dw, db
 
 
 _factorized_conv_native.defvjp(_factorized_conv_fwd, _factorized_conv_bwd)
 
 
-def factorized_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, vertical: bool,
-                    dilation: int = 1) -> jax.Array:
+def factorized_conv(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, vertical: bool, dilation: int = 1
+) -> jax.Array:
   """conv(x, kernel) + bias, kx1 or 1xk with 'same' padding; differentiable.
 
   For NHWC float32 x; `kernel` is a flax conv kernel, (k, 1, Cin, Cout)
@@ -140,6 +184,7 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array, vertical: 
 
 # --- conv: any convolution, native kernel gradient (strided and per-phase convolutions) ----
 
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_native(x, kernel, padding, strides):
   return _xla_conv(x, kernel, padding, strides=strides)
@@ -152,17 +197,19 @@ def _conv_fwd(x, kernel, padding, strides):
 def _conv_bwd(padding, strides, saved, dy):
   x, kernel = saved
   _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding, strides=strides), x)
-  dx, = transpose(dy)
-  dw, _ = _conv_wgrad_native(x, dy, kernel.shape[:2], strides=strides,
-                             offset=(-padding[0][0], -padding[1][0]))
+  (dx,) = transpose(dy)
+  dw, _ = _conv_wgrad_native(
+      x, dy, kernel.shape[:2], strides=strides, offset=(-padding[0][0], -padding[1][0])
+  )
   return dx, dw
 
 
 _conv_native.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv(x: jax.Array, kernel: jax.Array, padding: Padding,
-         strides: tuple[int, int] = (1, 1)) -> jax.Array:
+def conv(
+    x: jax.Array, kernel: jax.Array, padding: Padding, strides: tuple[int, int] = (1, 1)
+) -> jax.Array:
   """NHWC convolution (HWIO kernel, explicit padding, strides) without bias.
 
   XLA computes the value and the input gradient; on the CPU the kernel gradient
@@ -175,31 +222,53 @@ def conv(x: jax.Array, kernel: jax.Array, padding: Padding,
 
 def _conv_wgrad_native(x, dy, taps, *, strides=(1, 1), dilation=(1, 1), offset=(0, 0)):
   cin, cout = x.shape[-1], dy.shape[-1]
-  call = jax.ffi.ffi_call(build.CONV_WGRAD, (jax.ShapeDtypeStruct((*taps, cin, cout), x.dtype),
-                                             jax.ShapeDtypeStruct((cout,), x.dtype)))
-  return call(x, dy, stride_y=np.int64(strides[0]), stride_x=np.int64(strides[1]),
-              dil_y=np.int64(dilation[0]), dil_x=np.int64(dilation[1]),
-              off_y=np.int64(offset[0]), off_x=np.int64(offset[1]),
-              threads=np.int64(build.threads()))
+  call = jax.ffi.ffi_call(
+      build.CONV_WGRAD,
+      (jax.ShapeDtypeStruct((*taps, cin, cout), x.dtype), jax.ShapeDtypeStruct((cout,), x.dtype)),
+  )
+  return call(
+      x,
+      dy,
+      stride_y=np.int64(strides[0]),
+      stride_x=np.int64(strides[1]),
+      dil_y=np.int64(dilation[0]),
+      dil_x=np.int64(dilation[1]),
+      off_y=np.int64(offset[0]),
+      off_x=np.int64(offset[1]),
+      threads=np.int64(build.threads()),
+  )
 
 
-def conv_wgrad_reference(x: jax.Array, dy: jax.Array, taps: tuple[int, int], *,
-                         strides: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
-                         offset: tuple[int, int] = (0, 0)) -> tuple[jax.Array, jax.Array]:
+def conv_wgrad_reference(
+    x: jax.Array,
+    dy: jax.Array,
+    taps: tuple[int, int],
+    *,
+    strides: tuple[int, int] = (1, 1),
+    dilation: tuple[int, int] = (1, 1),
+    offset: tuple[int, int] = (0, 0),
+) -> tuple[jax.Array, jax.Array]:
   """`conv_wgrad` by differentiating XLA's convolution."""
   cin, cout = x.shape[-1], dy.shape[-1]
   out_h, out_w = dy.shape[1:3]
-  padding = tuple((-o, (t - 1) * d + (n - 1) * s + o - (size - 1))
-                  for o, t, d, n, s, size in zip(offset, taps, dilation, (out_h, out_w), strides,
-                                                 x.shape[1:3]))
+  padding = tuple(
+      (-o, (t - 1) * d + (n - 1) * s + o - (size - 1))
+      for o, t, d, n, s, size in zip(offset, taps, dilation, (out_h, out_w), strides, x.shape[1:3])
+  )
   kernel = jnp.zeros((*taps, cin, cout), x.dtype)
   _, vjp = jax.vjp(lambda k: _xla_conv(x, k, padding, dilation, strides), kernel)
   return vjp(dy)[0], jnp.sum(dy, axis=(0, 1, 2))
 
 
-def conv_wgrad(x: jax.Array, dy: jax.Array, taps: tuple[int, int], *,
-               strides: tuple[int, int] = (1, 1), dilation: tuple[int, int] = (1, 1),
-               offset: tuple[int, int] = (0, 0)) -> tuple[jax.Array, jax.Array]:
+def conv_wgrad(
+    x: jax.Array,
+    dy: jax.Array,
+    taps: tuple[int, int],
+    *,
+    strides: tuple[int, int] = (1, 1),
+    dilation: tuple[int, int] = (1, 1),
+    offset: tuple[int, int] = (0, 0),
+) -> tuple[jax.Array, jax.Array]:
   """Kernel gradient, (*taps, Cin, Cout), and bias gradient of a convolution.
 
   x is its input (N, HI, WI, Cin), dy its output's gradient (N, H, W, Cout),
@@ -209,14 +278,20 @@ def conv_wgrad(x: jax.Array, dy: jax.Array, taps: tuple[int, int], *,
   (i * dilation[0], j * dilation[1]); pixels outside x read zeros.
   """
   kw = dict(strides=strides, dilation=dilation, offset=offset)
-  return _on_cpu(lambda x, dy: _conv_wgrad_native(x, dy, taps, **kw),
-                 lambda x, dy: conv_wgrad_reference(x, dy, taps, **kw), x, dy)
+  return _on_cpu(
+      lambda x, dy: _conv_wgrad_native(x, dy, taps, **kw),
+      lambda x, dy: conv_wgrad_reference(x, dy, taps, **kw),
+      x,
+      dy,
+  )
 
 
 # --- batch_norm_train: training-mode BatchNorm with one-pass channel sums ------------------
 
-def _channel_sums(target: str, a: jax.Array, x: jax.Array, mean: jax.Array
-                  ) -> tuple[jax.Array, jax.Array]:
+
+def _channel_sums(
+    target: str, a: jax.Array, x: jax.Array, mean: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   c = a.shape[-1]
   call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct((c,), a.dtype),) * 2)
   return call(a, x, mean, threads=np.int64(build.threads()))
@@ -229,8 +304,7 @@ def _batch_norm_native(x, scale, bias, epsilon, axis_name):
 
 def _batch_norm_fwd(x, scale, bias, epsilon, axis_name):
   count = x.size // x.shape[-1]
-  total, total_sq = _channel_sums(build.CHANNEL_MOMENTS, x, x,
-                                  jnp.zeros((x.shape[-1],), x.dtype))
+  total, total_sq = _channel_sums(build.CHANNEL_MOMENTS, x, x, jnp.zeros((x.shape[-1],), x.dtype))
   moments = jnp.stack([total, total_sq]) / count
   if axis_name is not None:
     moments = jax.lax.pmean(moments, axis_name)
@@ -257,9 +331,9 @@ def _batch_norm_bwd(epsilon, axis_name, saved, cotangents):
 _batch_norm_native.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
-def batch_norm_train_reference(x: jax.Array, scale: jax.Array, bias: jax.Array,
-                               epsilon: float, axis_name: str | None = None
-                               ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def batch_norm_train_reference(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, axis_name: str | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """flax `nn.BatchNorm`'s training-mode function: (y, batch mean, batch variance)."""
   axes = tuple(range(x.ndim - 1))
   moments = jnp.stack([jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)])
@@ -271,9 +345,9 @@ def batch_norm_train_reference(x: jax.Array, scale: jax.Array, bias: jax.Array,
   return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
 
-def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float,
-                     axis_name: str | None = None
-                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def batch_norm_train(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, axis_name: str | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Training-mode BatchNorm over all but the last axis: (y, batch mean, batch variance).
 
   flax `nn.BatchNorm`'s function (fast variance E[x^2] - E[x]^2 clipped at 0,
@@ -282,12 +356,17 @@ def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: f
   of XLA:CPU's reduce-window trees. For float32 x with a multiple of 16
   channels. The mean and variance carry no gradient.
   """
-  return _on_cpu(lambda x, s, b: _batch_norm_native(x, s, b, epsilon, axis_name),
-                 lambda x, s, b: batch_norm_train_reference(x, s, b, epsilon, axis_name),
-                 x, scale, bias)
+  return _on_cpu(
+      lambda x, s, b: _batch_norm_native(x, s, b, epsilon, axis_name),
+      lambda x, s, b: batch_norm_train_reference(x, s, b, epsilon, axis_name),
+      x,
+      scale,
+      bias,
+  )
 
 
 # --- upsample16: the output layer's 2x2 stride-2 transposed convolution --------------------
+
 
 def upsample16_reference(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   """y[2m+a, 2n+b] = x[m, n] @ kernel[a, b] + bias, with XLA's operations."""
@@ -299,8 +378,9 @@ def upsample16_reference(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> ja
 @jax.custom_vjp
 def _upsample16_native(x, kernel, bias):
   n, h, w, _ = x.shape
-  call = jax.ffi.ffi_call(build.UPSAMPLE16,
-                          jax.ShapeDtypeStruct((n, 2 * h, 2 * w, kernel.shape[-1]), x.dtype))
+  call = jax.ffi.ffi_call(
+      build.UPSAMPLE16, jax.ShapeDtypeStruct((n, 2 * h, 2 * w, kernel.shape[-1]), x.dtype)
+  )
   return call(x, kernel, bias, threads=np.int64(build.threads()))
 
 

@@ -28,6 +28,7 @@ class PretrainedError(WeightsError):
 @dataclasses.dataclass(frozen=True)
 class PretrainedWeights:
   """One shipped set of weights and the facts needed to use it."""
+
   name: str
   filename: str
   sha256: str
@@ -43,19 +44,31 @@ class PretrainedWeights:
   def meta(self) -> dict[str, Any]:
     """Checkpoint-style metadata (see `checkpointing`) for inference and predict."""
     table = self.class_table
-    return {'num_classes': table.num_classes, 'class_names': list(table.names),
-            'colours': [list(c) for c in table.colours], 'ignore_label': table.ignore_label,
-            'mean': list(MEAN_RGB), 'std': list(STD_RGB), 'pretrained': self.name,
-            'dataset': self.dataset, 'config': self.config, 'val_miou': self.val_miou,
-            'source': str(self.path)}
+    return {
+        'num_classes': table.num_classes,
+        'class_names': list(table.names),
+        'colours': [list(c) for c in table.colours],
+        'ignore_label': table.ignore_label,
+        'mean': list(MEAN_RGB),
+        'std': list(STD_RGB),
+        'pretrained': self.name,
+        'dataset': self.dataset,
+        'config': self.config,
+        'val_miou': self.val_miou,
+        'source': str(self.path),
+    }
 
 
 PRETRAINED: dict[str, PretrainedWeights] = {
     'camvid': PretrainedWeights(
-        name='camvid', filename='camvid.npz',
+        name='camvid',
+        filename='camvid.npz',
         sha256='771f0e358996a47815f7839f83f64a77fe983c535a66fa8d43bd48134aff441a',
-        dataset='camvid', class_table=CAMVID_CLASSES, config='configs/camvid.py',
-        val_miou=0.6655),  # 101 val images, full 360x480, label 11 ignored
+        dataset='camvid',
+        class_table=CAMVID_CLASSES,
+        config='configs/camvid.py',
+        val_miou=0.6655,
+    ),  # 101 val images, full 360x480, label 11 ignored
 }
 
 
@@ -67,8 +80,9 @@ def available() -> list[str]:
 def get(name: str) -> PretrainedWeights:
   """The registry entry for `name`."""
   if name not in PRETRAINED:
-    raise PretrainedError(f'Unknown pretrained weights {name!r}; available: '
-                          f'{", ".join(available()) or "none"}.')
+    raise PretrainedError(
+        f'Unknown pretrained weights {name!r}; available: ' f'{", ".join(available()) or "none"}.'
+    )
   return PRETRAINED[name]
 
 
@@ -84,11 +98,15 @@ def weights_file(name: str) -> Path:
   """The verified path of `name`'s weights file (its sha256 checked on every call)."""
   entry = get(name)
   if not entry.path.is_file():
-    raise PretrainedError(f'Pretrained weights {name!r}: {entry.path} is missing from the '
-                          'installation; reinstall esnet-jax.')
+    raise PretrainedError(
+        f'Pretrained weights {name!r}: {entry.path} is missing from the '
+        'installation; reinstall esnet-jax.'
+    )
   actual = file_sha256(entry.path)
   if actual != entry.sha256:
-    raise PretrainedError(f'Pretrained weights {name!r}: {entry.path} has sha256 {actual}, '
-                          f'expected {entry.sha256}; the file is corrupt or was replaced. '
-                          'Reinstall esnet-jax.')
+    raise PretrainedError(
+        f'Pretrained weights {name!r}: {entry.path} has sha256 {actual}, '
+        f'expected {entry.sha256}; the file is corrupt or was replaced. '
+        'Reinstall esnet-jax.'
+    )
   return entry.path
