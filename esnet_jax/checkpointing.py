@@ -44,10 +44,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from esnet_jax.errors import (
+    CheckpointNotFoundError,
     CheckpointSaveError,
     DamagedCheckpointError,
     WeightsError,
-    WeightsNotFoundError,
 )
 
 Variables = dict[str, Any]
@@ -65,10 +65,6 @@ _UNREAD_FILES = ('commit_success.txt', '_CHECKPOINT_METADATA')
 _JSON_FILES = ('metadata', '_METADATA')
 # How often a reader lists a manager directory again when a training changed it meanwhile.
 _READ_ATTEMPTS = 3
-
-
-class CheckpointNotFoundError(WeightsNotFoundError):
-  """A path that holds no checkpoint this project can read."""
 
 
 def warn_stderr(message: str) -> None:

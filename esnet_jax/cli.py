@@ -21,6 +21,8 @@ import threading
 import traceback
 from typing import Any, Callable, NoReturn
 
+from esnet_jax import errors
+
 
 class Failure(SystemExit):
   """Ends a command with one `error:` line and an exit status (2 unless told)."""
@@ -103,6 +105,8 @@ def run(main: Callable[[], int | None]) -> NoReturn:
     status = main()
   except Failure as e:
     exit_now(int(e.code), f'error: {one_line(e.message)}')
+  except errors.EsnetError as e:  # The package's own errors: one line, their status.
+    exit_now(e.exit_status, f'error: {one_line(e)}')
   except SystemExit as e:
     if isinstance(e.code, str):  # sys.exit('error: ...') prints its message: the last line.
       exit_now(1, one_line(e.code))

@@ -10,15 +10,12 @@ from esnet_jax.datasets import DATASET_NAMES
 from esnet_jax.datasets import camvid
 from esnet_jax.implementations import CHOICES as KERNELS
 from esnet_jax.input_pipeline import parse_phases
+from esnet_jax.errors import ConfigError
 
 MODES = ('train', 'eval', 'predict', 'benchmark')
 DTYPES = ('float32', 'bfloat16')
 WEIGHT_DECAY_MODES = ('coupled', 'decoupled')
 WHICH_CHECKPOINT = ('latest', 'best')
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work, named by its dotted key."""
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from esnet_jax import cli
-from esnet_jax.errors import WeightsError, WeightsNotFoundError
+from esnet_jax.errors import ConversionError, WeightsError, WeightsNotFoundError
 from esnet_jax.models import ESNet
 
 Variables = dict[str, Any]
@@ -32,10 +32,6 @@ _BN_TORCH_TO_FLAX = {
     'running_var': ('batch_stats', 'var'),
 }
 _BN_FLAX_TO_TORCH = {v: k for k, v in _BN_TORCH_TO_FLAX.items()}
-
-
-class ConversionError(WeightsError):
-  """A weights file that cannot be read, or a state dict that is not ESNet's."""
 
 
 def _is_transposed_conv(module_path: tuple[str, ...]) -> bool:

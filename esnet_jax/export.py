@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from esnet_jax import cli, convert, folding, weights
-from esnet_jax.errors import WeightsError
+from esnet_jax.errors import EsnetError, ExportError
 from esnet_jax.inference import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
@@ -51,10 +51,6 @@ from esnet_jax.transforms import MEAN_RGB, STD_RGB
 FORMATS = ('stablehlo', 'onnx')
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'
-
-
-class ExportError(ValueError):
-  """Export settings that cannot work, e.g. a size that is not a multiple of 8."""
 
 
 def load_checkpoint(
@@ -270,9 +266,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fold_bn=not args.no_fold_bn,
         which=args.which,
     )
-  except (ExportError, WeightsError, ImportError) as e:
+  except (EsnetError, ImportError) as e:  # ImportError: an optional package is missing.
     print(f'error: {e}', file=sys.stderr)
-    return 2
+    return getattr(e, 'exit_status', 2)
   print(f'Wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {meta_path}')
   return 0
 

@@ -23,12 +23,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from esnet_jax.models import ESNet
+from esnet_jax.errors import KernelsUnavailableError
 
 CHOICES = ('auto', 'xla', 'native')
-
-
-class KernelsUnavailableError(RuntimeError):
-  """`kernels='native'` was asked for where the compiled kernels cannot be had."""
 
 
 def use_kernels(kernels: str, dtype: Any = jnp.float32) -> bool:

@@ -84,9 +84,7 @@ def main(argv: list[str]) -> None:
 
     host_memory.keep_freed_memory()
   from esnet_jax import benchmark, predict, train
-  from esnet_jax.config_validation import ConfigError
-  from esnet_jax.datasets import DatasetError
-  from esnet_jax.errors import CheckpointSaveError, WeightsError, WorkdirError
+  from esnet_jax.errors import ConfigError, EsnetError
 
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Progress goes to stdout; keep INFO chatter off.
@@ -102,10 +100,8 @@ def main(argv: list[str]) -> None:
     if config.mode not in run:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
-  except (WeightsError, CheckpointSaveError, WorkdirError) as e:  # Exit status 2.
-    raise cli.Failure(str(e), 2) from e
-  except (ConfigError, DatasetError, train.NonFiniteLossError) as e:
-    raise cli.Failure(str(e), 1) from e
+  except EsnetError as e:  # One line and the error's status, before absl sees it.
+    raise cli.Failure(str(e), e.exit_status) from e
 
 
 if __name__ == '__main__':

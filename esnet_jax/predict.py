@@ -54,7 +54,7 @@ from esnet_jax import cli, datasets, train, transforms, video, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
-from esnet_jax.errors import WeightsError
+from esnet_jax.errors import EsnetError, InputError
 from esnet_jax.inference import Segmenter
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
@@ -62,10 +62,6 @@ PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
 _CITYSCAPES_FRAME = re.compile(
     r'^(?P<frame>[^_]+_\d+_\d+)' + re.escape(cityscapes.IMAGE_SUFFIX) + '$'
 )
-
-
-class InputError(ValueError):
-  """An input path that names no readable image or video, or is unsupported."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -636,9 +632,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size,
         submission=args.cityscapes_submission,
     )
-  except (InputError, visualize.PaletteError, WeightsError, ImportError) as e:
+  except (EsnetError, ImportError) as e:  # ImportError: an optional package is missing.
     print(f'error: {e}', file=sys.stderr)
-    return 2
+    return getattr(e, 'exit_status', 2)
   report.skipped = skipped
   print_summary(report, Path(args.output))
   return 1 if report.failed else 0

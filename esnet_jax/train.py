@@ -41,6 +41,7 @@ from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
 from esnet_jax.models import ESNet
+from esnet_jax.errors import NonFiniteLossError
 
 AXIS = 'batch'
 CLASS_WEIGHTS_FILE = 'class_weights.json'
@@ -49,10 +50,6 @@ CLASS_WEIGHTS_FILE = 'class_weights.json'
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # Base dropout key; each step and device folds in its own numbers.
-
-
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN or infinite; training stops, the last good checkpoint stays."""
 
 
 def create_model(

@@ -14,13 +14,10 @@ from types import ModuleType
 from typing import Iterator
 
 import numpy as np
+from esnet_jax.errors import VideoError
 
 VIDEO_SUFFIXES = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm', '.mpg', '.mpeg')
 _DEFAULT_FPS = Fraction(25)
-
-
-class VideoError(ValueError):
-  """A video that cannot be read or written, named in the message."""
 
 
 def _av() -> ModuleType:

@@ -15,12 +15,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from esnet_jax.datasets import cityscapes
+from esnet_jax.errors import PaletteError
 
 CITYSCAPES_NUM_CLASSES = 19
-
-
-class PaletteError(ValueError):
-  """Colours that do not fit the number of classes of a checkpoint."""
 
 
 def generated_colours(num_classes: int) -> np.ndarray:

@@ -34,6 +34,12 @@ _NOISY = textwrap.dedent("""
         return 2
       if how == 'bug':
         raise KeyError('missing')
+      if how == 'config':
+        from esnet_jax import errors
+        raise errors.ConfigError('config.batch_size=0: expected a positive integer.')
+      if how == 'damaged':
+        from esnet_jax import errors
+        raise errors.DamagedCheckpointError('checkpoint step 4 in /w\\nis zeroed')
       return 0
 
     cli.run(main)
@@ -51,6 +57,8 @@ def _run(how: str) -> subprocess.CompletedProcess:
     [
         ('failure', 2, 'error: the workdir /w is in use by another training'),
         ('printed', 2, 'error: printed by the command itself'),
+        ('config', 1, 'error: config.batch_size=0: expected a positive integer.'),
+        ('damaged', 2, 'error: checkpoint step 4 in /w is zeroed'),
         (
             'bug',
             1,

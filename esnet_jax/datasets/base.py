@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from esnet_jax.errors import DatasetError
 
 Example = dict[str, np.ndarray]
 
@@ -31,10 +32,6 @@ Example = dict[str, np.ndarray]
 _MAX_LISTED = 5
 # PIL modes of single-channel label images (binary, 8-bit, palette, 16/32-bit).
 _LABEL_MODES = ('1', 'L', 'P', 'I', 'I;16', 'I;16B', 'I;16L')
-
-
-class DatasetError(ValueError):
-  """A dataset is missing, malformed or inconsistent with its configuration."""
 
 
 @dataclasses.dataclass(frozen=True)

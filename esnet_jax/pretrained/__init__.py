@@ -15,14 +15,10 @@ from typing import Any
 
 from esnet_jax.datasets.camvid import CAMVID_CLASSES
 from esnet_jax.datasets.base import ClassTable
-from esnet_jax.errors import WeightsError
+from esnet_jax.errors import PretrainedError
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
 WEIGHTS_DIR = Path(__file__).resolve().parent
-
-
-class PretrainedError(WeightsError):
-  """An unknown pretrained name, or a shipped weights file that is missing or altered."""
 
 
 @dataclasses.dataclass(frozen=True)
