@@ -34,9 +34,7 @@ Timings are medians; on shared machines repeat a measurement before trusting it.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
-import json
 import os
 import re
 import resource
@@ -48,25 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import (
-    checkpointing,
-    cli,
-    convert,
-    folding,
-    host_memory,
-    implementations,
-    profiling,
-    weights,
-    xla_flags,
-)
-from esnet_jax.errors import WeightsError
+from esnet_jax import convert, folding, implementations, profiling, weights
 from esnet_jax.inference import num_classes_of
 from esnet_jax.kernels import build as kernel_build
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
 # Fewer timed runs give unstable tail percentiles; the CLI warns below this.
 MIN_RUNS = 50
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Trained only for encoder pre-training; not part of the deployed network.
 _ENCODER_ONLY_HEAD = 'encoder_output_conv'
 
@@ -81,7 +68,7 @@ def _count_params(params: Mapping[str, Any]) -> int:
   )
 
 
-def _random_variables(num_classes: int, seed: int) -> dict[str, Any]:
+def random_variables(num_classes: int, seed: int) -> dict[str, Any]:
   """Random `{'params', 'batch_stats'}` of `ESNet(num_classes)`, drawn with numpy.
 
   Speed does not depend on the values, and `ESNet.init` spends seconds
@@ -100,14 +87,6 @@ def _random_variables(num_classes: int, seed: int) -> dict[str, Any]:
     return rng.normal(0, 0.1, shape).astype(np.float32)  # Biases and means.
 
   return jax.tree_util.tree_map_with_path(draw, convert.template(num_classes))
-
-
-def _host_threads() -> int:
-  """CPUs this process may run on: the size of XLA:CPU's intra-op thread pool."""
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # Not Linux.
-    return os.cpu_count() or 1
 
 
 def _peak_memory(device: jax.Device) -> tuple[int, str]:
@@ -130,7 +109,7 @@ def _summary(seconds: Sequence[float], prefix: str) -> dict[str, float]:
   }
 
 
-def _time_alternating(
+def time_alternating(
     calls: Mapping[str, Callable[[], Any]], runs: int, warmup: int, seed: int = 0
 ) -> dict[str, list[float]]:
   """Seconds per call of each function: `runs` rounds, each calling every function once.
@@ -186,7 +165,7 @@ def _io_timings(images: np.ndarray, logits: jax.Array, runs: int) -> dict[str, f
   }
 
 
-def _import_torch() -> Any:
+def import_torch() -> Any:
   try:
     import torch
   except ImportError as e:
@@ -205,7 +184,7 @@ def _torch_calls(
   Returns the two calls, version facts, and the NCHW model's logits as NHWC
   float32 (to check that both frameworks compute the same function).
   """
-  torch = _import_torch()
+  torch = import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
@@ -293,7 +272,7 @@ def _onnxruntime_calls(
   return {'onnxruntime': call}, info, call()
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
   """The CPU's name as /proc/cpuinfo gives it ('model name'; else `platform.processor()`)."""
   try:
     with open('/proc/cpuinfo') as f:
@@ -369,8 +348,8 @@ def run_inference_benchmark(
     `cpu_model` and `cpu_isa` name the machine, `native_kernels` says whether
     the compiled kernels are in the timed program.
   """
-  if dtype not in _DTYPES:
-    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
+  if dtype not in DTYPES:
+    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(DTYPES)}.')
   if runs < 1 or warmup < 0:
     raise ValueError(f'Need runs >= 1 and warmup >= 0; got runs={runs}, warmup={warmup}.')
   if height % 8 or width % 8:
@@ -378,7 +357,7 @@ def run_inference_benchmark(
   if compare_onnxruntime and dtype != 'float32':
     raise ValueError(f'--compare-onnxruntime times the float32 ONNX export; got --dtype {dtype}.')
   if compare_torch:
-    _import_torch()  # Fail before the slow part.
+    import_torch()  # Fail before the slow part.
   if compare_onnxruntime:
     _check_onnxruntime_installed()
 
@@ -390,10 +369,10 @@ def run_inference_benchmark(
     num_classes = found
   else:
     num_classes = 19 if num_classes is None else num_classes
-    variables = _random_variables(num_classes, seed)
+    variables = random_variables(num_classes, seed)
 
   model = implementations.esnet(
-      num_classes, kernels=kernels, dtype=_DTYPES[dtype], bn_folded=fold_bn
+      num_classes, kernels=kernels, dtype=DTYPES[dtype], bn_folded=fold_bn
   )
   native = implementations.uses_kernels(model)
   model_variables = (
@@ -418,7 +397,7 @@ def run_inference_benchmark(
     # XLA cannot count the FLOPs inside custom calls: count those of the same
     # network on XLA's convolutions (identical arithmetic).
     xla_model = implementations.esnet(
-        num_classes, kernels='xla', dtype=_DTYPES[dtype], bn_folded=fold_bn
+        num_classes, kernels='xla', dtype=DTYPES[dtype], bn_folded=fold_bn
     )
     cost = (
         jax.jit(lambda v, images: xla_model.apply(v, images, train=False))
@@ -433,7 +412,7 @@ def run_inference_benchmark(
   calls: dict[str, Callable[[], Any]] = {
       'jax': lambda: compiled(device_variables, x).block_until_ready()
   }
-  threads = _host_threads()
+  threads = kernel_build.threads()
   result: dict[str, Any] = {
       'mode': 'inference',
       'height': height,
@@ -452,7 +431,7 @@ def run_inference_benchmark(
   result['native_kernels'] = any(
       t.startswith(KERNEL_TARGET_PREFIX) for t in result['custom_call_targets']
   )
-  result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
+  result.update({'cpu_model': cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   if compare_torch:
     torch_fns, torch_info, torch_logits = _torch_calls(variables, x_host, dtype, threads)
     calls.update(torch_fns)
@@ -462,7 +441,7 @@ def run_inference_benchmark(
     calls.update(ort_fns)
     result.update(ort_info)
 
-  times = _time_alternating(calls, runs, warmup)
+  times = time_alternating(calls, runs, warmup)
   result.update(_summary(times['jax'], 'latency_ms'))
   result['fps'] = batch / (result['latency_ms_p50'] / 1e3)
   result.update(
@@ -537,8 +516,8 @@ def run_train_benchmark(
 
   from esnet_jax import losses, mesh_step, train
 
-  if dtype not in _DTYPES:
-    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(_DTYPES)}.')
+  if dtype not in DTYPES:
+    raise ValueError(f'dtype={dtype!r}: expected one of {", ".join(DTYPES)}.')
   local = jax.local_devices()
   if not 1 <= devices <= len(local):
     raise ValueError(f'devices={devices}: this process has {len(local)} local device(s).')
@@ -607,15 +586,15 @@ def run_train_benchmark(
       'jaxlib_version': importlib.metadata.version('jaxlib'),
       'xla_flags': os.environ.get('XLA_FLAGS', ''),
   }
-  result.update({'cpu_model': _cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
+  result.update({'cpu_model': cpu_model(), 'cpu_isa': kernel_build.cpu_isa()})
   result['custom_call_targets'] = custom_call_targets(
       p_step.lower(holders['jax']['state'], holders['jax']['batch']).as_text()
   )
   if compare_jit:
     result['jax_jit_compile_s'] = compile_s['jax_jit']
   if compare_torch:
-    calls.update(_torch_train_calls(images, labels, num_classes, _host_threads()))
-  times = _time_alternating(calls, runs=runs, warmup=warmup, seed=seed)
+    calls.update(_torch_train_calls(images, labels, num_classes, kernel_build.threads()))
+  times = time_alternating(calls, runs=runs, warmup=warmup, seed=seed)
   for name, seconds in times.items():
     median = float(np.median(seconds))
     result[f'{name}_step_ms_p50'] = median * 1e3
@@ -671,7 +650,7 @@ def _torch_train_calls(
     images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
 ) -> dict[str, Callable[[], Any]]:
   """Eager PyTorch train steps (NCHW and channels_last) on the same batch."""
-  torch = _import_torch()
+  torch = import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
@@ -768,239 +747,7 @@ def format_report(result: Mapping[str, Any]) -> str:
   return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog='python -m esnet_jax.benchmark',
-      description='Time compiled ESNet inference (optionally beside the PyTorch original). '
-      'Only the network call is in the timed region; host<->device copies '
-      'and pre/post-processing are timed and reported separately.',
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-  )
-  parser.add_argument('--height', type=int, default=512, help='input height (multiple of 8)')
-  parser.add_argument('--width', type=int, default=1024, help='input width (multiple of 8)')
-  parser.add_argument(
-      '--suite',
-      choices=('gpu',),
-      default=None,
-      help="'gpu': the whole GPU report (esnet_jax.gpu_report: device, "
-      'driver, CUDA, inference at 1024x512 and 2048x1024, the pmapped '
-      'train step, float32 and bfloat16, compile times, peak memory); '
-      'the size options do not apply',
-  )
-  parser.add_argument(
-      '--smoke',
-      action='store_true',
-      help='with --suite gpu: tiny sizes, on any backend (a check that the '
-      'report runs, not a measurement)',
-  )
-  parser.add_argument(
-      '--train', action='store_true', help='time the training step (images/s) instead of inference'
-  )
-  parser.add_argument(
-      '--devices',
-      type=int,
-      default=1,
-      help='with --train: pmap the step over this many local devices ' '(--batch images each)',
-  )
-  parser.add_argument(
-      '--compare-jit',
-      action='store_true',
-      help='with --train: also time the same step under jit over a mesh of '
-      'the same devices (esnet_jax.mesh_step), alternating with pmap',
-  )
-  parser.add_argument(
-      '--batch', type=int, default=None, help='images per call (default 1; 8 with --train)'
-  )
-  parser.add_argument(
-      '--dtype',
-      choices=tuple(_DTYPES),
-      default='float32',
-      help='compute dtype (parameters stay float32)',
-  )
-  parser.add_argument(
-      '--runs',
-      type=int,
-      default=MIN_RUNS,
-      help=f'timed calls; fewer than {MIN_RUNS} is allowed (for smoke tests) '
-      'but prints a warning, since tail percentiles become unreliable',
-  )
-  parser.add_argument('--warmup', type=int, default=5, help='untimed calls after compiling')
-  parser.add_argument(
-      '--fold-bn',
-      action=argparse.BooleanOptionalAction,
-      default=True,
-      help='fold BatchNorm into the convolutions, as Segmenter does',
-  )
-  parser.add_argument(
-      '--kernels',
-      choices=implementations.CHOICES,
-      default='auto',
-      help='who computes the network: the compiled CPU kernels '
-      "(esnet_jax.kernels) where they build ('auto', as Segmenter and "
-      "training do), XLA only ('xla'), or the kernels or an error "
-      "('native')",
-  )
-  parser.add_argument(
-      '--num-classes',
-      type=int,
-      default=None,
-      help='classes of the random-weight network (19 when not given); '
-      "with --checkpoint, must match the checkpoint's",
-  )
-  parser.add_argument(
-      '--checkpoint',
-      default=None,
-      help='time these weights (training workdir or orbax checkpoint) ' 'instead of random ones',
-  )
-  parser.add_argument(
-      '--compare-torch',
-      action='store_true',
-      help='also time the PyTorch original (NCHW and channels_last, eager) '
-      'with the same weights, alternating with JAX; needs torch',
-  )
-  parser.add_argument(
-      '--compare-onnxruntime',
-      action='store_true',
-      help="also time ONNX Runtime (CPU, JAX's thread count) on the ONNX "
-      'export of the same weights, alternating with JAX; float32 only; '
-      'needs the export extra (onnx, onnxruntime, onnxscript, torch)',
-  )
-  parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
-  parser.add_argument(
-      '--json', default=None, metavar='PATH', help='also write the results to this JSON file'
-  )
-  parser.add_argument(
-      '--trace',
-      default=None,
-      metavar='DIR',
-      help='after timing, record a jax.profiler trace of 3 more JAX calls in '
-      'DIR and print the operations that took the most time',
-  )
-  return parser
+if __name__ == '__main__':  # `python -m esnet_jax.benchmark` stays the command's name.
+  from esnet_jax import benchmark_cli, cli
 
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """CLI entry point; returns the result dict (also printed, and written with --json)."""
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  if args.smoke and not args.suite:
-    parser.error('--smoke belongs to --suite gpu')
-  if args.suite and args.train:
-    parser.error('--suite gpu times the train step itself; drop --train')
-  if not args.train and (args.devices != 1 or args.compare_jit):
-    parser.error('--devices and --compare-jit time the train step: add --train')
-  if args.train and args.compare_onnxruntime:
-    parser.error('--compare-onnxruntime times inference only, not --train')
-  if args.suite:
-    return _gpu_suite(args)
-  if args.train:  # As `esnet_jax.main` does for training, before JAX starts its threads.
-    host_memory.keep_freed_memory()
-  if args.trace:
-    xla_flags.request_flags((profiling.TRACE_FLAG,))
-  if args.train:
-    try:
-      result = run_train_benchmark(
-          height=args.height,
-          width=args.width,
-          batch=args.batch or 8,
-          dtype=args.dtype,
-          devices=args.devices,
-          runs=args.runs,
-          warmup=args.warmup,
-          compare_torch=args.compare_torch,
-          compare_jit=args.compare_jit,
-          seed=args.seed,
-          trace_dir=args.trace,
-          kernels=args.kernels,
-      )
-    except ValueError as e:
-      sys.exit(f'error: {e}')
-    print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
-    _print_trace(result)
-    if args.json:
-      _write_json(args.json, result)
-    return result
-  if args.runs < MIN_RUNS:
-    print(
-        f'warning: --runs {args.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
-        file=sys.stderr,
-    )
-  try:
-    result = run_inference_benchmark(
-        height=args.height,
-        width=args.width,
-        batch=args.batch or 1,
-        dtype=args.dtype,
-        runs=args.runs,
-        warmup=args.warmup,
-        fold_bn=args.fold_bn,
-        num_classes=args.num_classes,
-        checkpoint=args.checkpoint,
-        compare_torch=args.compare_torch,
-        compare_onnxruntime=args.compare_onnxruntime,
-        seed=args.seed,
-        trace_dir=args.trace,
-        kernels=args.kernels,
-    )
-  except (ImportError, WeightsError) as e:  # A missing package, unreadable weights: exit 2.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except (ValueError, checkpointing.CheckpointNotFoundError) as e:
-    sys.exit(f'error: {e}')
-  print(format_report(result))
-  _print_trace(result)
-  if args.json:
-    _write_json(args.json, result)
-  return result
-
-
-def _write_json(path: str | os.PathLike[str], result: Mapping[str, Any]) -> None:
-  with open(path, 'w') as f:
-    json.dump(result, f, indent=2)
-    f.write('\n')
-
-
-def _gpu_suite(args: argparse.Namespace) -> dict[str, Any]:
-  from esnet_jax import gpu_report
-
-  try:
-    report = gpu_report.run_gpu_report(smoke=args.smoke)
-  except ValueError as e:
-    sys.exit(f'error: {e}')
-  print(gpu_report.format_report(report))
-  if args.json:
-    _write_json(args.json, report)
-  if not report['ok']:
-    sys.exit(f"error: GPU programs held CPU kernel calls: {', '.join(report['cpu_kernel_calls'])}")
-  return report
-
-
-def _print_trace(result: Mapping[str, Any]) -> None:
-  if 'trace_ops' in result:
-    print(f"\nprofile of 3 more JAX calls ({result['trace_file']}):")
-    print(profiling.format_op_totals(result['trace_ops'], result['trace_ms_per_call']))
-
-
-def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:
-  """`--config.mode=benchmark` of `esnet_jax.main`: `config.benchmark` -> workdir/benchmark.json."""
-  b = config.benchmark
-  result = run_inference_benchmark(
-      height=b.height,
-      width=b.width,
-      batch=b.batch,
-      dtype=b.dtype,
-      runs=b.runs,
-      fold_bn=b.fold_bn,
-      compare_torch=b.compare_torch,
-      compare_onnxruntime=b.get('compare_onnxruntime', False),
-      checkpoint=b.checkpoint or None,
-      num_classes=b.num_classes or None,
-  )
-  print(format_report(result))
-  os.makedirs(workdir, exist_ok=True)
-  _write_json(os.path.join(workdir, 'benchmark.json'), result)
-  return result
-
-
-if __name__ == '__main__':
-  cli.run(lambda: [main(), 0][1])  # The results are for callers; success is status 0.
+  cli.run(benchmark_cli.run_main)

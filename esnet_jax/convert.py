@@ -4,23 +4,20 @@ PyTorch names map one-to-one onto the Flax tree (`encoder.layers.3.bn.running_va
 is `batch_stats/encoder/layers_3/bn/var`); conv weights go OIHW -> HWIO and
 transposed-conv weights (in, out, kH, kW) -> (kH, kW, in, out).
 
-CLI: `python -m esnet_jax.convert --torch ESNet.pth --out DIR` writes an orbax
-checkpoint that `esnet_jax.inference.Segmenter.from_checkpoint(DIR)` restores;
-`--checkpoint WORKDIR --which best --out-torch esnet.npz` goes the other way (how
-the shipped `esnet_jax/pretrained/*.npz` files are made).
+The name and layout mapping only: reading and writing weights files is
+`esnet_jax.weights`' job, and the command `python -m esnet_jax.convert` lives in
+`esnet_jax.convert_cli`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import cli
-from esnet_jax.errors import ConversionError, WeightsError, WeightsNotFoundError
+from esnet_jax.errors import ConversionError
 from esnet_jax.models import ESNet
 
 Variables = dict[str, Any]
@@ -201,200 +198,7 @@ def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   return out
 
 
-# How each kind of weights file starts: zip archives (.npz, PyTorch >= 1.6) with 'PK',
-# PyTorch's legacy format with a pickle protocol byte, safetensors with a little-endian
-# header length (8 bytes; its top bytes are zero for any real header).
-_ZIP = (b'PK\x03\x04', b'PK\x05\x06')
-_MAGIC = {'.npz': _ZIP, '.pth': _ZIP + (b'\x80',), '.pt': _ZIP + (b'\x80',), '.safetensors': (b'',)}
+if __name__ == '__main__':  # `python -m esnet_jax.convert` stays the command's name.
+  from esnet_jax import cli, convert_cli
 
-
-# Weights are arrays of a few MB (ESNet's state dict is about 7 MB); a zip archive that
-# unpacks to more than this is refused before it is read (a zip bomb exhausts memory).
-MAX_UNPACKED_BYTES = 1 << 30
-
-
-def _refuse_zip_bomb(path: str) -> None:
-  """`ConversionError` if the zip archive `path` declares more than `MAX_UNPACKED_BYTES`.
-
-  Reading a member never yields more than its declared size, so the sum bounds memory.
-  """
-  import zipfile
-
-  try:
-    with zipfile.ZipFile(path) as archive:
-      total = sum(member.file_size for member in archive.infolist())
-  except (zipfile.BadZipFile, OSError, ValueError):
-    return  # Not a readable archive: the reader says why.
-  if total > MAX_UNPACKED_BYTES:
-    raise ConversionError(
-        f'{path} unpacks to {total / 2**20:.0f} MiB, more than the '
-        f'{MAX_UNPACKED_BYTES / 2**20:.0f} MiB accepted for a weights file (an ESNet state '
-        'dict is about 7 MB); it was not read.'
-    )
-
-
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-  """Read a PyTorch ESNet state dict from `.npz`, `.safetensors` or `.pth`/`.pt`.
-
-  `.pth` needs the `torch` extra and is read with `weights_only=True`, so a
-  malicious pickle cannot run code. Checkpoints that wrap the state dict
-  (`{'state_dict': ...}` or `{'model': ...}`) are unwrapped. An empty,
-  truncated, garbage or wrong-format file, or an archive that would unpack to more
-  than `MAX_UNPACKED_BYTES`, is a `ConversionError` naming it.
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise WeightsNotFoundError(f'Weights file not found: {path}')
-  ext = os.path.splitext(path)[1].lower()
-  expected = {
-      '.npz': 'a zip archive of named arrays, as numpy.savez writes',
-      '.safetensors': 'a safetensors file of named tensors',
-      '.pth': 'a PyTorch state dict saved with torch.save',
-      '.pt': 'a PyTorch state dict saved with torch.save',
-  }
-  if ext not in expected:
-    raise ConversionError(
-        f'Unsupported weights file {path}: expected .npz, ' f'.safetensors, .pth or .pt'
-    )
-  if os.path.getsize(path) == 0:
-    raise ConversionError(f'{path} is empty (0 bytes): expected {expected[ext]}.')
-  with open(path, 'rb') as f:
-    head = f.read(8)
-  if not any(head.startswith(m) for m in _MAGIC[ext]):
-    raise ConversionError(
-        f'{path} is not {expected[ext]}: it starts with bytes {head!r}, '
-        f'not {" or ".join(repr(m) for m in _MAGIC[ext])}.'
-    )
-  if head.startswith(_ZIP):
-    _refuse_zip_bomb(path)
-  if ext in ('.pth', '.pt'):
-    return _load_pth(path)
-  try:
-    if ext == '.npz':
-      with np.load(path, allow_pickle=False) as data:
-        if not hasattr(data, 'files'):  # A bare .npy array, renamed.
-          raise ValueError(f'it holds one {type(data).__name__}, not named arrays')
-        state_dict = {k: data[k] for k in data.files}
-    else:
-      from safetensors.numpy import load_file
-
-      state_dict = dict(load_file(path))
-  except Exception as e:  # pylint: disable=broad-except  # zipfile, zlib, pickle, safetensors.
-    raise ConversionError(
-        f'Could not read {path}: expected {expected[ext]} '
-        f'({type(e).__name__}: {" ".join(str(e).split())[:200]}).'
-    ) from e
-  if not state_dict:
-    raise ConversionError(f'{path} holds no arrays: expected an ESNet state dict.')
-  return state_dict
-
-
-def _load_pth(path: str) -> dict[str, np.ndarray]:
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-        f'Reading {path} needs PyTorch: pip install "esnet-jax[torch]" '
-        '(on CPU-only machines: pip install torch==2.13.0 first).'
-    ) from e
-  try:
-    obj = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pickle errors name no file; add it.
-    message = str(e)
-    if 'WeightsUnpickler error:' in message:  # The reason, after torch's long preamble.
-      message = message.split('WeightsUnpickler error:', 1)[1]
-    raise ConversionError(
-        f'Could not read {path}: expected a PyTorch state dict saved with '
-        f'torch.save, readable with weights_only=True '
-        f'({type(e).__name__}: {" ".join(message.split())[:300]})'
-    ) from e
-  for wrapper in ('state_dict', 'model', 'model_state_dict'):
-    if isinstance(obj, Mapping) and wrapper in obj and isinstance(obj[wrapper], Mapping):
-      obj = obj[wrapper]
-  if not isinstance(obj, Mapping):
-    raise ConversionError(f'{path} holds a {type(obj).__name__}, not a state dict.')
-  not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
-  if not_tensors:
-    raise ConversionError(
-        f'{path} is not a state dict of tensors: {", ".join(not_tensors[:5])} '
-        f'{"are" if len(not_tensors) > 1 else "is"} not a tensor.'
-    )
-  return {k: v.detach().cpu().numpy() for k, v in obj.items()}
-
-
-def load_torch_weights(path: str | os.PathLike[str]) -> Variables:
-  """`torch_to_flax(load_state_dict(path))`, with the file named in any error."""
-  state_dict = load_state_dict(path)
-  try:
-    return torch_to_flax(state_dict)
-  except ConversionError as e:
-    raise ConversionError(f'{path}: {e}') from e
-
-
-def save_torch_weights(variables: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-  """Write Flax variables as an original-layout PyTorch state dict (`.npz` or `.pth`)."""
-  path = os.fspath(path)
-  state_dict = flax_to_torch(variables)
-  ext = os.path.splitext(path)[1].lower()
-  if ext == '.npz':
-    np.savez(path, **state_dict)
-  elif ext in ('.pth', '.pt'):
-    import torch
-
-    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
-  else:
-    raise ConversionError(f'Unsupported output {path}: expected .npz, .pth or .pt')
-
-
-def main(argv: list[str] | None = None) -> int:
-  import argparse
-  import sys
-
-  from esnet_jax import checkpointing, weights
-
-  parser = argparse.ArgumentParser(
-      prog='python -m esnet_jax.convert',
-      description='Convert ESNet weights between the original PyTorch layout and orbax. '
-      'Either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE.',
-  )
-  parser.add_argument('--torch', help='PyTorch weights to read: .pth, .pt, .npz, .safetensors')
-  parser.add_argument('--out', help='with --torch: output orbax checkpoint directory')
-  parser.add_argument(
-      '--checkpoint',
-      help='weights to write in the PyTorch layout: a '
-      'training workdir, orbax checkpoint, or pretrained:NAME',
-  )
-  parser.add_argument(
-      '--which',
-      default='latest',
-      choices=('latest', 'best'),
-      help="with --checkpoint: a workdir's latest or best checkpoint",
-  )
-  parser.add_argument('--out-torch', help='with --checkpoint: output .npz, .pth or .pt file')
-  args = parser.parse_args(argv)
-  if (
-      bool(args.torch) == bool(args.checkpoint)
-      or bool(args.torch) != bool(args.out)
-      or (bool(args.checkpoint) != bool(args.out_torch))
-  ):
-    parser.error('give either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE')
-  try:
-    if args.torch:
-      variables = load_torch_weights(args.torch)
-      num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
-      out = checkpointing.save_variables(
-          args.out, variables, num_classes=num_classes, meta={'source': os.path.abspath(args.torch)}
-      )
-      print(f'Wrote ESNet({num_classes}) variables to {out}')
-    else:
-      loaded = weights.load(args.checkpoint, args.which)
-      save_torch_weights(loaded.variables, args.out_torch)
-      print(f'Wrote the PyTorch state dict of {loaded.source} to {args.out_torch}')
-  except (WeightsError, FileNotFoundError, FileExistsError, ImportError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == '__main__':
-  cli.run(main)
+  cli.run(convert_cli.main)

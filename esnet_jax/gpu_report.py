@@ -90,7 +90,7 @@ def environment() -> dict[str, Any]:
       'plugins': plugins,
       'jax_version': jax.__version__,
       'jaxlib_version': importlib.metadata.version('jaxlib'),
-      'cpu_model': benchmark._cpu_model(),  # pylint: disable=protected-access
+      'cpu_model': benchmark.cpu_model(),
   }
 
 

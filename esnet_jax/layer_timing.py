@@ -26,7 +26,7 @@ import numpy as np
 
 from esnet_jax import cli, convert, folding, implementations
 from esnet_jax.kernels import build
-from esnet_jax.benchmark import (_host_threads, _import_torch, _random_variables, _time_alternating)
+from esnet_jax.benchmark import import_torch, random_variables, time_alternating
 from esnet_jax.models import ESNet
 
 Block = tuple[str, Callable[..., Any], tuple[Any, ...]]
@@ -61,7 +61,7 @@ def torch_blocks(
     variables: Mapping[str, Any], x_nhwc: np.ndarray, threads: int
 ) -> dict[str, Callable[[], Any]]:
   """A call per block of the channels_last PyTorch original, keyed like `jax_blocks`."""
-  torch = _import_torch()
+  torch = import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
@@ -120,8 +120,8 @@ def run_layer_timing(
   if runs < 1:
     raise ValueError(f'runs must be >= 1; got {runs}.')
   if compare_torch:
-    _import_torch()
-  variables = _random_variables(num_classes, seed)
+    import_torch()
+  variables = random_variables(num_classes, seed)
   model = implementations.esnet(num_classes, kernels=kernels, bn_folded=True)
   folded = jax.device_put(folding.fold_batch_norm(variables, epsilon=model.bn_epsilon))
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
@@ -131,9 +131,9 @@ def run_layer_timing(
   for name, fn, args in blocks:
     calls[f'{name}/jax'] = lambda fn=fn, args=args: jax.block_until_ready(fn(*args))
   if compare_torch:
-    for name, fn in torch_blocks(variables, x, _host_threads()).items():
+    for name, fn in torch_blocks(variables, x, build.threads()).items():
       calls[f'{name}/torch'] = fn
-  times = _time_alternating(calls, runs, warmup, seed)
+  times = time_alternating(calls, runs, warmup, seed)
   ms = {name: float(np.median(t) * 1e3) for name, t in times.items()}
   rows = []
   for name, _, args in blocks:

@@ -48,25 +48,11 @@ def pytest_unconfigure(config) -> None:
 
 
 def random_variables(num_classes: int, seed: int = 0) -> dict:
-  """ESNet variables with LeCun-normal kernels and plausible BatchNorm statistics.
+  """`esnet_jax.benchmark.random_variables`: ESNet variables drawn with numpy, quicker than
+  compiling `init` (imported here, after `pytest_configure` has set up JAX's cache)."""
+  from esnet_jax import benchmark
 
-  Filled in numpy from the shapes (much faster than compiling `init`); logits stay
-  O(1), so tolerances mean something and many classes win somewhere.
-  """
-  import jax
-  from esnet_jax import convert
-
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      return rng.normal(0, 1 / np.sqrt(np.prod(leaf.shape[:-1])), leaf.shape).astype(np.float32)
-    if name in ('scale', 'var'):
-      return rng.uniform(0.5, 1.5, leaf.shape).astype(np.float32)
-    return rng.normal(0, 0.1, leaf.shape).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, convert.template(num_classes))
+  return benchmark.random_variables(num_classes, seed)
 
 
 def _require(path: Path) -> Path:
@@ -88,9 +74,9 @@ def camvid_root() -> Path:
 @pytest.fixture(scope='session')
 def reference_variables(torch_fixtures):
   """Flax variables converted from the original PyTorch ESNet(19) state dict."""
-  from esnet_jax import convert
+  from esnet_jax import weights
 
-  return convert.load_torch_weights(torch_fixtures / 'state_dict_c19.npz')
+  return weights.load_torch_weights(torch_fixtures / 'state_dict_c19.npz')
 
 
 @pytest.fixture(scope='session')

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from esnet_jax import benchmark, xla_flags
+from esnet_jax import benchmark, benchmark_cli, xla_flags
 
 SMALL = dict(height=64, width=128, warmup=1)
 # Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
@@ -99,7 +99,7 @@ def test_run_inference_benchmark_reports_every_field(result):
 
 def test_cli_writes_json_and_prints_a_table(tmp_path, capsys):
   path = tmp_path / 'bench.json'
-  benchmark.main(
+  benchmark_cli.main(
       [
           '--height',
           '64',
@@ -151,7 +151,7 @@ def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, caps
   for name in benchmark._ONNXRUNTIME_NEEDS:  # pylint: disable=protected-access
     pytest.importorskip(name)
   path = tmp_path / 'bench.json'
-  benchmark.main(
+  benchmark_cli.main(
       [
           '--height',
           '64',
@@ -195,7 +195,7 @@ def test_compare_onnxruntime_without_its_packages_says_what_to_install(monkeypat
       lambda name, *a: None if name == 'onnxruntime' else real(name, *a),
   )
   with pytest.raises(SystemExit) as exit_:
-    benchmark.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime'])
+    benchmark_cli.main(['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime'])
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert err[-1] == (
@@ -213,14 +213,18 @@ def test_compare_onnxruntime_without_its_packages_says_what_to_install(monkeypat
 )
 def test_compare_onnxruntime_bad_settings(args, message, capsys):
   with pytest.raises(SystemExit) as exit_:
-    benchmark.main(
+    benchmark_cli.main(
         ['--height', '64', '--width', '128', '--runs', '1', '--compare-onnxruntime', *args]
     )
   assert message in str(exit_.value.code) + capsys.readouterr().err
 
 
-def test_benchmark_mode_through_main(tmp_path):
-  """`python -m esnet_jax.main --config configs/benchmark.py` writes workdir/benchmark.json."""
+@pytest.mark.parametrize('kernels', ['auto', 'xla'])
+def test_benchmark_mode_through_main(tmp_path, kernels):
+  """`python -m esnet_jax.main --config configs/benchmark.py` writes workdir/benchmark.json,
+  computed by whom `config.model.kernels` says, as `--kernels` does."""
+  from esnet_jax.kernels import build
+
   out = subprocess.run(
       [
           sys.executable,
@@ -231,6 +235,7 @@ def test_benchmark_mode_through_main(tmp_path):
           '--config.benchmark.height=32',
           '--config.benchmark.width=48',
           '--config.benchmark.runs=2',
+          f'--config.model.kernels={kernels}',
       ],
       cwd=REPO,
       capture_output=True,
@@ -240,12 +245,13 @@ def test_benchmark_mode_through_main(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   result = json.loads((tmp_path / 'benchmark.json').read_text())
   assert result['params'] == 1_659_071 and result['runs'] == 2 and result['flops'] > 0
+  assert result['native_kernels'] == (kernels == 'auto' and build.available())
   assert 'latency p50' in out.stdout
 
 
 def test_bad_sizes_exit_with_a_message():
   with pytest.raises(SystemExit, match='multiples of 8'):
-    benchmark.main(['--height', '60', '--runs', '1'])
+    benchmark_cli.main(['--height', '60', '--runs', '1'])
 
 
 @pytest.mark.parametrize(
@@ -294,7 +300,7 @@ def test_train_step_benchmark_reports_throughput_and_torch_ratio(tmp_path, monke
   # In-process: keep this test process's malloc as it is (tests/test_host_memory.py).
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   out = tmp_path / 'train.json'
-  result = benchmark.main(
+  result = benchmark_cli.main(
       [
           '--train',
           '--height',
@@ -442,7 +448,7 @@ def test_train_step_beside_jit_over_a_mesh_reports_both_and_their_ratio(tmp_path
   out = tmp_path / 'train.json'
   # The GPU report's smoke train case: its float32 step comes from the compilation cache.
   height, width, batch = gpu_report.SMOKE_TRAIN_CASE
-  result = benchmark.main(
+  result = benchmark_cli.main(
       [
           '--train',
           '--height',
@@ -483,13 +489,13 @@ def test_train_step_beside_jit_over_a_mesh_reports_both_and_their_ratio(tmp_path
 )
 def test_benchmark_options_that_do_not_go_together_are_refused(argv, expected, capsys):
   with pytest.raises(SystemExit) as e:
-    benchmark.main(argv)
+    benchmark_cli.main(argv)
   assert e.value.code == 2 and expected in capsys.readouterr().err
 
 
 def test_train_benchmark_on_more_devices_than_there_are_says_so():
   with pytest.raises(SystemExit, match='devices=64: this process has 1 local device'):
-    benchmark.main(['--train', '--devices', '64', '--runs', '1'])
+    benchmark_cli.main(['--train', '--devices', '64', '--runs', '1'])
 
 
 def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monkeypatch):
@@ -500,9 +506,9 @@ def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monke
 
   monkeypatch.setenv(host_memory.OPT_OUT_ENV, '1')
   with pytest.raises(SystemExit, match="--suite gpu times a GPU, but JAX runs on 'cpu'"):
-    benchmark.main(['--suite', 'gpu'])
+    benchmark_cli.main(['--suite', 'gpu'])
   out = tmp_path / 'gpu.json'
-  benchmark.main(['--suite', 'gpu', '--smoke', '--json', str(out)])
+  benchmark_cli.main(['--suite', 'gpu', '--smoke', '--json', str(out)])
   report = json.loads(out.read_text())
   assert report['suite'] == 'gpu' and report['smoke'] and report['ok']
   env = report['environment']

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import random_variables
-from esnet_jax import checkpointing, convert
+from esnet_jax import checkpointing, convert, convert_cli, weights
 from esnet_jax.models import ESNet
 
 
@@ -33,7 +33,7 @@ def test_parity_with_original_pytorch_from_npz(reference_variables, parity):
 @pytest.mark.torch
 def test_parity_with_original_pytorch_from_pth(torch_fixtures, parity):
   pytest.importorskip('torch')
-  _assert_parity(convert.load_torch_weights(torch_fixtures / 'state_dict_c19.pth'), parity)
+  _assert_parity(weights.load_torch_weights(torch_fixtures / 'state_dict_c19.pth'), parity)
 
 
 def test_converted_tree_has_params_stats_and_head(reference_variables):
@@ -44,7 +44,7 @@ def test_converted_tree_has_params_stats_and_head(reference_variables):
 
 
 def test_round_trip_is_exact(torch_fixtures):
-  original = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  original = weights.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
   back = convert.flax_to_torch(convert.torch_to_flax(original))
   assert sorted(back) == sorted(original)
   for key, value in original.items():
@@ -70,13 +70,13 @@ def test_flax_to_torch_loads_strictly_into_the_torch_reference(reference_variabl
 
 
 def test_dataparallel_prefix_is_accepted(torch_fixtures, reference_variables):
-  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  sd = weights.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
   prefixed = convert.torch_to_flax({f'module.{k}': v for k, v in sd.items()})
   chex.assert_trees_all_equal(prefixed, reference_variables)
 
 
 def test_bad_keys_are_each_named(torch_fixtures):
-  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  sd = weights.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
   del sd['encoder.layers.4.bn1.running_var']
   sd['encoder.layers.99.conv.weight'] = np.zeros((1,))
   sd['decoder.layers.1.conv3x1_1.weight'] = np.zeros((64, 64, 3, 1), np.float32)
@@ -101,19 +101,19 @@ def test_other_class_counts_convert():
 def test_safetensors_loader(tmp_path, torch_fixtures, reference_variables):
   from safetensors.numpy import save_file
 
-  sd = convert.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
+  sd = weights.load_state_dict(torch_fixtures / 'state_dict_c19.npz')
   path = tmp_path / 'esnet.safetensors'
   save_file(sd, str(path))
-  chex.assert_trees_all_equal(convert.load_torch_weights(path), reference_variables)
+  chex.assert_trees_all_equal(weights.load_torch_weights(path), reference_variables)
 
 
 def test_unknown_extension_and_missing_file(tmp_path):
   bad = tmp_path / 'weights.h5'
   bad.write_bytes(b'x')
   with pytest.raises(convert.ConversionError, match='weights.h5.*expected .npz'):
-    convert.load_state_dict(bad)
+    weights.load_state_dict(bad)
   with pytest.raises(FileNotFoundError, match='nope.pth'):
-    convert.load_state_dict(tmp_path / 'nope.pth')
+    weights.load_state_dict(tmp_path / 'nope.pth')
 
 
 class _Exploit:
@@ -132,7 +132,7 @@ def test_pth_is_loaded_without_running_pickled_code(tmp_path):
   path = tmp_path / 'evil.pth'
   torch.save({'encoder.x': _Exploit(str(marker))}, str(path))
   with pytest.raises(convert.ConversionError, match='evil.pth'):
-    convert.load_state_dict(path)
+    weights.load_state_dict(path)
   assert not marker.exists()
 
 
@@ -143,17 +143,21 @@ def test_cli_writes_a_checkpoint_the_inference_api_restores(
   pytest.importorskip('torch')
   out = tmp_path / 'ckpt'
   assert (
-      convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'), '--out', str(out)]) == 0
+      convert_cli.main(['--torch', str(torch_fixtures / 'state_dict_c19.pth'), '--out', str(out)])
+      == 0
   )
   restored = checkpointing.restore_variables(out)
   chex.assert_trees_all_equal(restored, reference_variables)
   assert checkpointing.restore_meta(out)['num_classes'] == 19
   assert (
-      convert.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'), '--out', str(out)]) == 2
+      convert_cli.main(['--torch', str(torch_fixtures / 'state_dict_c19.npz'), '--out', str(out)])
+      == 2
   )
   assert 'already holds' in capsys.readouterr().err
   # And back: the checkpoint as an original-layout state dict, identical to the source.
-  assert convert.main(['--checkpoint', str(out), '--out-torch', str(tmp_path / 'back.npz')]) == 0
+  assert (
+      convert_cli.main(['--checkpoint', str(out), '--out-torch', str(tmp_path / 'back.npz')]) == 0
+  )
   with (
       np.load(tmp_path / 'back.npz') as back,
       np.load(torch_fixtures / 'state_dict_c19.npz') as original,
@@ -163,7 +167,9 @@ def test_cli_writes_a_checkpoint_the_inference_api_restores(
       if not key.endswith('num_batches_tracked'):
         np.testing.assert_array_equal(back[key], original[key], err_msg=key)
   assert (
-      convert.main(['--checkpoint', str(tmp_path / 'none'), '--out-torch', str(tmp_path / 'x.npz')])
+      convert_cli.main(
+          ['--checkpoint', str(tmp_path / 'none'), '--out-torch', str(tmp_path / 'x.npz')]
+      )
       == 2
   )
   assert 'does not exist' in capsys.readouterr().err

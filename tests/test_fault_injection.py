@@ -27,7 +27,7 @@ import pytest
 
 from conftest import REPO, RUN, STEPS, main_command, run_main, subprocess_env
 from configs import smoke
-from esnet_jax import checkpointing, convert, input_pipeline, predict, train, weights
+from esnet_jax import checkpointing, convert, convert_cli, input_pipeline, predict, train, weights
 from esnet_jax.datasets import build_source
 from esnet_jax.datasets.synthetic import SYNTHETIC_CLASSES
 from esnet_jax.errors import DamagedCheckpointError, WeightsError
@@ -84,7 +84,7 @@ def test_a_weights_archive_that_unpacks_too_large_is_refused_before_it_is_read(
     tmp_path, monkeypatch
 ):
   """A zip bomb: a few KB on disk, far more in memory (the limit lowered to keep it small)."""
-  monkeypatch.setattr(convert, 'MAX_UNPACKED_BYTES', 1 << 20)
+  monkeypatch.setattr(weights, 'MAX_UNPACKED_BYTES', 1 << 20)
   path = tmp_path / 'bomb.npz'
   np.savez_compressed(path, **{'decoder.output_conv.bias': np.zeros(1 << 19, np.float32)})
   assert path.stat().st_size < 1 << 14
@@ -122,7 +122,7 @@ def test_a_state_dict_names_every_missing_unexpected_and_misshaped_key(tmp_path,
   sd['extra.weight'] = np.zeros(2, np.float32)
   path = tmp_path / 'sd.npz'
   np.savez(path, **sd)
-  assert convert.main(['--torch', str(path), '--out', str(tmp_path / 'out')]) == 2
+  assert convert_cli.main(['--torch', str(path), '--out', str(tmp_path / 'out')]) == 2
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and str(path) in err
   assert 'missing keys: decoder.output_conv.bias' in err
@@ -136,7 +136,7 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
   garbage.write_bytes(b'not a zip file at all')
   image = tmp_path / 'good.png'
   predict.write_demo_image(image, (32, 48), 0)
-  from esnet_jax import benchmark, export
+  from esnet_jax import benchmark_cli, export
 
   calls = {
       'predict': lambda: predict.main(
@@ -156,10 +156,10 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
               str(tmp_path / 'x.mlir'),
           ]
       ),
-      'convert': lambda: convert.main(
+      'convert': lambda: convert_cli.main(
           ['--checkpoint', str(garbage), '--out-torch', str(tmp_path / 'x.npz')]
       ),
-      'benchmark': lambda: benchmark.main(['--checkpoint', str(garbage), '--runs', '50']),
+      'benchmark': lambda: benchmark_cli.main(['--checkpoint', str(garbage), '--runs', '50']),
   }
   for tool, call in calls.items():
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from esnet_jax import folding, implementations, train
-from esnet_jax.benchmark import _random_variables
+from esnet_jax.benchmark import random_variables
 from esnet_jax.kernels import build, layers
 from esnet_jax.models import ESNet
 from configs import default as default_config
@@ -89,7 +89,7 @@ def _train_loss(model, variables, x, labels):
 
 @needs_kernels
 def test_folded_inference_with_kernels_equals_xla():
-  variables = folding.fold_batch_norm(_random_variables(19, 0), epsilon=1e-3)
+  variables = folding.fold_batch_norm(random_variables(19, 0), epsilon=1e-3)
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 56, 3)), jnp.float32)
   model = implementations.esnet(19, kernels='native', bn_folded=True)
   assert implementations.uses_kernels(model)
@@ -107,7 +107,7 @@ def test_folded_inference_with_kernels_equals_xla():
 def test_train_gradients_with_kernels_equal_xla():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 48, 3)), jnp.float32)
   labels = jax.random.randint(jax.random.PRNGKey(1), (2, 32, 48), 0, 19)
-  variables = _random_variables(19, 0)
+  variables = random_variables(19, 0)
   model = implementations.esnet(19, kernels='native')
   loss = _train_loss(model, variables, x, labels)
   got = jax.jit(jax.value_and_grad(loss))(variables['params'])
@@ -147,7 +147,7 @@ def test_programs_lowered_for_gpu_hold_no_kernel_calls():
   assert implementations.uses_kernels(model)
   x = jnp.zeros((2, 32, 32, 3))
   labels = jnp.zeros((2, 32, 32), jnp.int32)
-  variables = _random_variables(19, 0)
+  variables = random_variables(19, 0)
   grad = jax.jit(jax.grad(_train_loss(model, variables, x, labels)))
   gpu = export.export(grad, platforms=('cuda',))(variables['params']).mlir_module()
   assert _custom_calls(gpu) == 0 and 'stablehlo.convolution' in gpu
