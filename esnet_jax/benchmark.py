@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from esnet_jax import convert, folding, implementations, profiling, weights
-from esnet_jax.inference import num_classes_of
+from esnet_jax.convert import num_classes_of
 from esnet_jax.kernels import build as kernel_build
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 

@@ -101,6 +101,11 @@ _CLASS_COUNT_KEYS = (
 )
 
 
+def num_classes_of(variables: Mapping[str, Any]) -> int:
+  """Number of classes of ESNet's Flax variables (from the output conv's bias)."""
+  return int(np.shape(variables['params']['decoder']['output_conv']['bias'])[0])
+
+
 def infer_num_classes(state_dict: Mapping[str, Any]) -> int:
   """Number of classes of a PyTorch ESNet state dict (from its output convs)."""
   state_dict = _strip_prefix(state_dict)

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from esnet_jax import checkpointing, cli, weights
+from esnet_jax import checkpointing, cli, convert, weights
 from esnet_jax.errors import EsnetError
 
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if args.torch:
       variables = weights.load_torch_weights(args.torch)
-      num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
+      num_classes = convert.num_classes_of(variables)
       out = checkpointing.save_variables(
           args.out, variables, num_classes=num_classes, meta={'source': os.path.abspath(args.torch)}
       )

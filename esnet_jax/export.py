@@ -44,7 +44,7 @@ import numpy as np
 
 from esnet_jax import cli, convert, folding, weights
 from esnet_jax.errors import EsnetError, ExportError
-from esnet_jax.inference import num_classes_of
+from esnet_jax.convert import num_classes_of
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 

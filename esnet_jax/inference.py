@@ -17,12 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from esnet_jax import folding, implementations, weights
+from esnet_jax.convert import num_classes_of
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
-
-
-def num_classes_of(variables: Mapping[str, Any]) -> int:
-  """Number of classes of ESNet variables (from the output conv's bias)."""
-  return int(np.shape(variables['params']['decoder']['output_conv']['bias'])[0])
 
 
 class Segmenter:

@@ -65,7 +65,7 @@ def torch_blocks(
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
-  model = TorchESNet(int(np.shape(variables['params']['decoder']['output_conv']['bias'])[0]))
+  model = TorchESNet(convert.num_classes_of(variables))
   model.load_state_dict(
       {k: torch.tensor(v) for k, v in convert.flax_to_torch(variables).items()}, strict=True
   )

@@ -29,6 +29,7 @@ from flax.training import train_state
 
 from esnet_jax import (
     checkpointing,
+    convert,
     implementations,
     input_pipeline,
     losses,
@@ -558,7 +559,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
   loaded = weights.load(config.eval.checkpoint or workdir, config.eval.which)
   class_table = input_pipeline.dataset_class_table(config)
   variables = loaded.variables
-  num_classes = int(variables['params']['decoder']['output_conv']['bias'].shape[0])
+  num_classes = convert.num_classes_of(variables)
   if num_classes != class_table.num_classes:
     raise ConfigError(
         f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
