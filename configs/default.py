@@ -11,7 +11,7 @@ from esnet_jax.datasets import default_dataset_config
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.mode = 'train'  # 'train' (with periodic evaluation), 'eval' or 'predict'
+  config.mode = 'train'  # 'train' (with periodic evaluation), 'eval', 'predict' or 'export'
   config.seed = 0
   config.batch_size = 8  # global, over all devices and hosts
   config.eval_batch_size = 8  # global
@@ -66,4 +66,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.alpha = 0.5  # opacity of the class colours in the overlays
   config.predict.palette = 'checkpoint'  # 'checkpoint' colours, or 'dataset' (config.dataset)
   config.predict.submission = False  # Cityscapes test-server labelIds PNGs only
+
+  # export mode (esnet_jax.export): the same settings as python -m esnet_jax.export.
+  config.export = ml_collections.ConfigDict()
+  config.export.format = 'stablehlo'  # or 'onnx' (needs the export extra)
+  config.export.height = 512  # input size, multiples of 8
+  config.export.width = 1024
+  config.export.batch = 0  # 0 = a symbolic batch dimension
+  config.export.checkpoint = ''  # '' = this workdir's; or any checkpoint/.pth/pretrained:NAME
+  config.export.which = 'latest'  # 'latest' or 'best' checkpoint of a workdir
+  config.export.fold_bn = True  # BatchNorm folded into the convolutions
+  config.export.out = ''  # '' = workdir/esnet.<format>
   return config

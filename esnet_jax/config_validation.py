@@ -1,4 +1,10 @@
-"""Checks of a training/eval config that turn a bad value into a one-line error."""
+"""The one check of a training/eval config: a bad value becomes a one-line `ConfigError`.
+
+Everything downstream (the input pipeline, the datasets, the training loop)
+trusts a config that passed `validate_config`. A tool's own settings
+(`config.eval`, `config.predict`, `config.benchmark`, `config.export`) are checked
+by its options object (`esnet_jax.options`), the same check as on its command line.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,12 @@ import ml_collections
 
 from esnet_jax.datasets import DATASET_NAMES
 from esnet_jax.datasets import camvid
-from esnet_jax.implementations import CHOICES as KERNELS
-from esnet_jax.input_pipeline import parse_phases
 from esnet_jax.errors import ConfigError
+from esnet_jax.implementations import CHOICES as KERNELS, DTYPES
+from esnet_jax.models import SIZE_MULTIPLE
 
-MODES = ('train', 'eval', 'predict', 'benchmark')
-DTYPES = ('float32', 'bfloat16')
+MODES = ('train', 'eval', 'predict', 'benchmark', 'export')
 WEIGHT_DECAY_MODES = ('coupled', 'decoupled')
-WHICH_CHECKPOINT = ('latest', 'best')
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:
@@ -115,17 +119,26 @@ def validate_config(
       config.loss.ohem_threshold,
       'a probability in (0, 1)',
   )
+  validate_dataset(config)
+
+
+def check_dataset_name(config: ml_collections.ConfigDict) -> None:
+  """`config.dataset.name` is a dataset this package reads."""
   _one_of(config, 'dataset.name', DATASET_NAMES)
-  if config.dataset.name == 'camvid':  # Where CamVid is expected and how to pass it.
+
+
+def validate_dataset(config: ml_collections.ConfigDict) -> None:
+  """Raise `ConfigError` naming the first `config.dataset` key that cannot work."""
+  check_dataset_name(config)
+  name = config.dataset.name
+  if name == 'camvid':  # Where CamVid is expected and how to pass it.
     error = camvid.root_error(_get(config, 'dataset.root'))
     if error:
       raise ConfigError(error)
-  _pair(
-      config,
-      'dataset.crop_size',
-      lambda v: isinstance(v, int) and v > 0 and v % 8 == 0,
-      'two positive multiples of 8 (H, W)',
-  )
+  elif name in ('cityscapes', 'folder') and not _get(config, 'dataset.root'):
+    raise ConfigError(f'config.dataset.root is not set: point it at the {name} folder.')
+  multiple = lambda v: isinstance(v, int) and v > 0 and v % SIZE_MULTIPLE == 0
+  _pair(config, 'dataset.crop_size', multiple, 'two positive multiples of 8 (H, W)')
   _pair(
       config,
       'dataset.scale_range',
@@ -138,23 +151,30 @@ def validate_config(
       config.dataset.scale_range,
       'min <= max',
   )
-  try:
-    parse_phases(config.dataset.get('phases', ()))
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  previous = 0
+  for i, phase in enumerate(config.dataset.get('phases', ())):
+    ok = (
+        isinstance(phase, (tuple, list))
+        and len(phase) == 4
+        and isinstance(phase[0], int)
+        and phase[0] > previous
+        and isinstance(phase[1], (int, float))
+        and phase[1] > 0
+        and all(multiple(side) for side in phase[2:])
+    )
+    _check(
+        ok,
+        f'dataset.phases[{i}]',
+        tuple(phase) if isinstance(phase, (tuple, list)) else phase,
+        '(until_step, scale, crop_h, crop_w) with until_step a positive integer above the '
+        "previous phase's, scale > 0 and the crop sides positive multiples of 8",
+    )
+    previous = phase[0]
   _check(
       config.dataset.eval_scale > 0,
       'dataset.eval_scale',
       config.dataset.eval_scale,
       'a positive number',
-  )
-  _one_of(config, 'eval.which', WHICH_CHECKPOINT)
-  scales = _get(config, 'eval.scales')
-  _check(
-      isinstance(scales, (tuple, list)) and len(scales) > 0 and all(s > 0 for s in scales),
-      'eval.scales',
-      scales,
-      'a non-empty tuple of positive scales',
   )
 
 

@@ -50,6 +50,15 @@ class InputError(UserInputError, ValueError):
   """An input path that names no readable image or video, or is unsupported."""
 
 
+class OptionError(UserInputError, ValueError):
+  """A tool's setting that cannot work (`esnet_jax.options`); `field` names it, `expected` says
+  what would; the command line and the config path re-raise it in their own names."""
+
+  def __init__(self, field: str, value: object, expected: str):
+    super().__init__(f'{field}={value!r}: expected {expected}.')
+    self.field, self.value, self.expected = field, value, expected
+
+
 class PaletteError(UserInputError, ValueError):
   """Colours that do not fit the number of classes of a checkpoint."""
 

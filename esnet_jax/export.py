@@ -3,6 +3,9 @@
   python -m esnet_jax.export --checkpoint PATH --format stablehlo|onnx \
       --height H --width W --out FILE [--batch N] [--no-fold-bn]
 
+or, with a config, `python -m esnet_jax.main --config C --workdir W --config.mode=export`
+(keys `config.export.*`; the same settings, `options.ExportOptions`).
+
 Both formats compute the same function, with the weights embedded:
 
   input  `image`:  float32 (batch, H, W, 3), RGB, normalised as in training,
@@ -40,15 +43,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from esnet_jax import cli, convert, folding, weights
-from esnet_jax.errors import EsnetError, ExportError
+from esnet_jax import cli, inference, options, weights
 from esnet_jax.convert import num_classes_of
-from esnet_jax.models import ESNet
+from esnet_jax.errors import EsnetError, ExportError, OptionError
+from esnet_jax.options import EXPORT_FORMATS as FORMATS, ExportOptions
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
-FORMATS = ('stablehlo', 'onnx')
 INPUT_NAME = 'image'
 OUTPUT_NAME = 'logits'
 
@@ -64,23 +65,23 @@ def load_checkpoint(
 def inference_function(
     variables: Mapping[str, Any], fold_bn: bool = True
 ) -> Callable[[jax.Array], jax.Array]:
-  """Normalised float32 NHWC images -> float32 logits NHWC, the weights closed over."""
-  num_classes = num_classes_of(variables)
-  model = ESNet(num_classes, bn_folded=fold_bn)
-  if fold_bn:
-    variables = folding.fold_batch_norm(variables, epsilon=model.bn_epsilon)
+  """Normalised float32 NHWC images -> float32 logits NHWC, the weights closed over.
+
+  The deployed network (`inference.deployed_network`) on XLA's operations only, so
+  that the exported program runs on any platform.
+  """
+  model, variables = inference.deployed_network(variables, kernels='xla', fold_bn=fold_bn)
   variables = jax.tree.map(jnp.asarray, variables)
   return lambda images: model.apply(variables, images, train=False)
 
 
 def _check_size(height: int, width: int, batch: int | None) -> None:
-  if height <= 0 or width <= 0 or height % 8 or width % 8:
-    raise ExportError(
-        f'--height and --width must be positive multiples of 8 (ESNet has '
-        f'three stride-2 stages); got {height}x{width}. Pad inputs to it.'
-    )
-  if batch is not None and batch <= 0:
-    raise ExportError(f'--batch must be positive, got {batch}.')
+  """The input size `ExportOptions` admits, for callers of the functions below."""
+  problems = options.export_size_problems(height, width, batch)
+  if problems:
+    field, expected = problems[0]
+    value = {'height': height, 'width': width, 'batch': batch}[field]
+    raise ExportError(f'--{field}={value!r}: expected {expected}.')
 
 
 def export_stablehlo(
@@ -141,10 +142,7 @@ def export_onnx(
     def forward(self, images: torch.Tensor) -> torch.Tensor:
       return self.network(images.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
-  network = torch_reference.ESNet(num_classes_of(variables))
-  network.load_state_dict(
-      {k: torch.from_numpy(np.asarray(v)) for k, v in convert.flax_to_torch(variables).items()}
-  )
+  network = torch_reference.from_variables(variables)
   example = torch.zeros((batch or 2, height, width, 3), dtype=torch.float32)
   dynamic = None if batch else ({0: torch.export.Dim('batch')},)
   program = torch.onnx.export(
@@ -212,38 +210,65 @@ def export(
     which: str = 'latest',
 ) -> tuple[Path, Path]:
   """Export a checkpoint to `out` in `fmt`; returns (export file, metadata file)."""
-  if fmt not in FORMATS:
-    raise ExportError(f'Unknown format {fmt!r}; expected one of {", ".join(FORMATS)}.')
-  _check_size(height, width, batch)
-  variables, meta = load_checkpoint(checkpoint, which)
-  if fmt == 'stablehlo':
-    path = save_stablehlo(
-        export_stablehlo(variables, height, width, batch=batch, fold_bn=fold_bn), out
+  try:
+    settings = ExportOptions(
+        checkpoint=os.fspath(checkpoint),
+        format=fmt,
+        height=height,
+        width=width,
+        out=os.fspath(out),
+        batch=batch,
+        fold_bn=fold_bn,
+        which=which,
     )
+  except OptionError as e:
+    raise ExportError(str(e)) from None
+  return run_options(settings)
+
+
+def run_options(settings: ExportOptions) -> tuple[Path, Path]:
+  """What `export` does, for settings already checked (the command line, a config)."""
+  variables, meta = load_checkpoint(settings.checkpoint, settings.which)
+  size = dict(height=settings.height, width=settings.width, batch=settings.batch)
+  if settings.format == 'stablehlo':
+    exported = export_stablehlo(variables, **size, fold_bn=settings.fold_bn)
+    path = save_stablehlo(exported, settings.out)
   else:
-    path = export_onnx(variables, height, width, out, batch=batch, fold_bn=fold_bn)
+    path = export_onnx(variables, path=settings.out, **size, fold_bn=settings.fold_bn)
   return path, write_metadata(
       path,
       meta,
-      fmt=fmt,
+      fmt=settings.format,
       num_classes=num_classes_of(variables),
-      height=height,
-      width=width,
-      batch=batch,
-      fold_bn=fold_bn,
+      **size,
+      fold_bn=settings.fold_bn,
   )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _report(paths: tuple[Path, Path]) -> None:
+  path, meta_path = paths
+  print(f'Wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {meta_path}')
+
+
+def export_from_config(config: Any, workdir: str | os.PathLike[str]) -> tuple[Path, Path]:
+  """`main.py --config.mode=export`: `config.export` (`ExportOptions.from_config`)."""
+  paths = run_options(ExportOptions.from_config(config, workdir))
+  _report(paths)
+  return paths
+
+
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.export',
       description='Export ESNet (normalised float32 NHWC images -> logits) to StableHLO '
       'or ONNX.',
   )
   parser.add_argument(
-      '--checkpoint', required=True, help='training workdir, orbax checkpoint, or .pth/.npz weights'
+      '--checkpoint',
+      required=True,
+      help='pretrained:NAME, training workdir, orbax checkpoint, or .pth/.npz weights',
   )
-  parser.add_argument('--which', default='latest', choices=('latest', 'best'))
+  parser.add_argument('--which', default='latest', choices=options.WHICH)
   parser.add_argument('--format', required=True, choices=FORMATS)
   parser.add_argument('--height', type=int, required=True, help='multiple of 8')
   parser.add_argument('--width', type=int, required=True, help='multiple of 8')
@@ -254,22 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
       '--no-fold-bn', action='store_true', help='keep the BatchNorm layers instead of folding them'
   )
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
   try:
-    path, meta_path = export(
-        args.checkpoint,
-        args.format,
-        args.height,
-        args.width,
-        args.out,
-        batch=args.batch,
-        fold_bn=not args.no_fold_bn,
-        which=args.which,
-    )
+    _report(run_options(ExportOptions.from_args(args)))
   except (EsnetError, ImportError) as e:  # ImportError: an optional package is missing.
     print(f'error: {e}', file=sys.stderr)
     return getattr(e, 'exit_status', 2)
-  print(f'Wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {meta_path}')
   return 0
 
 

@@ -26,6 +26,8 @@ from esnet_jax.models import ESNet
 from esnet_jax.errors import KernelsUnavailableError
 
 CHOICES = ('auto', 'xla', 'native')
+# The compute dtypes (`config.model.dtype`, `--dtype`); parameters stay float32.
+DTYPES = ('float32', 'bfloat16')
 
 
 def use_kernels(kernels: str, dtype: Any = jnp.float32) -> bool:

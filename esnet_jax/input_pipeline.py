@@ -24,7 +24,9 @@ same field of view: resize the logits to the label's shape (e.g.
 ``jax.image.resize(logits, label.shape + (C,), 'bilinear')``) and compare.
 
 Configuration (``config``; ``esnet_jax.datasets.default_dataset_config()``
-gives ``config.dataset`` with defaults):
+gives ``config.dataset`` with defaults). The pipeline trusts it: the one check
+is ``esnet_jax.config_validation.validate_config``, which training and
+evaluation run first.
 
   seed                    Seed of shuffling and augmentation.
   batch_size              GLOBAL training batch; a multiple of
@@ -89,12 +91,10 @@ import numpy as np
 
 from esnet_jax import datasets
 from esnet_jax import transforms
+from esnet_jax.models import SIZE_MULTIPLE
 
 Batch = dict[str, np.ndarray]
 Example = dict[str, np.ndarray]
-
-# ESNet downsamples by 8: input sides must be multiples of it.
-SIZE_MULTIPLE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,10 +287,8 @@ def create_train_iterator(
     ``{'image': float32 [D, B/D, H, W, 3], 'label': int32 [D, B/D, H, W]}``.
   """
   dataset_cfg = config.dataset
-  batch_size = _per_process_batch(
-      'batch_size', config.batch_size, process_count, local_device_count
-  )
-  crop_size = _size_option('crop_size', dataset_cfg.crop_size)
+  batch_size = config.batch_size // process_count
+  crop_size = tuple(int(side) for side in dataset_cfg.crop_size)
   source = datasets.build_source(dataset_cfg, dataset_cfg.train_split)
   _check_enough_examples(source, dataset_cfg.train_split, process_count)
   shuffle_seed, augment_seed = np.random.SeedSequence([config.seed, process_index]).generate_state(
@@ -303,7 +301,10 @@ def create_train_iterator(
       colour_jitter=float(dataset_cfg.colour_jitter),
       ignore_label=source.class_table.ignore_label,
       image_pad_value=_pixel(dataset_cfg.mean),
-      phases=parse_phases(dataset_cfg.get('phases', ())),
+      phases=tuple(
+          Phase(int(until), float(scale), (int(h), int(w)))
+          for until, scale, h, w in dataset_cfg.get('phases', ())
+      ),
   )
   ds = (
       grain.MapDataset.source(source)[process_index::process_count]
@@ -341,11 +342,8 @@ def create_eval_iterator(
     examples and of batches per process.
   """
   dataset_cfg = config.dataset
-  option = 'eval_batch_size' if 'eval_batch_size' in config else 'batch_size'
-  batch_size = _per_process_batch(option, config[option], process_count, local_device_count)
+  batch_size = config.get('eval_batch_size', config.batch_size) // process_count
   eval_scale = float(dataset_cfg.eval_scale)
-  if eval_scale <= 0:
-    raise ValueError(f'config.dataset.eval_scale must be positive, got {eval_scale}.')
   source = datasets.build_source(dataset_cfg, dataset_cfg.eval_split)
   ignore_label = source.class_table.ignore_label
   pad_value = _pixel(dataset_cfg.mean)
@@ -395,51 +393,6 @@ def _to_iter_dataset(
 
 def _normalize(dataset_cfg: ml_collections.ConfigDict) -> Normalize:
   return Normalize(mean=tuple(dataset_cfg.mean), std=tuple(dataset_cfg.std))
-
-
-def _per_process_batch(
-    option: str, batch_size: int, process_count: int, local_device_count: int
-) -> int:
-  """Checks a global batch size and returns this process's share."""
-  devices = process_count * local_device_count
-  if batch_size <= 0 or batch_size % devices:
-    raise ValueError(
-        f'config.{option}={batch_size} must be a positive multiple of the '
-        f'number of devices, {devices} ({process_count} process(es) x '
-        f'{local_device_count} local device(s)).'
-    )
-  return batch_size // process_count
-
-
-def _size_option(option: str, size: Sequence[int]) -> tuple[int, int]:
-  """Checks that an (H, W) option has positive sides divisible by 8."""
-  if len(size) != 2 or any(side <= 0 or side % SIZE_MULTIPLE for side in size):
-    raise ValueError(
-        f'config.dataset.{option} must be (height, width) with positive '
-        f'multiples of {SIZE_MULTIPLE}, got {tuple(size)}.'
-    )
-  return int(size[0]), int(size[1])
-
-
-def parse_phases(phases: Sequence[Sequence[float]]) -> tuple[Phase, ...]:
-  """Checks ``dataset.phases`` and returns them as ``Phase``s."""
-  result = []
-  for i, phase in enumerate(phases):
-    ok = (
-        len(phase) == 4
-        and isinstance(phase[0], int)
-        and phase[0] > (result[-1].until_step if result else 0)
-        and phase[1] > 0
-    )
-    if not ok:
-      raise ValueError(
-          f'config.dataset.phases[{i}] must be (until_step, scale, crop_h, '
-          'crop_w) with until_step a positive integer above the previous '
-          f"phase's and scale > 0, got {tuple(phase)}."
-      )
-    crop = _size_option(f'phases[{i}] crop', phase[2:])
-    result.append(Phase(int(phase[0]), float(phase[1]), crop))
-  return tuple(result)
 
 
 def _check_enough_examples(

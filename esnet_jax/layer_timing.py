@@ -16,7 +16,6 @@ blocks, printed beside the whole network, shows what fusion across blocks gains.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
@@ -24,9 +23,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from esnet_jax import cli, convert, folding, implementations
+from esnet_jax import cli, implementations, inference
+from esnet_jax.benchmarking import report
+from esnet_jax.benchmarking.contenders import import_torch, random_variables
+from esnet_jax.benchmarking.timing import time_alternating
 from esnet_jax.kernels import build
-from esnet_jax.benchmark import import_torch, random_variables, time_alternating
 from esnet_jax.models import ESNet
 
 Block = tuple[str, Callable[..., Any], tuple[Any, ...]]
@@ -62,14 +63,10 @@ def torch_blocks(
 ) -> dict[str, Callable[[], Any]]:
   """A call per block of the channels_last PyTorch original, keyed like `jax_blocks`."""
   torch = import_torch()
-  from esnet_jax.torch_reference import ESNet as TorchESNet
+  from esnet_jax import torch_reference
 
   torch.set_num_threads(threads)
-  model = TorchESNet(convert.num_classes_of(variables))
-  model.load_state_dict(
-      {k: torch.tensor(v) for k, v in convert.flax_to_torch(variables).items()}, strict=True
-  )
-  model = model.eval().to(memory_format=torch.channels_last)
+  model = torch_reference.from_variables(variables, torch.channels_last)
   modules = {
       'encoder/initial_block': model.encoder.initial_block,
       'decoder/output_conv': model.decoder.output_conv,
@@ -122,8 +119,8 @@ def run_layer_timing(
   if compare_torch:
     import_torch()
   variables = random_variables(num_classes, seed)
-  model = implementations.esnet(num_classes, kernels=kernels, bn_folded=True)
-  folded = jax.device_put(folding.fold_batch_norm(variables, epsilon=model.bn_epsilon))
+  model, folded = inference.deployed_network(variables, kernels=kernels)
+  folded = jax.device_put(folded)
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
   blocks = jax_blocks(model, folded, x)
   whole = jax.jit(lambda v, images: model.apply(v, images, train=False))
@@ -217,9 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   print(format_table(result))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(result, f, indent=2)
-      f.write('\n')
+    report.write_json(args.json, result)
   return 0
 
 

@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
     from esnet_jax import host_memory
 
     host_memory.keep_freed_memory()
-  from esnet_jax import benchmark_cli, predict, train
+  from esnet_jax import benchmark, export, predict, train
   from esnet_jax.errors import ConfigError, EsnetError
 
   if not FLAGS['verbosity'].present:
@@ -94,7 +94,8 @@ def main(argv: list[str]) -> None:
       'train': train.train_and_evaluate,
       'eval': train.evaluate_checkpoint,
       'predict': predict.predict_from_config,
-      'benchmark': benchmark_cli.benchmark_from_config,
+      'benchmark': benchmark.benchmark_from_config,
+      'export': export.export_from_config,
   }
   try:
     if config.mode not in run:

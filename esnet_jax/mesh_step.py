@@ -17,12 +17,11 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from esnet_jax.train import AXIS
 
-
-def mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh named `AXIS` over `devices` (default: the local ones)."""
-  return Mesh(np.array(list(devices or jax.local_devices())), (AXIS,))
+def mesh(axis_name: str, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh named `axis_name` (the step's, `train.AXIS`) over `devices`
+  (default: the local ones)."""
+  return Mesh(np.array(list(devices or jax.local_devices())), (axis_name,))
 
 
 def replicated(tree: Any, device_mesh: Mesh) -> Any:
@@ -32,7 +31,7 @@ def replicated(tree: Any, device_mesh: Mesh) -> Any:
 
 def sharded(tree: Any, device_mesh: Mesh) -> Any:
   """`tree` with every leaf split along its first axis over the mesh."""
-  return jax.device_put(tree, NamedSharding(device_mesh, PartitionSpec(AXIS)))
+  return jax.device_put(tree, NamedSharding(device_mesh, PartitionSpec(device_mesh.axis_names[0])))
 
 
 def jit_over_mesh(
@@ -41,14 +40,14 @@ def jit_over_mesh(
   """`step(state, batch) -> (state, metrics)` compiled once for the whole mesh.
 
   The state is replicated and donated; the batch's leading axis is the global
-  batch, split over `AXIS`. Every output is the same on all devices (gradients
-  and BatchNorm statistics are averaged over `AXIS`, metrics reduced), so it is
+  batch, split over the mesh's axis. Every output is the same on all devices (gradients
+  and BatchNorm statistics are averaged over it, metrics reduced), so it is
   returned replicated.
   """
   spmd = jax.shard_map(
       step,
       mesh=device_mesh,
-      in_specs=(PartitionSpec(), PartitionSpec(AXIS)),
+      in_specs=(PartitionSpec(), PartitionSpec(device_mesh.axis_names[0])),
       out_specs=(PartitionSpec(), PartitionSpec()),
       check_vma=False,
   )

@@ -36,6 +36,10 @@ PFCU_DROPOUT = 0.3
 PFCU_DILATIONS = (2, 5, 9)
 
 
+# The network has three stride-2 stages: H and W of its input are multiples of this.
+SIZE_MULTIPLE = 8
+
+
 def spatial_dropout(rate: float, train: bool) -> nn.Dropout:
   """PyTorch `Dropout2d`: drops whole channels (mask shared over H and W)."""
   return nn.Dropout(rate, broadcast_dims=(1, 2), deterministic=not train)
@@ -349,7 +353,7 @@ class ESNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False, encoder_only: bool = False) -> jax.Array:
     if x.ndim != 4 or x.shape[-1] != 3:
       raise ValueError(f'ESNet expects images of shape (N, H, W, 3); got {x.shape}.')
-    if x.shape[1] % 8 or x.shape[2] % 8:
+    if x.shape[1] % SIZE_MULTIPLE or x.shape[2] % SIZE_MULTIPLE:
       raise ValueError(
           f'ESNet needs H and W that are multiples of 8 (three stride-2 stages); got '
           f'H={x.shape[1]}, W={x.shape[2]}. Pad or resize the input, or use '

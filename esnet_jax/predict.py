@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import glob
 import os
 import re
@@ -44,21 +43,20 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TextIO
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from esnet_jax import cli, datasets, train, transforms, video, visualize
+from esnet_jax import cli, datasets, implementations, options, video, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
 from esnet_jax.errors import EsnetError, InputError
 from esnet_jax.inference import Segmenter
+from esnet_jax.options import PALETTES, PredictOptions
 
 IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
-PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
 _CITYSCAPES_FRAME = re.compile(
     r'^(?P<frame>[^_]+_\d+_\d+)' + re.escape(cityscapes.IMAGE_SUFFIX) + '$'
 )
@@ -175,62 +173,6 @@ def submission_name(path: Path) -> str:
   return f'{match["frame"]}_labelIds.png'
 
 
-def _class_maps(
-    variables: Any,
-    images: jax.Array,
-    *,
-    model: Any,
-    mean: np.ndarray,
-    std: np.ndarray,
-    scales: tuple[float, ...],
-    flip: bool,
-) -> jax.Array:
-  n, h, w, _ = images.shape
-  x = (images.astype(jnp.float32) - mean) / std
-  x = jnp.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8), (0, 0)))  # Zero = the mean pixel.
-  probs = train.predict_probabilities(
-      variables, x, model=model, out_size=x.shape[1:3], scales=scales, flip=flip
-  )
-  return jnp.argmax(probs[:, :h, :w], axis=-1).astype(jnp.int32)
-
-
-class Predictor:
-  """uint8 RGB batches (N, H, W, 3) -> int32 class maps (N, H, W), with test-time augmentation.
-
-  The network and (BN-folded) variables are the Segmenter's, the normalisation is
-  its checkpoint's; TTA is `train.predict_probabilities`, the same as evaluation
-  with `config.eval.scales` / `config.eval.flip`. One compilation per batch shape.
-  """
-
-  def __init__(self, segmenter: Segmenter, *, scales: Sequence[float] = (1.0,), flip: bool = False):
-    if not scales or any(s <= 0 for s in scales):
-      raise ValueError(f'scales must be positive, got {tuple(scales)}.')
-    self.segmenter = segmenter
-    self.num_classes = segmenter.num_classes
-    self._forward = jax.jit(
-        functools.partial(
-            _class_maps,
-            model=segmenter.model,
-            mean=np.asarray(segmenter.meta.get('mean', transforms.MEAN_RGB), np.float32),
-            std=np.asarray(segmenter.meta.get('std', transforms.STD_RGB), np.float32),
-            scales=tuple(float(s) for s in scales),
-            flip=bool(flip),
-        )
-    )
-
-  def __call__(self, images: np.ndarray) -> np.ndarray:
-    return np.asarray(self._forward(self.segmenter.variables, np.asarray(images, np.uint8)))
-
-
-def palette_class_table(name: str) -> datasets.ClassTable:
-  """The class table of a built-in dataset, for `--palette NAME`."""
-  if name not in PALETTES[1:]:
-    raise InputError(f'Unknown palette {name!r}; expected one of {", ".join(PALETTES)}.')
-  dataset_cfg = datasets.default_dataset_config()
-  dataset_cfg.name = name
-  return datasets.get_class_table(dataset_cfg)
-
-
 def colours_for(
     num_classes: int, meta: dict[str, Any], class_table: datasets.ClassTable | None = None
 ) -> np.ndarray:
@@ -310,7 +252,7 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
 
 
 def predict_video(
-    predictor: Predictor,
+    segmenter: Segmenter,
     path: Path,
     out_path: Path,
     *,
@@ -328,7 +270,7 @@ def predict_video(
         video.VideoWriter(out_path, reader.fps, reader.size) as writer,
     ):
       for frames in _batches(reader, batch_size):
-        for frame, class_map in zip(frames, predictor(np.stack(frames))):
+        for frame, class_map in zip(frames, segmenter(np.stack(frames))):
           writer.write(visualize.overlay(frame, class_map, colours, alpha))
         num_frames += len(frames)
         on_batch(len(frames))
@@ -341,7 +283,7 @@ def predict_video(
 
 
 def run(
-    predictor: Predictor,
+    segmenter: Segmenter,
     inputs: Sequence[InputFile],
     output: str | os.PathLike[str],
     *,
@@ -358,10 +300,10 @@ def run(
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}.')
-  if submission and predictor.num_classes != visualize.CITYSCAPES_NUM_CLASSES:
+  if submission and segmenter.num_classes != visualize.CITYSCAPES_NUM_CLASSES:
     raise InputError(
         f'A Cityscapes submission needs a 19-class checkpoint; this one is '
-        f'for {predictor.num_classes} classes.'
+        f'for {segmenter.num_classes} classes.'
     )
   stream = stream or sys.stderr
   output = Path(output)
@@ -378,7 +320,7 @@ def run(
   def flush(size: tuple[int, int]) -> None:
     group = pending.pop(size)
     try:
-      class_maps = predictor(np.stack([image for _, image in group]))
+      class_maps = segmenter(np.stack([image for _, image in group]))
     except Exception as e:  # pylint: disable=broad-except
       for item, _ in group:  # A batch that cannot run fails its inputs, not the run.
         fail(item.path, e)
@@ -413,7 +355,7 @@ def run(
         out_path = output / item.subdir / f'{item.path.stem}_overlay.mp4'
         report.written.append(
             predict_video(
-                predictor,
+                segmenter,
                 item.path,
                 out_path,
                 colours=colours,
@@ -465,73 +407,57 @@ def write_demo_image(
   return _save_png(image, Path(path))
 
 
+def run_options(options: PredictOptions) -> Report:
+  """Segment `options.inputs` into `options.output`, print the summary, return the report."""
+  segmenter = Segmenter.from_checkpoint(
+      options.checkpoint,
+      options.which,
+      dtype=jnp.dtype(options.dtype),
+      kernels=options.kernels,
+      scales=options.scales,
+      flip=options.flip,
+  )
+  colours = colours_for(segmenter.num_classes, segmenter.meta, options.class_table)
+  inputs, skipped = find_inputs(options.inputs, exclude=options.output)
+  report = run(
+      segmenter,
+      inputs,
+      options.output,
+      colours=colours,
+      alpha=options.alpha,
+      batch_size=options.batch_size,
+      submission=options.submission,
+  )
+  report.skipped = skipped
+  print_summary(report, Path(options.output))
+  return report
+
+
 def predict_from_config(config: ml_collections.ConfigDict, workdir: str | Path) -> Report:
   """`main.py --config.mode=predict`: segment `config.predict.input` into `config.predict.output`.
 
   The checkpoint is `config.predict.checkpoint` ('' = the workdir's latest); the
-  output defaults to `workdir/predictions`. Exits with status 1 after the
-  summary if any input failed.
+  output defaults to `workdir/predictions` (`options.PredictOptions.from_config`).
+  Exits with status 1 after the summary if any input failed.
   """
-  cfg = config.predict
-  if not cfg.input:
-    raise ConfigError(
-        'config.predict.input is empty: set it to an image, folder, glob or '
-        'video, e.g. --config.predict.input=photos/'
-    )
-  if not 0.0 <= cfg.alpha <= 1.0:
-    raise ConfigError(f'config.predict.alpha={cfg.alpha!r}: expected a number in [0, 1].')
-  if cfg.palette not in ('checkpoint', 'dataset'):
-    raise ConfigError(f'config.predict.palette={cfg.palette!r}: expected checkpoint or ' 'dataset.')
-  output = Path(cfg.output or Path(workdir) / 'predictions')
-  segmenter = Segmenter.from_checkpoint(
-      cfg.checkpoint or workdir, dtype=jnp.dtype(config.model.dtype), kernels=config.model.kernels
-  )
   try:
-    if cfg.submission:
-      class_table = cityscapes.cityscapes_class_table()
-    elif cfg.palette == 'dataset':
-      class_table = datasets.get_class_table(config.dataset)
-    else:
-      class_table = None
-    colours = colours_for(segmenter.num_classes, segmenter.meta, class_table)
-    inputs, skipped = find_inputs([cfg.input], exclude=output)
-    predictor = Predictor(segmenter, scales=tuple(config.eval.scales), flip=config.eval.flip)
-    report = run(
-        predictor,
-        inputs,
-        output,
-        colours=colours,
-        alpha=cfg.alpha,
-        batch_size=config.eval_batch_size,
-        submission=cfg.submission,
-    )
+    report = run_options(PredictOptions.from_config(config, workdir))
   except (InputError, visualize.PaletteError) as e:
     raise ConfigError(f'config.predict: {e}') from e
-  report.skipped = skipped
-  print_summary(report, output)
   if report.failed:
-    sys.exit(f'error: {len(report.failed)} of {len(inputs)} input(s) failed (listed above).')
+    total = len(report.done) + len(report.failed)
+    sys.exit(f'error: {len(report.failed)} of {total} input(s) failed (listed above).')
   return report
 
 
 def _parse_scales(text: str) -> tuple[float, ...]:
   try:
-    scales = tuple(float(s) for s in text.split(','))
+    return tuple(float(s) for s in text.split(','))
   except ValueError:
     raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}')
-  if not all(s > 0 for s in scales):
-    raise argparse.ArgumentTypeError(f'scales must be positive, got {text!r}')
-  return scales
 
 
-def _alpha(text: str) -> float:
-  value = float(text)
-  if not 0.0 <= value <= 1.0:
-    raise argparse.ArgumentTypeError(f'alpha must be in [0, 1], got {text}')
-  return value
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog='python -m esnet_jax.predict',
       description='Segment images, folders, globs and videos with a trained ESNet.',
@@ -551,7 +477,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--input', nargs='+', help='image or video files, folders, globs')
   parser.add_argument('--output', help='output folder')
   parser.add_argument(
-      '--alpha', type=_alpha, default=0.5, help='opacity of the class colours in the overlay (0..1)'
+      '--alpha', type=float, default=0.5, help='opacity of the class colours in the overlay (0..1)'
   )
   parser.add_argument(
       '--batch-size', type=int, default=4, help='images of the same size segmented together'
@@ -565,10 +491,10 @@ def _parser() -> argparse.ArgumentParser:
       default=(1.0,),
       help='test-time augmentation: comma-separated scales, e.g. 0.75,1,1.25',
   )
-  parser.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32')
+  parser.add_argument('--dtype', choices=options.DTYPES, default='float32')
   parser.add_argument(
       '--kernels',
-      choices=('auto', 'xla', 'native'),
+      choices=implementations.CHOICES,
       default='auto',
       help='who computes the network (esnet_jax.implementations): the '
       "compiled CPU kernels where they build ('auto'), XLA only, or the "
@@ -603,7 +529,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = _parser()
+  parser = build_parser()
   args = parser.parse_args(argv)
   if args.demo_image:
     print(f'Wrote {write_demo_image(args.demo_image, tuple(args.demo_size), args.demo_seed)}')
@@ -612,31 +538,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   if missing:
     parser.error(f'the following arguments are required: {", ".join(missing)}')
   try:
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, args.which, dtype=jnp.dtype(args.dtype), kernels=args.kernels
-    )
-    palette = 'cityscapes' if args.cityscapes_submission else args.palette
-    colours = colours_for(
-        segmenter.num_classes,
-        segmenter.meta,
-        None if palette == 'checkpoint' else palette_class_table(palette),
-    )
-    inputs, skipped = find_inputs(args.input, exclude=args.output)
-    predictor = Predictor(segmenter, scales=args.scales, flip=args.flip)
-    report = run(
-        predictor,
-        inputs,
-        args.output,
-        colours=colours,
-        alpha=args.alpha,
-        batch_size=args.batch_size,
-        submission=args.cityscapes_submission,
-    )
+    report = run_options(PredictOptions.from_args(args))
   except (EsnetError, ImportError) as e:  # ImportError: an optional package is missing.
     print(f'error: {e}', file=sys.stderr)
     return getattr(e, 'exit_status', 2)
-  report.skipped = skipped
-  print_summary(report, Path(args.output))
   return 1 if report.failed else 0
 
 

@@ -9,9 +9,14 @@ without it raises ImportError.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from esnet_jax import convert
 
 
 class DownsamplerBlock(nn.Module):
@@ -148,3 +153,19 @@ class ESNet(nn.Module):
     if only_encode:
       return self.encoder_output_conv(features)
     return self.decoder(features)
+
+
+def from_variables(
+    variables: Mapping[str, Any], memory_format: torch.memory_format = torch.contiguous_format
+) -> ESNet:
+  """The original network holding these Flax variables, in eval mode.
+
+  The weights go through `esnet_jax.convert.flax_to_torch` and are loaded
+  strictly, so a missing or misshapen tensor fails here, not as wrong output.
+  """
+  network = ESNet(convert.num_classes_of(variables))
+  network.load_state_dict(
+      {k: torch.from_numpy(np.array(v)) for k, v in convert.flax_to_torch(variables).items()},
+      strict=True,
+  )
+  return network.eval().to(memory_format=memory_format)

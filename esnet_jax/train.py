@@ -31,6 +31,7 @@ from esnet_jax import (
     checkpointing,
     convert,
     implementations,
+    inference,
     input_pipeline,
     losses,
     metrics,
@@ -41,6 +42,7 @@ from esnet_jax import (
 from esnet_jax.config_validation import ConfigError, validate_config
 from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
+from esnet_jax.options import EvalOptions
 from esnet_jax.models import ESNet
 from esnet_jax.errors import NonFiniteLossError
 
@@ -173,34 +175,6 @@ def train_step(
   }
 
 
-def predict_probabilities(
-    variables: Mapping[str, Any],
-    image: jax.Array,
-    *,
-    model: ESNet,
-    out_size: tuple[int, int],
-    scales: Iterable[float] = (1.0,),
-    flip: bool = False,
-) -> jax.Array:
-  """Softmax probabilities at `out_size`, averaged over scales and horizontal flips."""
-  n, h, w, _ = image.shape
-  total = 0.0
-  for scale in scales:
-    x = image
-    if scale != 1.0:
-      size = (max(8, int(round(h * scale / 8)) * 8), max(8, int(round(w * scale / 8)) * 8))
-      x = jax.image.resize(image, (n, *size, 3), 'bilinear')
-    views = [(x, False)] + ([(x[:, :, ::-1], True)] if flip else [])
-    for view, flipped in views:
-      logits = model.apply(variables, view, train=False)
-      if flipped:
-        logits = logits[:, :, ::-1]
-      if logits.shape[1:3] != tuple(out_size):
-        logits = jax.image.resize(logits, (n, *out_size, logits.shape[-1]), 'bilinear')
-      total = total + jax.nn.softmax(logits, axis=-1)
-  return total
-
-
 def eval_step(
     state: TrainState,
     batch: Mapping[str, jax.Array],
@@ -213,7 +187,7 @@ def eval_step(
 ) -> jax.Array:
   """Confusion matrix of this batch, summed over all devices and hosts."""
   label = batch['label']
-  probs = predict_probabilities(
+  probs = inference.predict_probabilities(
       {'params': state.params, 'batch_stats': state.batch_stats},
       batch['image'],
       model=model,
@@ -322,14 +296,15 @@ def _host_state(state: TrainState) -> TrainState:
 def _make_eval_fn(
     config: ml_collections.ConfigDict, model: ESNet, class_table: ClassTable
 ) -> Callable[[TrainState], dict[str, Any]]:
+  settings = EvalOptions.from_config(config)
   p_eval_step = jax.pmap(
       functools.partial(
           eval_step,
           model=model,
           num_classes=class_table.num_classes,
           ignore_label=class_table.ignore_label,
-          scales=tuple(config.eval.scales),
-          flip=config.eval.flip,
+          scales=settings.scales,
+          flip=settings.flip,
       ),
       axis_name=AXIS,
   )
@@ -407,15 +382,21 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
+def _validate(config: ml_collections.ConfigDict) -> EvalOptions:
+  """Check the config once, before any work; the evaluation settings it holds."""
+  validate_config(
+      config, device_count=jax.device_count(), local_device_count=jax.local_device_count()
+  )
+  return EvalOptions.from_config(config)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Train with periodic evaluation and checkpoints; resume from the workdir if possible.
 
   The run holds the workdir for itself (`workdir_lock`): a second training on it
   refuses. Returns the last evaluation summary (with `step`).
   """
-  validate_config(
-      config, device_count=jax.device_count(), local_device_count=jax.local_device_count()
-  )
+  _validate(config)
   workdir = Path(workdir).absolute()
   with workdir_lock.hold(workdir) as lock:
     return _train_in_held_workdir(config, workdir, lock)
@@ -552,11 +533,9 @@ def _train_in_held_workdir(
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Evaluate `config.eval.checkpoint` (or the workdir's latest/best) on the eval split."""
-  validate_config(
-      config, device_count=jax.device_count(), local_device_count=jax.local_device_count()
-  )
+  settings = _validate(config)
   workdir = Path(workdir).absolute()
-  loaded = weights.load(config.eval.checkpoint or workdir, config.eval.which)
+  loaded = weights.load(settings.checkpoint or workdir, settings.which)
   class_table = input_pipeline.dataset_class_table(config)
   variables = loaded.variables
   num_classes = convert.num_classes_of(variables)
@@ -583,7 +562,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
       **_make_eval_fn(config, model, class_table)(state),
   }
   name = (
-      f'eval_{config.eval.which}_step_{loaded.step}.json'
+      f'eval_{settings.which}_step_{loaded.step}.json'
       if loaded.step is not None
       else f'eval_{re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(loaded.source).name)}.json'
   )

@@ -48,11 +48,11 @@ def pytest_unconfigure(config) -> None:
 
 
 def random_variables(num_classes: int, seed: int = 0) -> dict:
-  """`esnet_jax.benchmark.random_variables`: ESNet variables drawn with numpy, quicker than
+  """`benchmarking.contenders.random_variables`: ESNet variables drawn with numpy, quicker than
   compiling `init` (imported here, after `pytest_configure` has set up JAX's cache)."""
-  from esnet_jax import benchmark
+  from esnet_jax.benchmarking import contenders
 
-  return benchmark.random_variables(num_classes, seed)
+  return contenders.random_variables(num_classes, seed)
 
 
 def _require(path: Path) -> Path:
@@ -157,3 +157,55 @@ def reference_run(tmp_path_factory) -> tuple[Path, str]:
   out = run_main(workdir, *RUN)
   assert out.returncode == 0, out.stderr[-3000:]
   return workdir, out.stdout
+
+
+# What an inference benchmark result holds (tests of esnet_jax.benchmark and its runners).
+# Params of ESNet(19) without the encoder-only head (`encoder_output_conv`).
+DEPLOYED_PARAMS_C19 = 1_659_071
+FIELDS = {
+    'latency_ms_p50': float,
+    'latency_ms_p90': float,
+    'latency_ms_p99': float,
+    'latency_ms_min': float,
+    'fps': float,
+    'params': int,
+    'flops': float,
+    'compile_s': float,
+    'h2d_ms': float,
+    'preprocess_ms': float,
+    'postprocess_ms': float,
+    'd2h_ms': float,
+    'peak_memory_bytes': int,
+    'peak_memory_source': str,
+    'device_kind': str,
+    'platform': str,
+    'threads': int,
+    'jax_version': str,
+    'jaxlib_version': str,
+    'xla_flags': str,
+    'runs': int,
+    'batch': int,
+    'dtype': str,
+    'fold_bn': bool,
+    'num_classes': int,
+    'native_kernels': bool,
+    'cpu_model': str,
+    'cpu_isa': str,
+}
+CPU_ISAS = ('avx512', 'avx2', 'neon', 'other')
+
+
+def check_benchmark_fields(result: dict) -> None:
+  """What every inference benchmark result holds, of the right types and in order."""
+  for key, kind in FIELDS.items():
+    assert isinstance(result[key], kind), (key, result[key])
+  assert result['params'] == DEPLOYED_PARAMS_C19
+  assert result['flops'] > 0
+  assert result['threads'] >= 1 and result['peak_memory_bytes'] > 0
+  assert result['cpu_isa'] in CPU_ISAS and result['cpu_model']
+  assert (
+      result['latency_ms_min']
+      <= result['latency_ms_p50']
+      <= result['latency_ms_p90']
+      <= result['latency_ms_p99']
+  )

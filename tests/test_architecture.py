@@ -79,3 +79,37 @@ def test_the_graph_sees_the_package_imports():
 def test_no_import_circle_between_the_package_modules():
   """Lazy imports inside functions count too: a circle is one however it is spelt."""
   assert _cycle(_graph()) is None, ' -> '.join(_cycle(_graph()))
+
+
+def test_only_main_and_the_train_step_runner_import_train():
+  importers = {name for name, imports in _graph().items() if 'esnet_jax.train' in imports}
+  assert importers == {'esnet_jax.main', 'esnet_jax.benchmarking.runners'}
+
+
+def _callers(function: str) -> set[str]:
+  """The package modules that call `function` (by its bare or dotted name)."""
+  found = set()
+  for path in PACKAGE.rglob('*.py'):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Call):
+        callee = node.func.attr if isinstance(node.func, ast.Attribute) else None
+        callee = callee or (node.func.id if isinstance(node.func, ast.Name) else None)
+        if callee == function:
+          found.add(_module_name(path))
+  return found
+
+
+def test_one_builder_of_the_deployed_network():
+  """BatchNorm is folded, and the implementation picked, in `inference.deployed_network`
+  only (training builds its own, unfolded network in `train.create_model`)."""
+  assert _callers('fold_batch_norm') == {'esnet_jax.inference'}
+  assert _callers('esnet') == {'esnet_jax.inference', 'esnet_jax.train'}
+  assert _callers('deployed_network') >= {
+      'esnet_jax.export',
+      'esnet_jax.layer_timing',
+      'esnet_jax.benchmarking.runners',
+  }
+
+
+def test_one_builder_of_the_pytorch_network_from_flax_variables():
+  assert _callers('flax_to_torch') == {'esnet_jax.torch_reference', 'esnet_jax.weights'}

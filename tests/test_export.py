@@ -76,6 +76,27 @@ def test_stablehlo_round_trip_with_a_symbolic_batch(tmp_path, checkpoint, variab
   assert meta['input']['shape'] == ['batch', H, W, 3] and meta['bn_folded'] is True
 
 
+def test_config_mode_exports_the_workdir_checkpoint_as_the_command_line_does(tmp_path, checkpoint):
+  """`--config.mode=export` (`export.export_from_config`): the same file and metadata as
+  `python -m esnet_jax.export` with the same settings."""
+  from configs import default
+
+  config = default.get_config()
+  config.export.checkpoint = str(checkpoint)
+  config.export.height, config.export.width, config.export.batch = H, W, 2
+  path, meta_path = export.export_from_config(config, tmp_path)
+  assert path == tmp_path / 'esnet.stablehlo' and meta_path.is_file()
+  by_flags = tmp_path / 'flags.stablehlo'
+  flags = ['--checkpoint', str(checkpoint), '--format', 'stablehlo', '--height', str(H)]
+  assert export.main([*flags, '--width', str(W), '--batch', '2', '--out', str(by_flags)]) == 0
+  x = _images(2)
+  np.testing.assert_array_equal(
+      export.load_stablehlo(path).call(x), export.load_stablehlo(by_flags).call(x)
+  )
+  meta = json.loads(meta_path.read_text())
+  assert meta == json.loads(by_flags.with_name(by_flags.name + '.json').read_text())
+
+
 def test_stablehlo_fixed_batch_and_unfolded_batch_norm(variables):
   exported = export.export_stablehlo(variables, H, W, batch=2, fold_bn=False)
   assert exported.in_avals[0].shape == (2, H, W, 3)
@@ -134,7 +155,10 @@ def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
     'args, message',
     [
         (['--height', '30', '--width', str(W)], 'multiples of 8'),
-        (['--height', str(H), '--width', str(W), '--batch', '0'], '--batch must be positive'),
+        (
+            ['--height', str(H), '--width', str(W), '--batch', '0'],
+            '--batch=0: expected a positive integer',
+        ),
     ],
 )
 def test_bad_settings_are_reported(tmp_path, checkpoint, capsys, args, message):

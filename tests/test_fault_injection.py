@@ -136,7 +136,7 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
   garbage.write_bytes(b'not a zip file at all')
   image = tmp_path / 'good.png'
   predict.write_demo_image(image, (32, 48), 0)
-  from esnet_jax import benchmark_cli, export
+  from esnet_jax import benchmark, export
 
   calls = {
       'predict': lambda: predict.main(
@@ -159,7 +159,7 @@ def test_command_line_tools_print_one_line_and_exit_2(tmp_path, capsys):
       'convert': lambda: convert_cli.main(
           ['--checkpoint', str(garbage), '--out-torch', str(tmp_path / 'x.npz')]
       ),
-      'benchmark': lambda: benchmark_cli.main(['--checkpoint', str(garbage), '--runs', '50']),
+      'benchmark': lambda: benchmark.main(['--checkpoint', str(garbage), '--runs', '50']),
   }
   for tool, call in calls.items():
     try:

@@ -13,6 +13,8 @@ from esnet_jax.inference import Segmenter
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
 
+from conftest import random_variables
+
 
 def _image(h, w, seed=0, n=None):
   shape = (h, w, 3) if n is None else (n, h, w, 3)
@@ -102,3 +104,44 @@ def test_from_checkpoint_and_from_weights_file(tmp_path, torch_fixtures, referen
   )
   with pytest.raises(checkpointing.CheckpointNotFoundError, match='No checkpoint found'):
     Segmenter.from_checkpoint(tmp_path)
+
+
+def _scene(seed: int, size=(32, 48)) -> np.ndarray:
+  from esnet_jax.datasets.synthetic import render_scene
+
+  return render_scene(np.random.default_rng(seed), size)[0]
+
+
+def test_flip_tta_is_mirror_equivariant_and_multiscale_keeps_the_size():
+  variables = random_variables(8)
+  image = _scene(4)
+  flip = Segmenter(variables, flip=True)
+  maps = flip(np.stack([image, image[:, ::-1]]))
+  assert maps.dtype == np.int32
+  np.testing.assert_array_equal(maps[0], maps[1][:, ::-1])
+  plain = Segmenter(variables)(image[None])[0]
+  assert (maps[0] != plain).any()  # the mirrored view changed some pixels
+
+  odd = _scene(5, (37, 45))
+  multi = Segmenter(variables, scales=(0.5, 1.5), flip=True)
+  classes, probs = multi.predict(odd, return_probs=True)
+  assert classes.shape == (37, 45) and probs.shape == (37, 45, 8)
+  assert classes.min() >= 0 and classes.max() < 8  # probabilities were resized, not ids
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)  # the mean over the 4 views
+  np.testing.assert_array_equal(classes, probs.argmax(-1))
+  with pytest.raises(ValueError, match='scales must be positive'):
+    Segmenter(variables, scales=(0.0,))
+
+
+def test_tta_of_one_view_is_the_plain_argmax_and_evaluation_uses_the_same_function():
+  """scales=(1.0,), no flip: `predict_probabilities` is one softmax, whose argmax is the
+  network's; eval (train.eval_step) and Segmenter share the function."""
+  from esnet_jax import inference
+
+  variables = random_variables(8)
+  model, folded = inference.deployed_network(variables, kernels='xla')
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((1, 32, 48, 3)), jnp.float32)
+  probs = inference.predict_probabilities(folded, x, model=model, out_size=(32, 48))
+  logits = model.apply(folded, x, train=False)
+  np.testing.assert_allclose(probs, jax.nn.softmax(logits, -1), rtol=1e-6)
+  assert inference.tta_size(37, 45, 0.5) == (16, 24) and inference.tta_size(5, 5, 0.5) == (8, 8)

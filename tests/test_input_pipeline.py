@@ -8,7 +8,6 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
-import pytest
 
 from esnet_jax import datasets
 from esnet_jax import input_pipeline
@@ -101,15 +100,6 @@ def test_train_batch_shapes_and_dtypes():
   assert -3 < batch['image'].mean() < 3
 
 
-def test_batch_and_crop_size_are_checked():
-  with pytest.raises(ValueError, match='config.batch_size=6'):
-    _train(_with(_config(), batch_size=6), 0, 2, 2)
-  with pytest.raises(ValueError, match='config.eval_batch_size=3'):
-    _eval(_with(_config(), eval_batch_size=3), 0, 1, 2)
-  with pytest.raises(ValueError, match='config.dataset.crop_size'):
-    _train(_config(crop_size=(15, 24)))
-
-
 def test_same_seed_same_batches_other_seed_other_batches():
   first = list(itertools.islice(_train(_config()), 3))
   second = list(itertools.islice(_train(_config()), 3))
@@ -161,21 +151,6 @@ def test_a_half_scale_phase_crops_from_the_downscaled_image(tmp_path):
   first, second = next(iterator), next(iterator)
   assert ((first['label'] != IGNORE).mean(axis=(-2, -1)) == 0.25).all()
   assert (second['label'] != IGNORE).all()
-
-
-@pytest.mark.parametrize(
-    'phases',
-    [
-        ((0, 0.5, 8, 16),),
-        ((2, 0.5, 8, 16), (2, 1.0, 8, 16)),
-        ((2, 0.0, 8, 16),),
-        ((2, 0.5, 9, 16),),
-        ((2, 0.5, 8),),
-    ],
-)
-def test_bad_phases_name_the_option(phases):
-  with pytest.raises(ValueError, match=r'config.dataset.phases\[\d\]'):
-    _train(_config(phases=phases))
 
 
 def test_orbax_checkpoint_of_the_iterator(tmp_path):

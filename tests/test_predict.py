@@ -102,23 +102,6 @@ def test_images_give_class_colour_and_overlay_pngs_at_their_size(
   assert not list(out.glob('broken*')) and not list(out.glob('notes*'))
 
 
-def test_flip_tta_is_mirror_equivariant_and_multiscale_keeps_the_size(segmenter8):
-  image = _scene(4)
-  flip = predict.Predictor(segmenter8, flip=True)
-  maps = flip(np.stack([image, image[:, ::-1]]))
-  assert maps.dtype == np.int32
-  np.testing.assert_array_equal(maps[0], maps[1][:, ::-1])
-  plain = predict.Predictor(segmenter8)(image[None])[0]
-  assert (maps[0] != plain).any()  # the mirrored view changed some pixels
-
-  odd = _scene(5, (37, 45))
-  multi = predict.Predictor(segmenter8, scales=(0.5, 1.5), flip=True)(odd[None])
-  assert multi.shape == (1, 37, 45)
-  assert multi.min() >= 0 and multi.max() < 8  # probabilities were resized, not ids
-  with pytest.raises(ValueError, match='scales must be positive'):
-    predict.Predictor(segmenter8, scales=(0.0,))
-
-
 def test_video_gives_an_overlay_video_and_a_corrupt_one_is_reported(tmp_path, checkpoint8, capsys):
   av = pytest.importorskip('av')
   from esnet_jax import video
@@ -323,8 +306,8 @@ def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_pa
       f'{city}_{seq:06d}_{frame:06d}' for city in _CITIES for seq, frame in ((0, 19), (1, 42))
   ]
   images = {frame: _scene(10 + i) for i, frame in enumerate(frames)}
-  predictor = predict.Predictor(Segmenter.from_checkpoint(checkpoint))
-  predicted = dict(zip(frames, predictor(np.stack(list(images.values())))))
+  segmenter = Segmenter.from_checkpoint(checkpoint)
+  predicted = dict(zip(frames, segmenter(np.stack(list(images.values())))))
   root = tmp_path / 'cityscapes'
   _cityscapes_layout(root, images, predicted)
 

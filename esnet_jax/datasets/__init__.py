@@ -88,11 +88,12 @@ def build_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> Segmenta
     dataset_cfg: ``config.dataset``.
     split: Split name, usually ``dataset_cfg.train_split`` or ``eval_split``.
 
+  The config is trusted (``config_validation.validate_dataset`` checks it).
+
   Raises:
-    ValueError: If ``dataset_cfg.name`` is not a supported dataset.
     DatasetError: If the files are missing or inconsistent.
   """
-  name = _checked_name(dataset_cfg)
+  name = dataset_cfg.name
   checks = dict(
       validate_images=dataset_cfg.get('validate_images', DEFAULT_VALIDATE_IMAGES),
       validate_labels=dataset_cfg.validate_labels,
@@ -105,10 +106,10 @@ def build_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> Segmenta
         split,
     )
   if name == 'camvid':
-    return camvid_source(_root(dataset_cfg), split, **checks)
+    return camvid_source(dataset_cfg.root, split, **checks)
   if name == 'cityscapes':
     return cityscapes.cityscapes_source(
-        _root(dataset_cfg),
+        dataset_cfg.root,
         split,
         label_suffix=dataset_cfg.label_suffix,
         **checks,
@@ -132,7 +133,7 @@ def build_source(dataset_cfg: ml_collections.ConfigDict, split: str) -> Segmenta
 
 def get_class_table(dataset_cfg: ml_collections.ConfigDict) -> ClassTable:
   """Returns the class table of the configured dataset without reading data."""
-  name = _checked_name(dataset_cfg)
+  name = dataset_cfg.name
   if name == 'synthetic':
     return SYNTHETIC_CLASSES
   if name == 'camvid':
@@ -140,23 +141,6 @@ def get_class_table(dataset_cfg: ml_collections.ConfigDict) -> ClassTable:
   if name == 'cityscapes':
     return cityscapes.cityscapes_class_table()
   return folder_class_table(dataset_cfg.class_names, dataset_cfg.colours, dataset_cfg.ignore_label)
-
-
-def _checked_name(dataset_cfg: ml_collections.ConfigDict) -> str:
-  if dataset_cfg.name not in DATASET_NAMES:
-    raise ValueError(
-        f'config.dataset.name must be one of {", ".join(DATASET_NAMES)}; got '
-        f'{dataset_cfg.name!r}.'
-    )
-  return dataset_cfg.name
-
-
-def _root(dataset_cfg: ml_collections.ConfigDict) -> str:
-  if not dataset_cfg.root:
-    raise DatasetError(
-        f'config.dataset.root is not set: point it at the {dataset_cfg.name} ' 'folder.'
-    )
-  return dataset_cfg.root
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Cross-entropy with ignore and class weights, OHEM, ENet weights, confusion and IoU."""
+"""esnet_jax.losses: cross-entropy with ignore and class weights, OHEM, ENet weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from esnet_jax import losses, metrics
+from esnet_jax import losses
 
 
 def _random(seed, shape):
@@ -60,24 +60,3 @@ def test_enet_class_weights_and_pixel_counts():
   assert w[1] > w[0]  # rarer classes weigh more
   with pytest.raises(ValueError, match='no labelled'):
     losses.enet_class_weights(np.zeros(3))
-
-
-def test_confusion_matrix_and_iou():
-  label = jnp.array([[0, 0, 1, 1], [2, 2, 9, 9]])
-  pred = jnp.array([[0, 1, 1, 1], [2, 0, 0, 2]])
-  cm = np.asarray(metrics.confusion_matrix(pred, label, num_classes=3, ignore_label=9))
-  np.testing.assert_array_equal(cm, [[1, 1, 0], [0, 2, 0], [1, 0, 1]])
-  iou = metrics.iou(cm)
-  np.testing.assert_allclose(iou, [1 / 3, 2 / 3, 1 / 2])
-  summary = metrics.summarize(cm, ['a', 'b', 'c'])
-  assert summary['miou'] == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
-  assert summary['pixel_accuracy'] == pytest.approx(4 / 6)
-  assert summary['labelled_pixels'] == 6
-
-
-def test_absent_classes_are_left_out_of_the_mean():
-  cm = np.array([[5, 0, 0], [0, 0, 0], [1, 0, 4]])
-  iou = metrics.iou(cm)
-  assert np.isnan(iou[1])
-  assert metrics.summarize(cm, 'abc')['per_class_iou']['b'] is None
-  assert metrics.summarize(cm, 'abc')['miou'] == pytest.approx((5 / 6 + 4 / 5) / 2)

@@ -18,14 +18,14 @@ from typing import Any, Sequence
 
 import jax
 
-from esnet_jax import benchmark
+from esnet_jax.benchmarking import machine, runners
+from esnet_jax.options import DTYPES
 
 # (height, width, batch) of the inference cases and of the train step (batch per device).
 INFERENCE_CASES = ((512, 1024, 1), (512, 1024, 8), (1024, 2048, 1))
 TRAIN_CASE = (512, 1024, 8)
 SMOKE_INFERENCE_CASES = ((32, 64, 1), (32, 64, 2))
 SMOKE_TRAIN_CASE = (32, 64, 1)
-DTYPES = ('float32', 'bfloat16')
 
 
 def _nvidia_smi() -> dict[str, str] | None:
@@ -81,16 +81,11 @@ def environment() -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
       pass
   return {
-      'platform': device.platform,
-      'device_kind': device.device_kind,
-      'device_count': jax.device_count(),
+      **machine.describe(device),
       'platform_version': getattr(device.client, 'platform_version', None),
       'nvidia_smi': _nvidia_smi(),
       'cuda': _cuda_versions(),
       'plugins': plugins,
-      'jax_version': jax.__version__,
-      'jaxlib_version': importlib.metadata.version('jaxlib'),
-      'cpu_model': benchmark.cpu_model(),
   }
 
 
@@ -126,7 +121,7 @@ def run_gpu_report(
   cases = SMOKE_INFERENCE_CASES if smoke else INFERENCE_CASES
   for dtype in dtypes:
     for height, width, batch in cases:
-      r = benchmark.run_inference_benchmark(
+      r = runners.run_inference_benchmark(
           height=height, width=width, batch=batch, dtype=dtype, runs=runs, warmup=warmup
       )
       report['inference'].append(
@@ -148,7 +143,7 @@ def run_gpu_report(
       )
   height, width, batch = SMOKE_TRAIN_CASE if smoke else TRAIN_CASE
   for dtype in dtypes:
-    r = benchmark.run_train_benchmark(
+    r = runners.run_train_benchmark(
         height=height,
         width=width,
         batch=batch,
@@ -178,7 +173,7 @@ def run_gpu_report(
           t
           for entry in report['inference'] + report['train']
           for t in entry['custom_call_targets']
-          if t.startswith(benchmark.KERNEL_TARGET_PREFIX)
+          if t.startswith(machine.KERNEL_TARGET_PREFIX)
       }
   )
   report.update(

@@ -1,0 +1,9 @@
+"""ESNet's benchmarks in small parts; the command is `python -m esnet_jax.benchmark`.
+
+- `timing`: alternating contenders, medians, I/O steps, peak memory, traces;
+- `machine`: the CPU, ISA, device and versions a figure was measured on;
+- `contenders`: random weights, the PyTorch original and ONNX Runtime;
+- `runners`: the inference and train-step measurements;
+- `report`: the tables and the JSON file;
+- `gpu_report`: the whole GPU report (`--suite gpu`).
+"""

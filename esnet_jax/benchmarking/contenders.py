@@ -1,0 +1,190 @@
+"""What the benchmarks time against JAX, and the weights they time.
+
+- `random_variables`: ESNet variables drawn with numpy (speed does not depend on
+  the values);
+- `torch_calls` / `torch_train_calls`: the original PyTorch ESNet
+  (`esnet_jax.torch_reference`), eager, NCHW and channels_last;
+- `onnxruntime_calls`: ONNX Runtime on this package's ONNX export.
+
+Each returns zero-argument calls that block until their result is ready, for
+`timing.time_alternating`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from esnet_jax import convert
+
+# Trained only for encoder pre-training; not part of the deployed network.
+_ENCODER_ONLY_HEAD = 'encoder_output_conv'
+
+
+def count_params(params: Mapping[str, Any]) -> int:
+  """Parameters of the deployed network: all of ESNet's but the encoder-only head."""
+  return sum(
+      int(np.size(leaf))
+      for name, sub in params.items()
+      if name != _ENCODER_ONLY_HEAD
+      for leaf in jax.tree.leaves(sub)
+  )
+
+
+def random_variables(num_classes: int, seed: int) -> dict[str, Any]:
+  """Random `{'params', 'batch_stats'}` of `ESNet(num_classes)`, drawn with numpy.
+
+  Speed does not depend on the values, and `ESNet.init` spends seconds
+  compiling its random-number graph. Kernels are LeCun-normal (like flax's
+  default) and the BatchNorm statistics are non-trivial, so that folding and
+  the PyTorch comparison exercise every parameter while logits stay O(1).
+  """
+  rng = np.random.default_rng(seed)
+
+  def draw(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+    name, shape = path[-1].key, leaf.shape
+    if name == 'kernel':
+      return rng.normal(0, np.sqrt(1 / np.prod(shape[:-1])), shape).astype(np.float32)
+    if name in ('scale', 'var'):
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    return rng.normal(0, 0.1, shape).astype(np.float32)  # Biases and means.
+
+  return jax.tree_util.tree_map_with_path(draw, convert.template(num_classes))
+
+
+def import_torch() -> Any:
+  """`torch`, or an ImportError that says how to install it."""
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(
+        '--compare-torch needs PyTorch: pip install "esnet-jax[torch]" (on '
+        'CPU-only machines: pip install torch==2.13.0 first).'
+    ) from e
+  return torch
+
+
+def torch_calls(
+    variables: Mapping[str, Any], x_nhwc: np.ndarray, dtype: str, threads: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
+  """Eager PyTorch ESNet with the same weights, NCHW and channels_last, ready to time.
+
+  Returns the two calls, version facts, and the NCHW model's logits as NHWC
+  float32 (to check that both frameworks compute the same function).
+  """
+  torch = import_torch()
+  from esnet_jax import torch_reference
+
+  torch.set_num_threads(threads)
+  torch_dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
+  model = torch_reference.from_variables(variables).to(torch_dtype)
+  x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2))).to(torch_dtype)
+  model_cl = torch_reference.from_variables(variables, torch.channels_last).to(torch_dtype)
+  x_cl = x.contiguous(memory_format=torch.channels_last)
+
+  def run(m: Any, inputs: Any) -> Callable[[], Any]:
+    def call() -> Any:
+      with torch.inference_mode():
+        return m(inputs)
+
+    return call
+
+  with torch.inference_mode():
+    logits = model(x).float().numpy().transpose(0, 2, 3, 1)
+  info = {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
+  return {'torch_nchw': run(model, x), 'torch_channels_last': run(model_cl, x_cl)}, info, logits
+
+
+# What `--compare-onnxruntime` imports: the ONNX export goes through PyTorch's exporter.
+_ONNXRUNTIME_NEEDS = ('torch', 'onnx', 'onnxscript', 'onnxruntime')
+
+
+def check_onnxruntime_installed() -> None:
+  """Raise ImportError (one line: what is missing and how to install it) before any work."""
+  import importlib.util
+
+  missing = [name for name in _ONNXRUNTIME_NEEDS if importlib.util.find_spec(name) is None]
+  if missing:
+    raise ImportError(
+        f'--compare-onnxruntime needs {", ".join(missing)} (not installed): '
+        'pip install torch==2.13.0 && pip install -e ".[export]"'
+    )
+
+
+def onnxruntime_calls(
+    variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn: bool, threads: int
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
+  """ONNX Runtime on this package's ONNX export of the same weights, ready to time.
+
+  The graph is `esnet_jax.export.export_onnx`'s (BN folded when `fold_bn`), with
+  the batch fixed to the input's, run on the CPU provider with every graph
+  optimisation, `threads` intra-op threads and one inter-op thread. Returns the
+  call, version facts and its logits (NHWC float32, as JAX's).
+  """
+  check_onnxruntime_installed()
+  import tempfile
+
+  import onnxruntime as ort
+
+  from esnet_jax import export
+
+  batch, height, width, _ = x_nhwc.shape
+  with tempfile.TemporaryDirectory(prefix='esnet_bench_onnx_') as tmp:
+    start = time.perf_counter()
+    path = export.export_onnx(
+        variables, height, width, os.path.join(tmp, 'esnet.onnx'), batch=batch, fold_bn=fold_bn
+    )
+    export_s = time.perf_counter() - start
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+  feed = {export.INPUT_NAME: np.ascontiguousarray(x_nhwc, dtype=np.float32)}
+
+  def call() -> Any:
+    return session.run([export.OUTPUT_NAME], feed)[0]
+
+  info = {
+      'onnxruntime_version': ort.__version__,
+      'onnxruntime_threads': session.get_session_options().intra_op_num_threads,
+      'onnxruntime_providers': session.get_providers(),
+      'onnx_export_s': export_s,
+  }
+  return {'onnxruntime': call}, info, call()
+
+
+def torch_train_calls(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
+) -> dict[str, Callable[[], Any]]:
+  """Eager PyTorch train steps (NCHW and channels_last) on the same batch."""
+  torch = import_torch()
+  from esnet_jax.torch_reference import ESNet as TorchESNet
+
+  torch.set_num_threads(threads)
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  y = torch.from_numpy(labels.astype(np.int64))
+  calls = {}
+  for name, memory_format in (
+      ('torch_nchw', torch.contiguous_format),
+      ('torch_channels_last', torch.channels_last),
+  ):
+    model = TorchESNet(num_classes).train().to(memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4)
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
+    inputs = x.contiguous(memory_format=memory_format)
+
+    def step(model=model, optimizer=optimizer, criterion=criterion, inputs=inputs) -> Any:
+      optimizer.zero_grad(set_to_none=True)
+      loss = criterion(model(inputs), y)
+      loss.backward()
+      optimizer.step()
+      return loss
+
+    calls[name] = step
+  return calls

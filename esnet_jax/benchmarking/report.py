@@ -1,0 +1,93 @@
+"""The benchmark's results as people read them: tables, the profile, the JSON file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+from esnet_jax import profiling
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+  """A two-column table of a `run_inference_benchmark` result."""
+  h, w = result['height'], result['width']
+  rows = [
+      (
+          'network',
+          f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
+          f"{result['dtype']} {'BN folded' if result['fold_bn'] else 'with BN'}"
+          f"{', native kernels' if result['native_kernels'] else ''}",
+      ),
+      ('device', f"{result['device_kind']} ({result['platform']}), {result['threads']} threads"),
+      ('cpu', f"{result['cpu_model']}, {result['cpu_isa']}"),
+      ('jax / jaxlib', f"{result['jax_version']} / {result['jaxlib_version']}"),
+      ('XLA_FLAGS', result['xla_flags'] or '(none)'),
+      ('params', f"{result['params']:,}"),
+      ('FLOPs per call', f"{result['flops'] / 1e9:.2f} G"),
+      ('compile', f"{result['compile_s']:.2f} s"),
+      (
+          'latency p50 / p90 / p99',
+          f"{result['latency_ms_p50']:.1f} / "
+          f"{result['latency_ms_p90']:.1f} / "
+          f"{result['latency_ms_p99']:.1f} ms",
+      ),
+      ('latency min', f"{result['latency_ms_min']:.1f} ms ({result['runs']} runs)"),
+      ('throughput', f"{result['fps']:.2f} images/s"),
+      ('host->device uint8', f"{result['h2d_ms']:.2f} ms"),
+      (
+          'normalise / argmax',
+          f"{result['preprocess_ms']:.2f} / " f"{result['postprocess_ms']:.2f} ms",
+      ),
+      ('device->host classes', f"{result['d2h_ms']:.2f} ms"),
+      (
+          'peak memory',
+          f"{result['peak_memory_bytes'] / 2**20:.0f} MiB " f"({result['peak_memory_source']})",
+      ),
+  ]
+  if 'torch_nchw_ms_p50' in result:
+    rows += [
+        ('torch', f"{result['torch_version']}, {result['torch_threads']} threads, eager"),
+        (
+            'torch NCHW p50',
+            f"{result['torch_nchw_ms_p50']:.1f} ms "
+            f"(jax/torch {result['ratio_jax_torch_nchw']:.2f})",
+        ),
+        (
+            'torch channels_last p50',
+            f"{result['torch_channels_last_ms_p50']:.1f} ms "
+            f"(jax/torch {result['ratio_jax_torch_channels_last']:.2f})",
+        ),
+        ('max |jax - torch| logits', f"{result['torch_max_abs_diff']:.2e}"),
+    ]
+  if 'onnxruntime_ms_p50' in result:
+    rows += [
+        (
+            'onnxruntime',
+            f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
+            f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.export's "
+            'ONNX',
+        ),
+        (
+            'onnxruntime p50',
+            f"{result['onnxruntime_ms_p50']:.1f} ms "
+            f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})",
+        ),
+        ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
+    ]
+  width_ = max(len(name) for name, _ in rows)
+  return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)
+
+
+def print_trace(result: Mapping[str, Any]) -> None:
+  """The top operations of a result's `jax.profiler` trace, if it has one."""
+  if 'trace_ops' in result:
+    print(f"\nprofile of 3 more JAX calls ({result['trace_file']}):")
+    print(profiling.format_op_totals(result['trace_ops'], result['trace_ms_per_call']))
+
+
+def write_json(path: str | os.PathLike[str], result: Mapping[str, Any]) -> None:
+  """`result` as indented JSON in `path` (one helper writes every result file)."""
+  with open(path, 'w') as f:
+    json.dump(result, f, indent=2)
+    f.write('\n')

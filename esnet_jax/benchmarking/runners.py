@@ -1,0 +1,301 @@
+"""The two measurements: compiled inference, and the pmapped train step.
+
+Both take a `BenchmarkOptions` (or its fields as keywords, checked the same way)
+and return a JSON-ready dict that names the machine (`machine.describe`).
+
+Inference: one call of the compiled deployed network (`inference.deployed_network`:
+BN folded unless `fold_bn=False`, the implementation `kernels` picks) on
+device-resident, already normalised float32 images, ended by
+`block_until_ready`. Compilation happens once, before the warm-up calls
+(`compile_s`); copying a uint8 image to the device, normalising it, taking the
+argmax and copying the class map back are timed apart (`h2d_ms`,
+`preprocess_ms`, `postprocess_ms`, `d2h_ms`), so the network's latency is
+comparable across machines and frameworks. The PyTorch original and ONNX
+Runtime, when asked for, run on the same weights and input, alternating with
+JAX call by call, and their logits are compared with JAX's (`*_max_abs_diff`).
+
+Train step: `train.train_step` pmapped over `devices` local devices, exactly as
+training runs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from esnet_jax import implementations, inference, weights
+from esnet_jax.benchmarking import contenders, machine, timing
+from esnet_jax.convert import num_classes_of
+from esnet_jax.options import MIN_RUNS, BenchmarkOptions
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def _options(options: BenchmarkOptions | None, fields: dict[str, Any]) -> BenchmarkOptions:
+  if options is not None and fields:
+    raise TypeError('Pass a BenchmarkOptions or its fields as keywords, not both.')
+  return options if options is not None else BenchmarkOptions(**fields)
+
+
+def run_inference_benchmark(
+    options: BenchmarkOptions | None = None, **fields: Any
+) -> dict[str, Any]:
+  """Time compiled ESNet inference; return the measurements as a JSON-ready dict.
+
+  The settings are `options` (or `BenchmarkOptions(**fields)`): the input size
+  and batch, dtype, runs and warm-up calls (>= `MIN_RUNS` runs for stable tail
+  percentiles), BN folding, `kernels`, the weights (`checkpoint`, anything
+  `weights.load` accepts, else random ones for `num_classes` classes, 19 by
+  default), `compare_torch`, `compare_onnxruntime`, `seed` and `trace_dir` (a
+  `jax.profiler` trace of three more calls, with its per-op totals).
+
+  Returns:
+    The configuration plus `latency_ms_{p50,p90,p99,min}`, `fps` (images per
+    second at the median), `params`, `flops` (XLA cost analysis of one call),
+    `compile_s`, I/O step timings, memory and machine facts and, with
+    `compare_torch`, `torch_*` medians and `ratio_jax_torch_*` (JAX / PyTorch
+    median latency: below 1 means JAX is faster), with `compare_onnxruntime`
+    `onnxruntime_ms_*` and `ratio_jax_onnxruntime` likewise. `native_kernels`
+    says whether the compiled kernels are in the timed program.
+  """
+  o = _options(options, fields)
+  batch = o.batch_size
+  if o.compare_torch:
+    contenders.import_torch()  # Fail before the slow part.
+  if o.compare_onnxruntime:
+    contenders.check_onnxruntime_installed()
+
+  if o.checkpoint is not None:
+    variables = weights.load(o.checkpoint).variables
+    found = num_classes_of(variables)
+    if o.num_classes is not None and o.num_classes != found:
+      raise ValueError(f'--num-classes {o.num_classes} but {o.checkpoint} has {found} classes.')
+    num_classes = found
+  else:
+    num_classes = 19 if o.num_classes is None else o.num_classes
+    variables = contenders.random_variables(num_classes, o.seed)
+
+  model, model_variables = inference.deployed_network(
+      variables, kernels=o.kernels, dtype=DTYPES[o.dtype], fold_bn=o.fold_bn
+  )
+  device = jax.devices()[0]
+  rng = np.random.default_rng(o.seed)
+  x_host = rng.standard_normal((batch, o.height, o.width, 3), dtype=np.float32)
+  device_variables = jax.device_put(model_variables, device)
+  x = jax.device_put(x_host, device)
+
+  forward = jax.jit(lambda v, images: model.apply(v, images, train=False))
+  start = time.perf_counter()
+  lowered = forward.lower(device_variables, x)
+  lower_s = time.perf_counter() - start
+  start = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - start
+  if implementations.uses_kernels(model):
+    # XLA cannot count the FLOPs inside custom calls: count those of the same
+    # network on XLA's convolutions (identical arithmetic).
+    xla_model, _ = inference.deployed_network(
+        variables, kernels='xla', dtype=DTYPES[o.dtype], fold_bn=o.fold_bn
+    )
+    xla_forward = jax.jit(lambda v, images: xla_model.apply(v, images, train=False))
+    cost = xla_forward.lower(device_variables, x).compile().cost_analysis()
+  else:
+    cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+
+  calls: dict[str, Callable[[], Any]] = {
+      'jax': lambda: compiled(device_variables, x).block_until_ready()
+  }
+  targets = machine.custom_call_targets(compiled.as_text())
+  result: dict[str, Any] = {
+      'mode': 'inference',
+      'height': o.height,
+      'width': o.width,
+      'batch': batch,
+      'dtype': o.dtype,
+      'fold_bn': o.fold_bn,
+      'native_kernels': machine.uses_native_kernels(targets),  # What ran, not what was asked.
+      'num_classes': num_classes,
+      'runs': o.runs,
+      'warmup': o.warmup,
+      'checkpoint': None if o.checkpoint is None else os.fspath(o.checkpoint),
+      'custom_call_targets': targets,
+  }
+  threads = machine.describe(device)['threads']
+  if o.compare_torch:
+    torch_fns, torch_info, torch_logits = contenders.torch_calls(
+        variables, x_host, o.dtype, threads
+    )
+    calls.update(torch_fns)
+    result.update(torch_info)
+  if o.compare_onnxruntime:
+    ort_fns, ort_info, ort_logits = contenders.onnxruntime_calls(
+        variables, x_host, o.fold_bn, threads
+    )
+    calls.update(ort_fns)
+    result.update(ort_info)
+
+  times = timing.time_alternating(calls, o.runs, o.warmup)
+  result.update(timing.summary(times['jax'], 'latency_ms'))
+  result['fps'] = batch / (result['latency_ms_p50'] / 1e3)
+  result.update(
+      {
+          'params': contenders.count_params(variables['params']),
+          'flops': float(cost.get('flops', 0.0)),
+          'compile_s': compile_s,
+          'lower_s': lower_s,
+      }
+  )
+  logits = compiled(device_variables, x)
+  images = rng.integers(0, 256, x_host.shape, dtype=np.uint8)
+  result.update(timing.io_timings(images, logits, min(o.runs, MIN_RUNS)))
+  if o.compare_torch:
+    for name in ('torch_nchw', 'torch_channels_last'):
+      result.update(timing.summary(times[name], f'{name}_ms'))
+      result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
+    result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
+  if o.compare_onnxruntime:
+    result.update(timing.summary(times['onnxruntime'], 'onnxruntime_ms'))
+    result['ratio_jax_onnxruntime'] = result['latency_ms_p50'] / result['onnxruntime_ms_p50']
+    result['onnxruntime_max_abs_diff'] = float(np.abs(np.asarray(logits) - ort_logits).max())
+  if o.trace_dir is not None:
+    result.update(timing.trace(calls['jax'], o.trace_dir))
+  peak, source = timing.peak_memory(device)
+  result.update({'peak_memory_bytes': peak, 'peak_memory_source': source})
+  result.update(machine.describe(device))
+  return result
+
+
+def run_train_benchmark(options: BenchmarkOptions | None = None, **fields: Any) -> dict[str, Any]:
+  """Images/s of one training step (forward, loss, backward, Adam update).
+
+  JAX: `train.train_step` pmapped over `devices` local devices, `batch` images
+  each (8 by default), exactly as training runs it (train-mode cross-replica
+  BatchNorm, dropout, ENet-style weighted cross-entropy, coupled weight decay,
+  donated state). With `compare_jit`, the same step under `jit` over a mesh of
+  the same devices (`esnet_jax.mesh_step`), alternating steps;
+  `ratio_pmap_to_jit` is the ratio of their medians. With `compare_torch` (one
+  device only), the original PyTorch network in eager train mode with
+  `torch.optim.Adam(weight_decay=1e-4)` and `CrossEntropyLoss(ignore_index=255)`
+  on the same batch, alternating likewise. Images/s count all devices' images.
+  """
+  from esnet_jax import losses, mesh_step, train
+
+  o = _options(options, {'train': True, **fields} if options is None else fields)
+  batch, devices, height, width = o.batch_size, o.devices, o.height, o.width
+  local = jax.local_devices()
+  if devices > len(local):
+    raise ValueError(f'devices={devices}: this process has {len(local)} local device(s).')
+  config = _train_config(o.kernels, o.dtype)
+  num_classes = 19
+  model = train.create_model(config, num_classes)
+  lr_fn = train.create_learning_rate_fn(config)
+  state = train.create_train_state(
+      jax.random.PRNGKey(o.seed), config, model, (height, width), lr_fn
+  )
+  rng = np.random.default_rng(o.seed)
+  images = rng.normal(size=(devices * batch, height, width, 3)).astype(np.float32)
+  labels = rng.integers(0, num_classes, size=(devices * batch, height, width)).astype(np.int32)
+  used = local[:devices]
+  device_mesh = mesh_step.mesh(train.AXIS, used)
+  loss_fn = functools.partial(
+      losses.cross_entropy, ignore_label=255, class_weights=jnp.ones((num_classes,))
+  )
+  step = functools.partial(train.train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn)
+  p_step = jax.pmap(step, axis_name=train.AXIS, devices=used, donate_argnums=(0,))
+  per_device = {
+      'image': images.reshape(devices, batch, height, width, 3),
+      'label': labels.reshape(devices, batch, height, width),
+  }
+  holders = {
+      'jax': {
+          'state': train.replicate(state, devices=used),
+          'batch': mesh_step.sharded(per_device, device_mesh),
+          'step': p_step,
+      }
+  }
+  if o.compare_jit:
+    holders['jax_jit'] = {
+        'state': mesh_step.replicated(state, device_mesh),
+        'batch': mesh_step.sharded({'image': images, 'label': labels}, device_mesh),
+        'step': mesh_step.jit_over_mesh(step, device_mesh),
+    }
+
+  def make_call(holder: dict[str, Any]) -> Callable[[], Any]:
+    def call() -> Any:
+      holder['state'], m = holder['step'](holder['state'], holder['batch'])
+      return jax.block_until_ready(m)
+
+    return call
+
+  calls: dict[str, Callable[[], Any]] = {}
+  compile_s = {}
+  for name, holder in holders.items():
+    calls[name] = make_call(holder)
+    start = time.perf_counter()
+    calls[name]()  # Traces, compiles and runs the first step.
+    compile_s[name] = time.perf_counter() - start
+  result: dict[str, Any] = {
+      'mode': 'train',
+      'height': height,
+      'width': width,
+      'batch': batch,
+      'dtype': o.dtype,
+      'devices': devices,
+      'runs': o.runs,
+      'compile_s': compile_s['jax'],
+      'native_kernels': implementations.uses_kernels(model),
+      'custom_call_targets': machine.custom_call_targets(
+          p_step.lower(holders['jax']['state'], holders['jax']['batch']).as_text()
+      ),
+  }
+  if o.compare_jit:
+    result['jax_jit_compile_s'] = compile_s['jax_jit']
+  threads = machine.describe(used[0])['threads']
+  if o.compare_torch:
+    calls.update(contenders.torch_train_calls(images, labels, num_classes, threads))
+  times = timing.time_alternating(calls, runs=o.runs, warmup=o.warmup, seed=o.seed)
+  for name, seconds in times.items():
+    median = float(np.median(seconds))
+    result[f'{name}_step_ms_p50'] = median * 1e3
+    result[f'{name}_step_ms_min'] = float(np.min(seconds)) * 1e3
+    result[f'{name}_images_per_sec'] = devices * batch / median
+  for name in ('torch_nchw', 'torch_channels_last'):
+    if name in times:
+      result[f'ratio_jax_to_{name}'] = result['jax_step_ms_p50'] / result[f'{name}_step_ms_p50']
+  if o.compare_jit:
+    result['ratio_pmap_to_jit'] = result['jax_step_ms_p50'] / result['jax_jit_step_ms_p50']
+  if o.trace_dir is not None:
+    result.update(timing.trace(calls['jax'], o.trace_dir))
+  peak, source = timing.peak_memory(used[0])
+  result.update({'peak_memory_bytes': peak, 'peak_memory_source': source})
+  result.update(machine.describe(used[0]))
+  return result
+
+
+def _train_config(kernels: str = 'auto', dtype: str = 'float32') -> Any:
+  """The parts of configs/default.py that a train step reads (the paper's recipe)."""
+  import ml_collections
+
+  return ml_collections.ConfigDict(
+      {
+          'num_train_steps': 1000,
+          'model': {'dtype': dtype, 'dropout': True, 'kernels': kernels},
+          'optimizer': {
+              'learning_rate': 5e-4,
+              'b1': 0.9,
+              'b2': 0.999,
+              'eps': 1e-8,
+              'weight_decay': 1e-4,
+              'weight_decay_mode': 'coupled',
+              'poly_power': 0.9,
+              'warmup_steps': 0,
+          },
+      }
+  )

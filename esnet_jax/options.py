@@ -1,0 +1,456 @@
+"""What each tool is asked to do: one frozen options object per tool, checked once.
+
+`PredictOptions`, `BenchmarkOptions`, `ExportOptions` and `EvalOptions` are built
+either from the tool's command line (`from_args`) or from a config
+(`from_config`, for `esnet_jax.main --config.mode=...`), so the two paths hold
+the same settings and cannot drift apart. Every check lives in the object's
+`_problems`, run when it is made: a bad value raises `OptionError`, which each
+path re-raises in its own words: `--alpha=1.5: ...` on the command line (an
+`OptionError`, exit status 2), `config.predict.alpha=1.5: ...` from a config (a
+`ConfigError`, status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import ml_collections
+
+from esnet_jax import config_validation, datasets, implementations
+from esnet_jax.datasets import cityscapes
+from esnet_jax.errors import ConfigError, OptionError
+
+DTYPES = implementations.DTYPES
+WHICH = ('latest', 'best')
+# Fewer timed runs give unstable tail percentiles; the benchmark warns below this.
+MIN_RUNS = 50
+# Untimed calls after compiling, unless --warmup (or config.benchmark.warmup) says.
+DEFAULT_WARMUP = 5
+PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
+EXPORT_FORMATS = ('stablehlo', 'onnx')
+
+Problem = tuple[str, str]  # (field, what was expected)
+
+
+def _one_of(value: Any, allowed: tuple[Any, ...]) -> bool:
+  return value in allowed
+
+
+def _positive_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _multiple_of_8(value: Any) -> bool:
+  return _positive_int(value) and value % 8 == 0
+
+
+def _scales_ok(scales: Any) -> bool:
+  return (
+      isinstance(scales, tuple)
+      and len(scales) > 0
+      and all(isinstance(s, float) and s > 0 for s in scales)
+  )
+
+
+SCALES_EXPECTED = 'a non-empty list of positive scales'
+SIZE_EXPECTED = (
+    'a positive multiple of 8 (ESNet has three stride-2 stages: H and W must be multiples of 8)'
+)
+
+
+class _Checked:
+  """Runs `_problems()` when a dataclass below is made; the first one raises `OptionError`."""
+
+  def __post_init__(self) -> None:
+    for field, expected in self._problems():
+      raise OptionError(field, getattr(self, field), expected)
+
+  def _problems(self) -> list[Problem]:
+    raise NotImplementedError
+
+
+def _build(cls: type, fields: Mapping[str, Any], names: Mapping[str, str], config: bool) -> Any:
+  """`cls(**fields)`; a bad field re-raised in its source's name: the command line's flag
+  (`OptionError`, exit status 2) or the config's key (`ConfigError`, status 1)."""
+  try:
+    return cls(**fields)
+  except OptionError as e:
+    name = names.get(e.field, e.field)
+    if config:
+      raise ConfigError(f'{name}={e.value!r}: expected {e.expected}.') from None
+    raise OptionError(name, e.value, e.expected) from None
+
+
+def _flag_names(cls: type, renamed: Mapping[str, str] | None = None) -> dict[str, str]:
+  """Each field's command-line flag: `--field-name` unless `renamed` says otherwise."""
+  return {
+      f.name: (renamed or {}).get(f.name, '--' + f.name.replace('_', '-'))
+      for f in dataclasses.fields(cls)
+  }
+
+
+# ---------------------------------------------------------------------------------------
+# predict
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictOptions(_Checked):
+  """`esnet_jax.predict`: which weights segment which files into where, and how.
+
+  `class_table` is the dataset whose colours the outputs use (None: the
+  checkpoint's own); a Cityscapes submission always uses Cityscapes'.
+  """
+
+  checkpoint: str
+  inputs: tuple[str, ...]
+  output: str
+  which: str = 'latest'
+  alpha: float = 0.5
+  batch_size: int = 4
+  scales: tuple[float, ...] = (1.0,)
+  flip: bool = False
+  dtype: str = 'float32'
+  kernels: str = 'auto'
+  class_table: datasets.ClassTable | None = None
+  submission: bool = False
+
+  def _problems(self) -> list[Problem]:
+    checks = [
+        (
+            'checkpoint',
+            bool(self.checkpoint),
+            'a checkpoint, workdir, weights file or pretrained:NAME',
+        ),
+        ('inputs', bool(self.inputs), 'an image, folder, glob or video'),
+        ('output', bool(self.output), 'an output folder'),
+        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
+        (
+            'alpha',
+            isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= 1,
+            'a number in [0, 1]',
+        ),
+        ('batch_size', _positive_int(self.batch_size), 'a positive integer'),
+        ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
+        ('dtype', _one_of(self.dtype, DTYPES), 'one of ' + ', '.join(DTYPES)),
+        (
+            'kernels',
+            _one_of(self.kernels, implementations.CHOICES),
+            'one of ' + ', '.join(implementations.CHOICES),
+        ),
+    ]
+    return [(field, expected) for field, ok, expected in checks if not ok]
+
+  @classmethod
+  def from_args(cls, args: argparse.Namespace) -> PredictOptions:
+    """From `python -m esnet_jax.predict`'s parsed flags; a bad value is an `OptionError` naming its flag."""
+    palette = 'cityscapes' if args.cityscapes_submission else args.palette
+    fields = dict(
+        checkpoint=args.checkpoint or '',
+        inputs=tuple(args.input or ()),
+        output=args.output or '',
+        which=args.which,
+        alpha=args.alpha,
+        batch_size=args.batch_size,
+        scales=tuple(args.scales),
+        flip=args.flip,
+        dtype=args.dtype,
+        kernels=args.kernels,
+        class_table=None if palette == 'checkpoint' else palette_class_table(palette),
+        submission=args.cityscapes_submission,
+    )
+    names = _flag_names(cls, {'inputs': '--input', 'submission': '--cityscapes-submission'})
+    return _build(cls, fields, names, config=False)
+
+  @classmethod
+  def from_config(
+      cls, config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
+  ) -> PredictOptions:
+    """From `--config.mode=predict`: `config.predict`, TTA from `config.eval`, the batch
+    from `config.eval_batch_size`, dtype and kernels from `config.model`."""
+    cfg = config.predict
+    if not cfg.input:
+      raise ConfigError(
+          'config.predict.input is empty: set it to an image, folder, glob or '
+          'video, e.g. --config.predict.input=photos/'
+      )
+    if cfg.palette not in ('checkpoint', 'dataset'):
+      raise ConfigError(f'config.predict.palette={cfg.palette!r}: expected checkpoint or dataset.')
+    if cfg.submission:
+      class_table = cityscapes.cityscapes_class_table()
+    elif cfg.palette == 'dataset':
+      config_validation.check_dataset_name(config)
+      class_table = datasets.get_class_table(config.dataset)
+    else:
+      class_table = None
+    fields = dict(
+        checkpoint=cfg.checkpoint or os.fspath(workdir),
+        inputs=(cfg.input,) if cfg.input else (),
+        output=cfg.output or os.fspath(Path(workdir) / 'predictions'),
+        alpha=cfg.alpha,
+        batch_size=config.eval_batch_size,
+        scales=_floats(config.eval.scales),
+        flip=config.eval.flip,
+        dtype=config.model.dtype,
+        kernels=config.model.kernels,
+        class_table=class_table,
+        submission=cfg.submission,
+    )
+    names = {
+        'checkpoint': 'config.predict.checkpoint',
+        'inputs': 'config.predict.input',
+        'output': 'config.predict.output',
+        'alpha': 'config.predict.alpha',
+        'batch_size': 'config.eval_batch_size',
+        'scales': 'config.eval.scales',
+        'dtype': 'config.model.dtype',
+        'kernels': 'config.model.kernels',
+    }
+    return _build(cls, fields, names, config=True)
+
+
+def palette_class_table(name: str) -> datasets.ClassTable:
+  """The class table of a built-in dataset, for `--palette NAME`."""
+  if name not in PALETTES[1:]:
+    raise OptionError('palette', name, 'one of ' + ', '.join(PALETTES))
+  dataset_cfg = datasets.default_dataset_config()
+  dataset_cfg.name = name
+  return datasets.get_class_table(dataset_cfg)
+
+
+def _floats(values: Any) -> tuple[float, ...] | Any:
+  """A config's list of numbers as a tuple of floats; anything else as it is (to be refused)."""
+  try:
+    return tuple(float(v) for v in values)
+  except (TypeError, ValueError):
+    return values
+
+
+# ---------------------------------------------------------------------------------------
+# benchmark
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions(_Checked):
+  """`esnet_jax.benchmark`: what to time (inference, the train step or the GPU suite) and how.
+
+  `batch` None is 1 for inference and 8 images per device for the train step.
+  """
+
+  height: int = 512
+  width: int = 1024
+  batch: int | None = None
+  dtype: str = 'float32'
+  runs: int = MIN_RUNS
+  warmup: int = DEFAULT_WARMUP
+  fold_bn: bool = True
+  kernels: str = 'auto'
+  num_classes: int | None = None
+  checkpoint: str | None = None
+  compare_torch: bool = False
+  compare_onnxruntime: bool = False
+  seed: int = 0
+  trace_dir: str | None = None
+  json: str | None = None
+  train: bool = False
+  devices: int = 1
+  compare_jit: bool = False
+  suite: str | None = None
+  smoke: bool = False
+
+  @property
+  def batch_size(self) -> int:
+    return self.batch or (8 if self.train else 1)
+
+  def _problems(self) -> list[Problem]:
+    checks = [
+        ('height', _multiple_of_8(self.height), SIZE_EXPECTED),
+        ('width', _multiple_of_8(self.width), SIZE_EXPECTED),
+        ('batch', self.batch is None or _positive_int(self.batch), 'a positive integer'),
+        ('dtype', _one_of(self.dtype, DTYPES), 'one of ' + ', '.join(DTYPES)),
+        ('runs', _positive_int(self.runs), 'a positive integer'),
+        ('warmup', isinstance(self.warmup, int) and self.warmup >= 0, 'a non-negative integer'),
+        (
+            'kernels',
+            _one_of(self.kernels, implementations.CHOICES),
+            'one of ' + ', '.join(implementations.CHOICES),
+        ),
+        (
+            'num_classes',
+            self.num_classes is None or _positive_int(self.num_classes),
+            'a positive integer',
+        ),
+        ('devices', _positive_int(self.devices), 'a positive integer'),
+        ('suite', self.suite in (None, 'gpu'), "'gpu'"),
+        ('smoke', not self.smoke or self.suite, 'False without --suite gpu, to which it belongs'),
+        (
+            'train',
+            not (self.train and self.suite),
+            'False with --suite gpu, which times the train step itself',
+        ),
+        (
+            'devices',
+            self.train or self.devices == 1,
+            '1 unless --train: more devices time the train step',
+        ),
+        (
+            'compare_jit',
+            self.train or not self.compare_jit,
+            'False unless --train: it times the train step',
+        ),
+        (
+            'compare_onnxruntime',
+            not (self.train and self.compare_onnxruntime),
+            'False with --train: it times inference only',
+        ),
+        (
+            'compare_onnxruntime',
+            not self.compare_onnxruntime or self.dtype == 'float32',
+            'False unless --dtype float32: the ONNX export is float32',
+        ),
+        (
+            'compare_torch',
+            not (self.compare_torch and self.devices != 1),
+            'False unless --devices 1: it times one device',
+        ),
+    ]
+    return [(field, expected) for field, ok, expected in checks if not ok]
+
+  @classmethod
+  def from_args(cls, args: argparse.Namespace) -> BenchmarkOptions:
+    """From `python -m esnet_jax.benchmark`'s parsed flags; a bad value is an `OptionError` naming its flag."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return _build(cls, fields, _flag_names(cls, {'trace_dir': '--trace'}), config=False)
+
+  @classmethod
+  def from_config(
+      cls, config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
+  ) -> BenchmarkOptions:
+    """From `--config.mode=benchmark`: `config.benchmark` and `config.model.kernels`; the
+    result goes to workdir/benchmark.json."""
+    b = config.benchmark
+    fields = dict(
+        height=b.height,
+        width=b.width,
+        batch=b.batch,
+        dtype=b.dtype,
+        runs=b.runs,
+        warmup=b.get('warmup', DEFAULT_WARMUP),
+        fold_bn=b.fold_bn,
+        kernels=config.model.kernels,
+        num_classes=b.num_classes or None,
+        checkpoint=b.checkpoint or None,
+        compare_torch=b.compare_torch,
+        compare_onnxruntime=b.get('compare_onnxruntime', False),
+        json=os.fspath(Path(workdir) / 'benchmark.json'),
+    )
+    names = {name: f'config.benchmark.{name}' for name in fields}
+    names['kernels'] = 'config.model.kernels'
+    return _build(cls, fields, names, config=True)
+
+
+# ---------------------------------------------------------------------------------------
+# export
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(_Checked):
+  """`esnet_jax.export`: which weights, to which format and file, for which input size.
+
+  `batch` None exports a symbolic batch dimension.
+  """
+
+  checkpoint: str
+  format: str
+  height: int
+  width: int
+  out: str
+  batch: int | None = None
+  fold_bn: bool = True
+  which: str = 'latest'
+
+  def _problems(self) -> list[Problem]:
+    checks = [
+        (
+            'checkpoint',
+            bool(self.checkpoint),
+            'a checkpoint, workdir, weights file or pretrained:NAME',
+        ),
+        ('format', _one_of(self.format, EXPORT_FORMATS), 'one of ' + ', '.join(EXPORT_FORMATS)),
+        ('out', bool(self.out), 'an output file'),
+        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
+    ]
+    problems = [(field, expected) for field, ok, expected in checks if not ok]
+    return problems + export_size_problems(self.height, self.width, self.batch)
+
+  @classmethod
+  def from_args(cls, args: argparse.Namespace) -> ExportOptions:
+    """From `python -m esnet_jax.export`'s parsed flags; a bad value is an `OptionError` naming its flag."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.name != 'fold_bn'}
+    fields['fold_bn'] = not args.no_fold_bn
+    return _build(cls, fields, _flag_names(cls, {'fold_bn': '--no-fold-bn'}), config=False)
+
+  @classmethod
+  def from_config(
+      cls, config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
+  ) -> ExportOptions:
+    """From `--config.mode=export`: `config.export`; the checkpoint defaults to the
+    workdir's, the file to workdir/esnet.<format>."""
+    e = config.export
+    fields = dict(
+        checkpoint=e.checkpoint or os.fspath(workdir),
+        format=e.format,
+        height=e.height,
+        width=e.width,
+        out=e.out or os.fspath(Path(workdir) / f'esnet.{e.format}'),
+        batch=e.batch or None,
+        fold_bn=e.fold_bn,
+        which=e.which,
+    )
+    return _build(cls, fields, {name: f'config.export.{name}' for name in fields}, config=True)
+
+
+def export_size_problems(height: Any, width: Any, batch: Any) -> list[Problem]:
+  """What is wrong with an export's input size (also for `export`'s lower-level functions)."""
+  checks = [
+      ('height', _multiple_of_8(height), SIZE_EXPECTED + '; pad inputs to it'),
+      ('width', _multiple_of_8(width), SIZE_EXPECTED + '; pad inputs to it'),
+      (
+          'batch',
+          batch is None or _positive_int(batch),
+          'a positive integer, or none for a symbolic batch',
+      ),
+  ]
+  return [(field, expected) for field, ok, expected in checks if not ok]
+
+
+# ---------------------------------------------------------------------------------------
+# eval
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions(_Checked):
+  """Evaluation, periodic in training and `--config.mode=eval`: which checkpoint (eval mode)
+  and the test-time augmentation. Only a config sets it."""
+
+  checkpoint: str = ''
+  which: str = 'latest'
+  scales: tuple[float, ...] = (1.0,)
+  flip: bool = False
+
+  def _problems(self) -> list[Problem]:
+    checks = [
+        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
+        ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
+        ('flip', isinstance(self.flip, bool), 'True or False'),
+    ]
+    return [(field, expected) for field, ok, expected in checks if not ok]
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> EvalOptions:
+    e = config.eval
+    fields = dict(checkpoint=e.checkpoint, which=e.which, scales=_floats(e.scales), flip=e.flip)
+    return _build(cls, fields, {name: f'config.eval.{name}' for name in fields}, config=True)
