@@ -200,15 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--json', metavar='PATH', help='also write the result as JSON')
   args = parser.parse_args(argv)
   try:
-    result = run_layer_timing(
-        height=args.height,
-        width=args.width,
-        batch=args.batch,
-        runs=args.runs,
-        warmup=args.warmup,
-        compare_torch=args.compare_torch,
-        kernels=args.kernels,
-    )
+    settings = ('height', 'width', 'batch', 'runs', 'warmup', 'compare_torch', 'kernels')
+    result = run_layer_timing(**{name: getattr(args, name) for name in settings})
   except (ImportError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from esnet_jax import folding, implementations, train
-from esnet_jax.benchmark import random_variables
+from esnet_jax.benchmarking.contenders import random_variables
 from esnet_jax.kernels import build, layers
 from esnet_jax.models import ESNet
 from configs import default as default_config

@@ -215,7 +215,10 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path
         ('--config.dataset.crop_size=(30,48)', 'expected two positive multiples of 8'),
         ('--config.lr=1', "unknown config key 'lr'"),
         ('--config.dataset.name=coco', 'dataset'),
-        ('--config.dataset.phases=((0,0.5,16,16),)', 'config.dataset.phases[0] must be'),
+        (
+            '--config.dataset.phases=((0,0.5,16,16),)',
+            'config.dataset.phases[0]=(0, 0.5, 16, 16): expected',
+        ),
     ],
 )
 def test_bad_config_is_a_one_line_error(tmp_path, override, expected):
