@@ -77,11 +77,10 @@ def inference_function(
 
 def _check_size(height: int, width: int, batch: int | None) -> None:
   """The input size `ExportOptions` admits, for callers of the functions below."""
-  problems = options.export_size_problems(height, width, batch)
-  if problems:
-    field, expected = problems[0]
-    value = {'height': height, 'width': width, 'batch': batch}[field]
-    raise ExportError(f'--{field}={value!r}: expected {expected}.')
+  values = {'height': height, 'width': width, 'batch': batch}
+  for field, ok, expected in options.export_size_checks(height, width, batch):
+    if not ok:
+      raise ExportError(f'--{field}={values[field]!r}: expected {expected}.')
 
 
 def export_stablehlo(

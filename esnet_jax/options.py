@@ -4,7 +4,7 @@
 either from the tool's command line (`from_args`) or from a config
 (`from_config`, for `esnet_jax.main --config.mode=...`), so the two paths hold
 the same settings and cannot drift apart. Every check lives in the object's
-`_problems`, run when it is made: a bad value raises `OptionError`, which each
+`_checks`, run when it is made: a bad value raises `OptionError`, which each
 path re-raises in its own words: `--alpha=1.5: ...` on the command line (an
 `OptionError`, exit status 2), `config.predict.alpha=1.5: ...` from a config (a
 `ConfigError`, status 1).
@@ -33,11 +33,10 @@ DEFAULT_WARMUP = 5
 PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
 EXPORT_FORMATS = ('stablehlo', 'onnx')
 
-Problem = tuple[str, str]  # (field, what was expected)
 
-
-def _one_of(value: Any, allowed: tuple[Any, ...]) -> bool:
-  return value in allowed
+def _choice(field: str, value: Any, allowed: tuple[Any, ...]) -> tuple[str, bool, str]:
+  """The check that `value` is one of `allowed`, as `_checks` lists them."""
+  return (field, value in allowed, 'one of ' + ', '.join(allowed))
 
 
 def _positive_int(value: Any) -> bool:
@@ -63,13 +62,15 @@ SIZE_EXPECTED = (
 
 
 class _Checked:
-  """Runs `_problems()` when a dataclass below is made; the first one raises `OptionError`."""
+  """Runs `_checks()` when a dataclass below is made; the first that fails raises `OptionError`."""
 
   def __post_init__(self) -> None:
-    for field, expected in self._problems():
-      raise OptionError(field, getattr(self, field), expected)
+    for field, ok, expected in self._checks():
+      if not ok:
+        raise OptionError(field, getattr(self, field), expected)
 
-  def _problems(self) -> list[Problem]:
+  def _checks(self) -> list[tuple[str, bool, str]]:
+    """(field, whether its value can work, what would) for every check of the object."""
     raise NotImplementedError
 
 
@@ -118,8 +119,8 @@ class PredictOptions(_Checked):
   class_table: datasets.ClassTable | None = None
   submission: bool = False
 
-  def _problems(self) -> list[Problem]:
-    checks = [
+  def _checks(self) -> list[tuple[str, bool, str]]:
+    return [
         (
             'checkpoint',
             bool(self.checkpoint),
@@ -127,7 +128,7 @@ class PredictOptions(_Checked):
         ),
         ('inputs', bool(self.inputs), 'an image, folder, glob or video'),
         ('output', bool(self.output), 'an output folder'),
-        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
+        _choice('which', self.which, WHICH),
         (
             'alpha',
             isinstance(self.alpha, (int, float)) and 0 <= self.alpha <= 1,
@@ -135,14 +136,9 @@ class PredictOptions(_Checked):
         ),
         ('batch_size', _positive_int(self.batch_size), 'a positive integer'),
         ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
-        ('dtype', _one_of(self.dtype, DTYPES), 'one of ' + ', '.join(DTYPES)),
-        (
-            'kernels',
-            _one_of(self.kernels, implementations.CHOICES),
-            'one of ' + ', '.join(implementations.CHOICES),
-        ),
+        _choice('dtype', self.dtype, DTYPES),
+        _choice('kernels', self.kernels, implementations.CHOICES),
     ]
-    return [(field, expected) for field, ok, expected in checks if not ok]
 
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> PredictOptions:
@@ -265,19 +261,15 @@ class BenchmarkOptions(_Checked):
   def batch_size(self) -> int:
     return self.batch or (8 if self.train else 1)
 
-  def _problems(self) -> list[Problem]:
-    checks = [
+  def _checks(self) -> list[tuple[str, bool, str]]:
+    return [
         ('height', _multiple_of_8(self.height), SIZE_EXPECTED),
         ('width', _multiple_of_8(self.width), SIZE_EXPECTED),
         ('batch', self.batch is None or _positive_int(self.batch), 'a positive integer'),
-        ('dtype', _one_of(self.dtype, DTYPES), 'one of ' + ', '.join(DTYPES)),
+        _choice('dtype', self.dtype, DTYPES),
         ('runs', _positive_int(self.runs), 'a positive integer'),
         ('warmup', isinstance(self.warmup, int) and self.warmup >= 0, 'a non-negative integer'),
-        (
-            'kernels',
-            _one_of(self.kernels, implementations.CHOICES),
-            'one of ' + ', '.join(implementations.CHOICES),
-        ),
+        _choice('kernels', self.kernels, implementations.CHOICES),
         (
             'num_classes',
             self.num_classes is None or _positive_int(self.num_classes),
@@ -317,7 +309,6 @@ class BenchmarkOptions(_Checked):
             'False unless --devices 1: it times one device',
         ),
     ]
-    return [(field, expected) for field, ok, expected in checks if not ok]
 
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> BenchmarkOptions:
@@ -372,19 +363,17 @@ class ExportOptions(_Checked):
   fold_bn: bool = True
   which: str = 'latest'
 
-  def _problems(self) -> list[Problem]:
-    checks = [
+  def _checks(self) -> list[tuple[str, bool, str]]:
+    return [
         (
             'checkpoint',
             bool(self.checkpoint),
             'a checkpoint, workdir, weights file or pretrained:NAME',
         ),
-        ('format', _one_of(self.format, EXPORT_FORMATS), 'one of ' + ', '.join(EXPORT_FORMATS)),
+        _choice('format', self.format, EXPORT_FORMATS),
         ('out', bool(self.out), 'an output file'),
-        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
-    ]
-    problems = [(field, expected) for field, ok, expected in checks if not ok]
-    return problems + export_size_problems(self.height, self.width, self.batch)
+        _choice('which', self.which, WHICH),
+    ] + export_size_checks(self.height, self.width, self.batch)
 
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> ExportOptions:
@@ -413,9 +402,9 @@ class ExportOptions(_Checked):
     return _build(cls, fields, {name: f'config.export.{name}' for name in fields}, config=True)
 
 
-def export_size_problems(height: Any, width: Any, batch: Any) -> list[Problem]:
-  """What is wrong with an export's input size (also for `export`'s lower-level functions)."""
-  checks = [
+def export_size_checks(height: Any, width: Any, batch: Any) -> list[tuple[str, bool, str]]:
+  """The checks of an export's input size (also for `export`'s lower-level functions)."""
+  return [
       ('height', _multiple_of_8(height), SIZE_EXPECTED + '; pad inputs to it'),
       ('width', _multiple_of_8(width), SIZE_EXPECTED + '; pad inputs to it'),
       (
@@ -424,7 +413,6 @@ def export_size_problems(height: Any, width: Any, batch: Any) -> list[Problem]:
           'a positive integer, or none for a symbolic batch',
       ),
   ]
-  return [(field, expected) for field, ok, expected in checks if not ok]
 
 
 # ---------------------------------------------------------------------------------------
@@ -441,13 +429,12 @@ class EvalOptions(_Checked):
   scales: tuple[float, ...] = (1.0,)
   flip: bool = False
 
-  def _problems(self) -> list[Problem]:
-    checks = [
-        ('which', _one_of(self.which, WHICH), 'one of ' + ', '.join(WHICH)),
+  def _checks(self) -> list[tuple[str, bool, str]]:
+    return [
+        _choice('which', self.which, WHICH),
         ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
         ('flip', isinstance(self.flip, bool), 'True or False'),
     ]
-    return [(field, expected) for field, ok, expected in checks if not ok]
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> EvalOptions:

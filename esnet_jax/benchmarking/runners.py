@@ -32,6 +32,7 @@ import numpy as np
 from esnet_jax import implementations, inference, weights
 from esnet_jax.benchmarking import contenders, machine, timing
 from esnet_jax.convert import num_classes_of
+from esnet_jax.kernels import build as kernel_build
 from esnet_jax.options import MIN_RUNS, BenchmarkOptions
 
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -127,7 +128,7 @@ def run_inference_benchmark(
       'checkpoint': None if o.checkpoint is None else os.fspath(o.checkpoint),
       'custom_call_targets': targets,
   }
-  threads = machine.describe(device)['threads']
+  threads = kernel_build.threads()
   if o.compare_torch:
     torch_fns, torch_info, torch_logits = contenders.torch_calls(
         variables, x_host, o.dtype, threads
@@ -257,7 +258,7 @@ def run_train_benchmark(options: BenchmarkOptions | None = None, **fields: Any) 
   }
   if o.compare_jit:
     result['jax_jit_compile_s'] = compile_s['jax_jit']
-  threads = machine.describe(used[0])['threads']
+  threads = kernel_build.threads()
   if o.compare_torch:
     calls.update(contenders.torch_train_calls(images, labels, num_classes, threads))
   times = timing.time_alternating(calls, runs=o.runs, warmup=o.warmup, seed=o.seed)
