@@ -184,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def _gpu_suite(options: BenchmarkOptions) -> dict[str, Any]:
-  result = gpu_report.run_gpu_report(smoke=options.smoke)
+  result = gpu_report.run_gpu_report(
+      smoke=options.smoke, progress=lambda line: print(line, file=sys.stderr, flush=True)
+  )
   print(gpu_report.format_report(result))
   if options.json:
     report.write_json(options.json, result)

@@ -176,6 +176,17 @@ def test_camvid_generated_layout(tmp_path):
   assert table.names[3] == 'Road' and table.colours[4] == (60, 40, 222)
 
 
+def test_camvid_train_plus_val_is_both_splits_in_order(tmp_path):
+  root = _camvid_root(tmp_path)
+  config = _camvid_config(root, train_split='train+val')
+  both = datasets.build_source(config, 'train+val')
+  train = datasets.build_source(config, 'train')
+  val = datasets.build_source(config, 'val')
+  assert both.paths == train.paths + val.paths
+  with pytest.raises(datasets.DatasetError, match="'tst' split"):
+    datasets.build_source(config, 'train+tst')
+
+
 @pytest.mark.skipif(not SHARED_CAMVID.is_dir(), reason='no ../shared CamVid')
 def test_camvid_real_data():
   config = _camvid_config(SHARED_CAMVID)

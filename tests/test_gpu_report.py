@@ -7,7 +7,7 @@ import json
 import pytest
 
 
-def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monkeypatch):
+def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monkeypatch, capsys):
   """The GPU report end to end at its tiny sizes: every case and field, and the
   custom-call check seeing this CPU's own kernels where they build."""
   from esnet_jax import benchmark, host_memory
@@ -18,8 +18,15 @@ def test_gpu_suite_refuses_a_cpu_and_runs_its_smoke_sizes_on_one(tmp_path, monke
   with pytest.raises(SystemExit, match="--suite gpu times a GPU, but JAX runs on 'cpu'"):
     benchmark.main(['--suite', 'gpu'])
   out = tmp_path / 'gpu.json'
+  capsys.readouterr()
   benchmark.main(['--suite', 'gpu', '--smoke', '--json', str(out)])
   report = json.loads(out.read_text())
+  # Each case reached stderr as it finished, so a cut-short lease keeps the finished ones.
+  progress = capsys.readouterr().err.splitlines()
+  cases_done = len(report['inference']) + len(report['train'])
+  assert [line.split(':')[0] for line in progress if line.startswith(('inference', 'train'))] == [
+      line.split(':')[0] for line in gpu_report.format_report(report).splitlines()[1:-1]
+  ] and cases_done == len(gpu_report.DTYPES) * (len(gpu_report.SMOKE_INFERENCE_CASES) + 1)
   assert report['suite'] == 'gpu' and report['smoke'] and report['ok']
   env = report['environment']
   assert env['platform'] == 'cpu' and env['jax_version'] and env['jaxlib_version']

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
@@ -96,8 +96,12 @@ def run_gpu_report(
     warmup: int = 3,
     train_runs: int = 10,
     dtypes: Sequence[str] = DTYPES,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
   """Every measurement of the report, as a JSON-ready dict.
+
+  `progress`, if given, gets one line per case as soon as it is measured, so that a
+  lease that ends mid-report still leaves the cases it finished.
 
   Raises ValueError on a backend other than a GPU unless `smoke` (tiny sizes,
   any backend). `ok` is false if any program held one of this package's CPU
@@ -141,6 +145,8 @@ def run_gpu_report(
               'custom_call_targets': r['custom_call_targets'],
           }
       )
+      if progress:
+        progress(_inference_line(report['inference'][-1]))
   height, width, batch = SMOKE_TRAIN_CASE if smoke else TRAIN_CASE
   for dtype in dtypes:
     r = runners.run_train_benchmark(
@@ -168,6 +174,8 @@ def run_gpu_report(
             'custom_call_targets': r['custom_call_targets'],
         }
     )
+    if progress:
+      progress(_train_line(report['train'][-1]))
   kernel_calls = sorted(
       {
           t
@@ -195,21 +203,27 @@ def format_report(report: dict[str, Any]) -> str:
       f"{smi.get('driver_version', '?')}, CUDA {env['cuda'] or '?'}, jax "
       f"{env['jax_version']} / jaxlib {env['jaxlib_version']}"
   ]
-  for e in report['inference']:
-    lines.append(
-        f"inference {e['width']}x{e['height']} batch {e['batch']} {e['dtype']:>8}: "
-        f"{e['fps']:8.1f} images/s, p50 {e['latency_ms_p50']:.2f} ms, compile "
-        f"{e['compile_s']:.1f} s"
-    )
-  for e in report['train']:
-    lines.append(
-        f"train {e['width']}x{e['height']} {e['batch_per_device']}/device x"
-        f"{e['devices']} {e['dtype']:>8}: {e['images_per_sec']:8.1f} images/s, compile "
-        f"{e['compile_s']:.1f} s"
-    )
+  lines += [_inference_line(e) for e in report['inference']]
+  lines += [_train_line(e) for e in report['train']]
   peak = max(e['peak_memory_bytes'] for e in report['inference'] + report['train'])
   lines.append(
       f'peak memory {peak / 2**30:.2f} GiB; CPU kernel calls: '
       f"{', '.join(report['cpu_kernel_calls']) or 'none'}; {report['wall_s']:.0f} s"
   )
   return '\n'.join(lines)
+
+
+def _inference_line(e: dict[str, Any]) -> str:
+  return (
+      f"inference {e['width']}x{e['height']} batch {e['batch']} {e['dtype']:>8}: "
+      f"{e['fps']:8.1f} images/s, p50 {e['latency_ms_p50']:.2f} ms, compile "
+      f"{e['compile_s']:.1f} s"
+  )
+
+
+def _train_line(e: dict[str, Any]) -> str:
+  return (
+      f"train {e['width']}x{e['height']} {e['batch_per_device']}/device x"
+      f"{e['devices']} {e['dtype']:>8}: {e['images_per_sec']:8.1f} images/s, compile "
+      f"{e['compile_s']:.1f} s"
+  )

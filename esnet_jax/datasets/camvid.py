@@ -13,6 +13,9 @@ folder ``CamVid``: 367 train, 101 val, 233 test images). Expected files under
   val/, valannot/ ...   (without {split}.txt, {split}/ and {split}annot/
                         are paired by file name)
 
+A split named ``train+val`` is the union of its parts, in that order: the field's
+protocol trains the final CamVid weights on train and val together (468 images).
+
 Label values 0..10 are the classes of ``CAMVID_CLASSES``; 11 ("Unlabelled")
 is the ignore id.
 """
@@ -92,14 +95,25 @@ def camvid_source(
 
   Args:
     root: The CamVid folder.
-    split: Split name, e.g. 'train' or 'val'.
+    split: Split name, e.g. 'train', 'val' or 'train+val'.
     validate_images: Decode every file now instead of when it is read.
     validate_labels: Check every label's values now (cheap for CamVid).
   """
   error = root_error(root)
   if error:
     raise base.DatasetError(error)
-  root = Path(root)
+  parts = [_split_pairs(Path(root), part) for part in split.split('+')]
+  return base.FileSegmentationSource(
+      [pair for pairs, _ in parts for pair in pairs],
+      CAMVID_CLASSES,
+      description=' + '.join(description for _, description in parts),
+      validate_images=validate_images,
+      validate_labels=validate_labels,
+  )
+
+
+def _split_pairs(root: Path, split: str) -> tuple[list[tuple[Path, Path]], str]:
+  """(image, label) pairs of one split and the words naming it in errors."""
   list_file = root / f'{split}.txt'
   images, labels = root / split, root / f'{split}annot'
   if list_file.is_file():
@@ -107,21 +121,13 @@ def camvid_source(
         (_in_root(image, root), _in_root(label, root))
         for image, label in base.read_list_file(list_file, root)
     ]
-    description = f'CamVid {split!r} split (list file {list_file})'
-  elif images.is_dir() and labels.is_dir():
+    return pairs, f'CamVid {split!r} split (list file {list_file})'
+  if images.is_dir() and labels.is_dir():
     description = f'CamVid {split!r} split (folders {images}, {labels})'
-    pairs = base.pair_by_stem(_images(images), _images(labels), description)
-  else:
-    raise base.DatasetError(
-        f'CamVid {split!r} split: {list_file} does not exist, nor do the folders '
-        f'{split}/ and {split}annot/ under {root}.'
-    )
-  return base.FileSegmentationSource(
-      pairs,
-      CAMVID_CLASSES,
-      description=description,
-      validate_images=validate_images,
-      validate_labels=validate_labels,
+    return base.pair_by_stem(_images(images), _images(labels), description), description
+  raise base.DatasetError(
+      f'CamVid {split!r} split: {list_file} does not exist, nor do the folders '
+      f'{split}/ and {split}annot/ under {root}.'
   )
 
 
