@@ -272,7 +272,7 @@ class _Writer:
       x = getattr(self, kind)(x, params[key], stats.get(key, {}), f'{part}/{key}')
     return x
 
-  def esnet(self, x: str) -> str:
+  def network(self, x: str) -> str:
     """`models.ESNet` on NCHW `x`, the encoder-only head left out."""
     stats = self.stats or {}
     x = self.down(
@@ -319,7 +319,7 @@ def build_model(
   writer = _Writer(graph, deployed['params'], None if fold_bn else deployed['batch_stats'])
   graph.shapes[input_name] = (3, 1)
   x = graph.node('Transpose', [input_name], 'to_nchw', perm=[0, 3, 1, 2])
-  y = writer.esnet(x)
+  y = writer.network(x)
   graph.nodes.append(
       helper.make_node('Transpose', [y], [output_name], name='to_nhwc', perm=[0, 2, 3, 1])
   )
