@@ -120,10 +120,12 @@ def onnxruntime_calls(
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
   """ONNX Runtime on this package's ONNX export of the same weights, ready to time.
 
-  The graph is `esnet_jax.export.export_onnx`'s as the exporter writes it by
-  default (batch, height and width symbolic; BN folded when `fold_bn`), run on
-  the CPU provider with every graph optimisation, `threads` intra-op threads
-  and one inter-op thread. Returns the
+  The graph is `esnet_jax.export.export_onnx`'s (BN folded when `fold_bn`) with
+  batch, height and width fixed to the input's, as for a deployment at one size
+  (ONNX Runtime's CPU memory planner cannot share or reuse buffers in place when
+  height and width are symbolic, which costs the symbolic file a few per cent),
+  run on the CPU provider with every graph optimisation, `threads` intra-op
+  threads and one inter-op thread. Returns the
   call, version facts and its logits (NHWC float32, as JAX's).
   """
   check_onnxruntime_installed()
@@ -133,9 +135,17 @@ def onnxruntime_calls(
 
   from esnet_jax import export
 
+  batch, height, width, _ = x_nhwc.shape
   with tempfile.TemporaryDirectory(prefix='esnet_bench_onnx_') as tmp:
     start = time.perf_counter()
-    path = export.export_onnx(variables, os.path.join(tmp, 'esnet.onnx'), fold_bn=fold_bn)
+    path = export.export_onnx(
+        variables,
+        os.path.join(tmp, 'esnet.onnx'),
+        height=height,
+        width=width,
+        batch=batch,
+        fold_bn=fold_bn,
+    )
     export_s = time.perf_counter() - start
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
