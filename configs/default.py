@@ -70,7 +70,7 @@ def get_config() -> ml_collections.ConfigDict:
   # export mode (esnet_jax.export): the same settings as python -m esnet_jax.export.
   config.export = ml_collections.ConfigDict()
   config.export.format = 'stablehlo'  # or 'onnx' (needs the export extra)
-  config.export.height = 512  # input size, multiples of 8
+  config.export.height = 512  # input size, multiples of 8; onnx: 0 = symbolic (any multiple of 8)
   config.export.width = 1024
   config.export.batch = 0  # 0 = a symbolic batch dimension
   config.export.checkpoint = ''  # '' = this workdir's; or any checkpoint/.pth/pretrained:NAME

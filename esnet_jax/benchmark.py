@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
       action='store_true',
       help="also time ONNX Runtime (CPU, JAX's thread count) on the ONNX "
       'export of the same weights, alternating with JAX; float32 only; '
-      'needs the export extra (onnx, onnxruntime, onnxscript, torch)',
+      'needs the export extra (onnx, onnxruntime)',
   )
   parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
   parser.add_argument(

@@ -1,7 +1,9 @@
 """Export ESNet inference for deployment: serialized StableHLO and ONNX.
 
-  python -m esnet_jax.export --checkpoint PATH --format stablehlo|onnx \
+  python -m esnet_jax.export --checkpoint PATH --format stablehlo \
       --height H --width W --out FILE [--batch N] [--no-fold-bn]
+  python -m esnet_jax.export --checkpoint PATH --format onnx \
+      --out FILE [--height H --width W] [--batch N] [--no-fold-bn]
 
 or, with a config, `python -m esnet_jax.main --config C --workdir W --config.mode=export`
 (keys `config.export.*`; the same settings, `options.ExportOptions`).
@@ -15,21 +17,25 @@ Both formats compute the same function, with the weights embedded:
 
 Normalisation, padding to a multiple of 8 and the argmax stay outside the
 graph so that a deployment can batch, resize and post-process as it likes;
-`FILE.json` beside the export records mean, std, class names and colours.
-The batch is symbolic unless `--batch` fixes it. BatchNorm is folded into the
-convolutions by default (`--no-fold-bn` keeps the BatchNorm layers).
+`FILE.json` beside the export records mean, std, class names and colours, and
+which dimensions are symbolic. The batch is symbolic unless `--batch` fixes it.
+BatchNorm is folded into the convolutions by default (`--no-fold-bn` keeps the
+BatchNorm layers).
 
-- StableHLO: `jax.export` of the Flax model, serialized (`Exported.serialize()`);
-  `load_stablehlo(FILE).call(x)` runs it in any JAX of a compatible version.
-- ONNX: jax2onnx cannot be used: every release pins orbax-checkpoint < 0.11.37,
-  which conflicts with this project's orbax 0.12, and 0.17.1's Flax max_pool
-  plugin fails on `nn.max_pool(x, window, strides=...)` with flax 0.12.8. The
-  maintained route taken instead is PyTorch's ONNX exporter (`torch.onnx.export`,
-  dynamo, with onnxscript's optimiser folding BatchNorm) applied to the original
-  PyTorch network (`esnet_jax.torch_reference`) holding these weights
-  (`convert.flax_to_torch`); its parity with the Flax model is tested, and the
-  test suite checks onnxruntime against JAX within 1e-4. Needs the `export`
-  extra (onnx, onnxruntime, onnxscript, torch).
+- StableHLO: `jax.export` of the Flax model, serialized (`Exported.serialize()`),
+  for the one H and W given; `load_stablehlo(FILE).call(x)` runs it in any JAX
+  of a compatible version.
+- ONNX: `esnet_jax.onnx_graph` writes the graph node by node from the variable
+  tree (opset 17), H and W symbolic (any multiples of 8) unless `--height` and
+  `--width` fix them. Needs the `export` extra (onnx; onnxruntime to run it).
+  Why this route: jax2onnx cannot be used (every release pins
+  orbax-checkpoint < 0.11.37, which conflicts with this project's orbax 0.12,
+  and 0.17.1's Flax max_pool plugin fails on `nn.max_pool(x, window,
+  strides=...)` with flax 0.12.8); PyTorch's exporter on the original network,
+  the route before this one, made torch (a multi-GB dependency) a requirement
+  of export and fixed H and W at export time. ESNet is a few dozen
+  convolutions, so a direct graph from the variable tree is small, exact (the
+  tests check onnxruntime against JAX within 1e-4) and symbolic in H and W.
 """
 
 from __future__ import annotations
@@ -75,10 +81,13 @@ def inference_function(
   return lambda images: model.apply(variables, images, train=False)
 
 
-def _check_size(height: int, width: int, batch: int | None) -> None:
+def _check_size(
+    height: int | None, width: int | None, batch: int | None, *, symbolic_size: bool = False
+) -> None:
   """The input size `ExportOptions` admits, for callers of the functions below."""
   values = {'height': height, 'width': width, 'batch': batch}
-  for field, ok, expected in options.export_size_checks(height, width, batch):
+  checks = options.export_size_checks(height, width, batch, symbolic_size=symbolic_size)
+  for field, ok, expected in checks:
     if not ok:
       raise ExportError(f'--{field}={values[field]!r}: expected {expected}.')
 
@@ -112,52 +121,51 @@ def load_stablehlo(path: str | os.PathLike[str]) -> jax.export.Exported:
 
 def export_onnx(
     variables: Mapping[str, Any],
-    height: int,
-    width: int,
     path: str | os.PathLike[str],
     *,
+    height: int | None = None,
+    width: int | None = None,
     batch: int | None = None,
     fold_bn: bool = True,
 ) -> Path:
-  """ONNX of the same function through PyTorch's exporter (see the module docstring)."""
-  _check_size(height, width, batch)
+  """ONNX of the same function (`onnx_graph.build_model`), written to `path`.
+
+  batch, height and width are symbolic unless given; height and width are
+  multiples of 8 either way.
+  """
+  _check_size(height, width, batch, symbolic_size=True)
   try:
-    import torch  # pylint: disable=g-import-not-at-top
-    from esnet_jax import torch_reference  # pylint: disable=g-import-not-at-top
+    import onnx  # pylint: disable=g-import-not-at-top
+    from esnet_jax import onnx_graph  # pylint: disable=g-import-not-at-top
   except ImportError as e:
-    raise ImportError(
-        'ONNX export needs PyTorch and onnxscript: pip install '
-        '"esnet-jax[export]" (on CPU-only machines: pip install '
-        'torch==2.13.0 first).'
-    ) from e
-
-  class NHWC(torch.nn.Module):
-    """The original NCHW network behind the NHWC interface of the StableHLO export."""
-
-    def __init__(self, network: torch.nn.Module):
-      super().__init__()
-      self.network = network
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-      return self.network(images.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-
-  network = torch_reference.from_variables(variables)
-  example = torch.zeros((batch or 2, height, width, 3), dtype=torch.float32)
-  dynamic = None if batch else ({0: torch.export.Dim('batch')},)
-  program = torch.onnx.export(
-      NHWC(network).eval(),
-      (example,),
-      dynamo=True,
-      input_names=[INPUT_NAME],
-      output_names=[OUTPUT_NAME],
-      dynamic_shapes=dynamic,
-      optimize=fold_bn,
-      verbose=False,
+    raise ImportError('ONNX export needs onnx: pip install "esnet-jax[export]".') from e
+  model = onnx_graph.build_model(
+      variables,
+      fold_bn=fold_bn,
+      batch=batch,
+      height=height,
+      width=width,
+      input_name=INPUT_NAME,
+      output_name=OUTPUT_NAME,
   )
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  program.save(str(path))
+  onnx.save(model, str(path))
   return path
+
+
+# What each dimension left symbolic admits, for FILE.json.
+_SYMBOLIC = {
+    'batch': 'any positive size',
+    'height': 'any multiple of 8',
+    'width': 'any multiple of 8',
+}
+
+
+def _onnx_opset() -> int:
+  from esnet_jax import onnx_graph  # pylint: disable=g-import-not-at-top
+
+  return onnx_graph.OPSET
 
 
 def write_metadata(
@@ -166,30 +174,39 @@ def write_metadata(
     *,
     fmt: str,
     num_classes: int,
-    height: int,
-    width: int,
+    height: int | None,
+    width: int | None,
     batch: int | None,
     fold_bn: bool,
 ) -> Path:
-  """`FILE.json`: the input/output contract and what is needed to prepare inputs."""
+  """`FILE.json`: the input/output contract and what is needed to prepare inputs.
+
+  A None size is a symbolic dimension: its name stands in the shapes, and
+  `input.symbolic_dims` says what it admits (height and width: multiples of 8).
+  """
+  sizes = {'batch': batch, 'height': height, 'width': width}
+  dims = [size if size is not None else name for name, size in sizes.items()]
+  symbolic = {name: _SYMBOLIC[name] for name, size in sizes.items() if size is None}
   info = {
       'format': fmt,
       'input': {
           'name': INPUT_NAME,
           'dtype': 'float32',
           'layout': 'NHWC RGB',
-          'shape': [batch or 'batch', height, width, 3],
+          'shape': [*dims, 3],
+          'symbolic_dims': symbolic,
           'normalisation': '(pixel - mean) / std, pixels in 0..255',
       },
       'output': {
           'name': OUTPUT_NAME,
           'dtype': 'float32',
-          'shape': [batch or 'batch', height, width, num_classes],
+          'shape': [*dims, num_classes],
       },
       'mean': list(meta.get('mean', MEAN_RGB)),
       'std': list(meta.get('std', STD_RGB)),
       'num_classes': num_classes,
       'bn_folded': fold_bn,
+      **({'onnx_opset': _onnx_opset()} if fmt == 'onnx' else {}),
       **{k: meta[k] for k in ('class_names', 'colours', 'ignore_label', 'source') if k in meta},
   }
   out = Path(f'{path}.json')
@@ -200,15 +217,18 @@ def write_metadata(
 def export(
     checkpoint: str | os.PathLike[str],
     fmt: str,
-    height: int,
-    width: int,
+    height: int | None,
+    width: int | None,
     out: str | os.PathLike[str],
     *,
     batch: int | None = None,
     fold_bn: bool = True,
     which: str = 'latest',
 ) -> tuple[Path, Path]:
-  """Export a checkpoint to `out` in `fmt`; returns (export file, metadata file)."""
+  """Export a checkpoint to `out` in `fmt`; returns (export file, metadata file).
+
+  height and width are required for StableHLO; for ONNX, None leaves them symbolic.
+  """
   try:
     settings = ExportOptions(
         checkpoint=os.fspath(checkpoint),
@@ -233,7 +253,7 @@ def run_options(settings: ExportOptions) -> tuple[Path, Path]:
     exported = export_stablehlo(variables, **size, fold_bn=settings.fold_bn)
     path = save_stablehlo(exported, settings.out)
   else:
-    path = export_onnx(variables, path=settings.out, **size, fold_bn=settings.fold_bn)
+    path = export_onnx(variables, settings.out, **size, fold_bn=settings.fold_bn)
   return path, write_metadata(
       path,
       meta,
@@ -269,8 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
   )
   parser.add_argument('--which', default='latest', choices=options.WHICH)
   parser.add_argument('--format', required=True, choices=FORMATS)
-  parser.add_argument('--height', type=int, required=True, help='multiple of 8')
-  parser.add_argument('--width', type=int, required=True, help='multiple of 8')
+  size = (
+      "a multiple of 8; required for stablehlo; for onnx it fixes the graph's %s "
+      '(default: symbolic, any multiple of 8)'
+  )
+  parser.add_argument('--height', type=int, default=None, help=size % 'height')
+  parser.add_argument('--width', type=int, default=None, help=size % 'width')
   parser.add_argument('--out', required=True, help='output file')
   parser.add_argument(
       '--batch', type=int, default=None, help='fixed batch size (default: symbolic)'

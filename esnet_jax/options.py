@@ -351,13 +351,14 @@ class BenchmarkOptions(_Checked):
 class ExportOptions(_Checked):
   """`esnet_jax.export`: which weights, to which format and file, for which input size.
 
-  `batch` None exports a symbolic batch dimension.
+  `batch` None exports a symbolic batch dimension; `height` and `width` None
+  (ONNX only: StableHLO needs them) symbolic ones, any multiples of 8.
   """
 
   checkpoint: str
   format: str
-  height: int
-  width: int
+  height: int | None
+  width: int | None
   out: str
   batch: int | None = None
   fold_bn: bool = True
@@ -373,7 +374,7 @@ class ExportOptions(_Checked):
         _choice('format', self.format, EXPORT_FORMATS),
         ('out', bool(self.out), 'an output file'),
         _choice('which', self.which, WHICH),
-    ] + export_size_checks(self.height, self.width, self.batch)
+    ] + export_size_checks(self.height, self.width, self.batch, symbolic_size=self.format == 'onnx')
 
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> ExportOptions:
@@ -387,13 +388,15 @@ class ExportOptions(_Checked):
       cls, config: ml_collections.ConfigDict, workdir: str | os.PathLike[str]
   ) -> ExportOptions:
     """From `--config.mode=export`: `config.export`; the checkpoint defaults to the
-    workdir's, the file to workdir/esnet.<format>."""
+    workdir's, the file to workdir/esnet.<format>; for ONNX, a height or width of 0
+    is a symbolic one."""
     e = config.export
+    symbolic = e.format == 'onnx'
     fields = dict(
         checkpoint=e.checkpoint or os.fspath(workdir),
         format=e.format,
-        height=e.height,
-        width=e.width,
+        height=(e.height or None) if symbolic else e.height,
+        width=(e.width or None) if symbolic else e.width,
         out=e.out or os.fspath(Path(workdir) / f'esnet.{e.format}'),
         batch=e.batch or None,
         fold_bn=e.fold_bn,
@@ -402,11 +405,23 @@ class ExportOptions(_Checked):
     return _build(cls, fields, {name: f'config.export.{name}' for name in fields}, config=True)
 
 
-def export_size_checks(height: Any, width: Any, batch: Any) -> list[tuple[str, bool, str]]:
-  """The checks of an export's input size (also for `export`'s lower-level functions)."""
+def export_size_checks(
+    height: Any, width: Any, batch: Any, *, symbolic_size: bool = False
+) -> list[tuple[str, bool, str]]:
+  """The checks of an export's input size (also for `export`'s lower-level functions).
+
+  `symbolic_size`: whether a None height or width is a symbolic one (ONNX); where
+  it is not (StableHLO), both are required.
+  """
+  if symbolic_size:
+    ok = lambda size: size is None or _multiple_of_8(size)
+    expected = SIZE_EXPECTED + '; pad inputs to it, or none for a symbolic size'
+  else:
+    ok = _multiple_of_8
+    expected = SIZE_EXPECTED + '; pad inputs to it (only ONNX exports a symbolic size)'
   return [
-      ('height', _multiple_of_8(height), SIZE_EXPECTED + '; pad inputs to it'),
-      ('width', _multiple_of_8(width), SIZE_EXPECTED + '; pad inputs to it'),
+      ('height', ok(height), expected),
+      ('width', ok(width), expected),
       (
           'batch',
           batch is None or _positive_int(batch),

@@ -106,6 +106,7 @@ def test_one_builder_of_the_deployed_network():
   assert _callers('esnet') == {'esnet_jax.inference', 'esnet_jax.train'}
   assert _callers('deployed_network') >= {
       'esnet_jax.export',
+      'esnet_jax.onnx_graph',
       'esnet_jax.layer_timing',
       'esnet_jax.benchmarking.runners',
   }

@@ -1,14 +1,19 @@
-"""Export: StableHLO round trip, ONNX under onnxruntime vs JAX, CLI and bad settings."""
+"""Export: StableHLO round trip, ONNX under onnxruntime vs JAX (symbolic sizes, no torch),
+CLI and bad settings."""
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import json
+import sys
 
 import numpy as np
 import pytest
 
 from conftest import random_variables
-from esnet_jax import checkpointing, convert, export
+from esnet_jax import checkpointing, convert, export, inference
+from esnet_jax.errors import ExportError
 from esnet_jax.models import ESNet
 
 NUM_CLASSES = 6
@@ -107,48 +112,68 @@ def test_stablehlo_fixed_batch_and_unfolded_batch_norm(variables):
   assert 'rsqrt' not in export.export_stablehlo(variables, H, W, batch=2).mlir_module()
 
 
-@pytest.mark.torch
-@pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.export internals
-def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
-  pytest.importorskip('torch')
-  pytest.importorskip('onnxscript')
+# Input sizes (H, W) and batches one ONNX file is checked at: H and W are symbolic in it.
+ONNX_SIZES = ((64, 96), (128, 64), (96, 160))
+ONNX_BATCHES = (1, 3)
+
+
+def test_onnx_under_onnxruntime_matches_jax_at_any_size(tmp_path, variables, capsys):
+  """One ONNX file, exported without --height/--width, against `inference.deployed_network`
+  at three sizes and two batches."""
   onnx = pytest.importorskip('onnx')
   ort = pytest.importorskip('onnxruntime')
   weights = tmp_path / 'esnet.npz'  # the PyTorch state dict format, through convert
   np.savez(weights, **convert.flax_to_torch(variables))
   out = tmp_path / 'esnet.onnx'
-  assert (
-      export.main(
-          [
-              '--checkpoint',
-              str(weights),
-              '--format',
-              'onnx',
-              '--height',
-              str(H),
-              '--width',
-              str(W),
-              '--out',
-              str(out),
-          ]
-      )
-      == 0
-  )
+  assert export.main(['--checkpoint', str(weights), '--format', 'onnx', '--out', str(out)]) == 0
+  assert 'Wrote' in capsys.readouterr().out
   graph = onnx.load(out).graph
   assert [i.name for i in graph.input] == [export.INPUT_NAME]
-  assert graph.input[0].type.tensor_type.shape.dim[0].dim_param  # a symbolic batch
-  batch_norms = sum(node.op_type == 'BatchNormalization' for node in graph.node)
-  assert batch_norms <= 3  # folded into the convs; only the max-pooled halves keep one
+  assert [o.name for o in graph.output] == [export.OUTPUT_NAME]
+  assert not any(node.op_type == 'BatchNormalization' for node in graph.node)  # folded
   session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
-  reference = export.inference_function(variables)
-  for n in (1, 3):
-    x = _images(n, seed=10 + n)
+  model, deployed = inference.deployed_network(variables, kernels='xla')
+  for (h, w), n in itertools.product(ONNX_SIZES, ONNX_BATCHES):
+    x = np.random.default_rng(h * n + w).normal(size=(n, h, w, 3)).astype(np.float32)
     logits = session.run([export.OUTPUT_NAME], {export.INPUT_NAME: x})[0]
-    assert logits.shape == (n, H, W, NUM_CLASSES)
-    expected = np.asarray(reference(x))
+    assert logits.shape == (n, h, w, NUM_CLASSES) and logits.dtype == np.float32
+    expected = np.asarray(model.apply(deployed, x, train=False))
     assert np.abs(expected).max() > 0.5  # a scale at which 1e-4 is meaningful
-    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0)
-  assert json.loads(out.with_name(out.name + '.json').read_text())['format'] == 'onnx'
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=0, err_msg=f'{n}x{h}x{w}')
+  meta = json.loads(out.with_name(out.name + '.json').read_text())
+  assert meta['format'] == 'onnx' and meta['onnx_opset'] == 17
+  assert meta['input']['shape'] == ['batch', 'height', 'width', 3]
+  assert meta['output']['shape'] == ['batch', 'height', 'width', NUM_CLASSES]
+  assert meta['input']['symbolic_dims'] == {
+      'batch': 'any positive size',
+      'height': 'any multiple of 8',
+      'width': 'any multiple of 8',
+  }
+
+
+def test_onnx_export_needs_no_torch(tmp_path, monkeypatch, variables):
+  """The ONNX route imports no PyTorch: with `import torch` failing, export still works."""
+  onnx = pytest.importorskip('onnx')
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+  with pytest.raises(ImportError):
+    importlib.import_module('torch')
+  path = export.export_onnx(variables, tmp_path / 'esnet.onnx', height=H, width=W, batch=2)
+  dims = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+  assert [d.dim_value for d in dims] == [2, H, W, 3]  # all three fixed when given
+
+
+def test_onnx_fixed_size_is_checked_and_recorded(tmp_path, checkpoint):
+  pytest.importorskip('onnx')
+  out = tmp_path / 'esnet.onnx'
+  path, meta_path = export.export(checkpoint, 'onnx', H, None, out)
+  assert path == out and meta_path.is_file()
+  meta = json.loads(meta_path.read_text())
+  assert meta['input']['shape'] == ['batch', H, 'width', 3]
+  assert set(meta['input']['symbolic_dims']) == {'batch', 'width'}
+  with pytest.raises(ExportError, match=r'^width=30: expected a positive multiple of 8'):
+    export.export(checkpoint, 'onnx', None, 30, tmp_path / 'bad.onnx')
+  with pytest.raises(ExportError, match=r'^--height=12: expected a positive multiple of 8'):
+    export.export_onnx({}, tmp_path / 'bad.onnx', height=12)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +184,8 @@ def test_onnx_under_onnxruntime_matches_jax(tmp_path, variables, capsys):
             ['--height', str(H), '--width', str(W), '--batch', '0'],
             '--batch=0: expected a positive integer',
         ),
+        (['--width', str(W)], '--height=None: expected a positive multiple of 8'),
+        (['--height', str(H)], 'only ONNX exports a symbolic size'),
     ],
 )
 def test_bad_settings_are_reported(tmp_path, checkpoint, capsys, args, message):

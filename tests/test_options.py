@@ -131,6 +131,30 @@ def test_export_settings_are_the_same_both_ways(tmp_path):
     ExportOptions.from_args(parser.parse_args([*argv, '--height', '30']))
 
 
+def test_onnx_size_is_symbolic_unless_given_stablehlo_needs_it(tmp_path):
+  """ONNX: no --height/--width (config: 0) is a symbolic size; StableHLO refuses it, in
+  the flag's or the key's name."""
+  parser = export.build_parser()
+  argv = ['--checkpoint', 'pretrained:camvid', '--out', str(tmp_path / 'esnet.onnx')]
+  from_args = ExportOptions.from_args(parser.parse_args([*argv, '--format', 'onnx']))
+  assert (from_args.height, from_args.width, from_args.batch) == (None, None, None)
+  config = default.get_config()
+  e = config.export
+  e.checkpoint, e.format, e.height, e.width, e.out = 'pretrained:camvid', 'onnx', 0, 0, argv[-1]
+  assert ExportOptions.from_config(config, tmp_path) == from_args
+  fixed = ExportOptions.from_args(parser.parse_args([*argv, '--format', 'onnx', '--width', '64']))
+  assert (fixed.height, fixed.width) == (None, 64)
+  with pytest.raises(OptionError, match=r'^--width=60: expected a positive multiple of 8'):
+    ExportOptions.from_args(parser.parse_args([*argv, '--format', 'onnx', '--width', '60']))
+  with pytest.raises(
+      OptionError, match=r'^--height=None: expected .*\(only ONNX exports a symbolic size\)'
+  ):
+    ExportOptions.from_args(parser.parse_args([*argv, '--format', 'stablehlo', '--width', '64']))
+  e.format = 'stablehlo'
+  with pytest.raises(ConfigError, match=r'^config.export.height=0: expected a positive multiple'):
+    ExportOptions.from_config(config, tmp_path)
+
+
 def test_eval_settings_come_from_the_config_checked_once():
   config = default.get_config()
   config.eval.scales = (0.75, 1, 1.25)
