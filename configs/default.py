@@ -77,4 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.export.which = 'latest'  # 'latest' or 'best' checkpoint of a workdir
   config.export.fold_bn = True  # BatchNorm folded into the convolutions
   config.export.out = ''  # '' = workdir/esnet.<format>
+  config.export.quantize = 'none'  # or 'int8' (ONNX: static QDQ quantization, esnet_jax.quantize)
+  config.export.calibration = ''  # int8: a dataset config (e.g. configs/camvid.py) or image folder
+  config.export.calibration_images = 32  # int8: images of it to calibrate on, evenly spaced
   return config

@@ -3,7 +3,8 @@
   python -m esnet_jax.export --checkpoint PATH --format stablehlo \
       --height H --width W --out FILE [--batch N] [--no-fold-bn]
   python -m esnet_jax.export --checkpoint PATH --format onnx \
-      --out FILE [--height H --width W] [--batch N] [--no-fold-bn]
+      --out FILE [--height H --width W] [--batch N] [--no-fold-bn] \
+      [--quantize int8 --calibration CONFIG_OR_FOLDER [--calibration-images 32]]
 
 or, with a config, `python -m esnet_jax.main --config C --workdir W --config.mode=export`
 (keys `config.export.*`; the same settings, `options.ExportOptions`).
@@ -36,6 +37,9 @@ BatchNorm layers).
   of export and fixed H and W at export time. ESNet is a few dozen
   convolutions, so a direct graph from the variable tree is small, exact (the
   tests check onnxruntime against JAX within 1e-4) and symbolic in H and W.
+- INT8 ONNX (`--quantize int8`): that graph quantized by ONNX Runtime's static
+  quantization, calibrated on `--calibration`'s images (`esnet_jax.quantize`);
+  the same input and output, and `FILE.json` records how under `quantization`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -178,8 +183,11 @@ def write_metadata(
     width: int | None,
     batch: int | None,
     fold_bn: bool,
+    quantization: Mapping[str, Any] | None = None,
 ) -> Path:
   """`FILE.json`: the input/output contract and what is needed to prepare inputs.
+
+  `quantization` (INT8 files) records how the file was quantized and calibrated.
 
   A None size is a symbolic dimension: its name stands in the shapes, and
   `input.symbolic_dims` says what it admits (height and width: multiples of 8).
@@ -207,6 +215,7 @@ def write_metadata(
       'num_classes': num_classes,
       'bn_folded': fold_bn,
       **({'onnx_opset': _onnx_opset()} if fmt == 'onnx' else {}),
+      **({'quantization': dict(quantization)} if quantization else {}),
       **{k: meta[k] for k in ('class_names', 'colours', 'ignore_label', 'source') if k in meta},
   }
   out = Path(f'{path}.json')
@@ -249,9 +258,12 @@ def run_options(settings: ExportOptions) -> tuple[Path, Path]:
   """What `export` does, for settings already checked (the command line, a config)."""
   variables, meta = load_checkpoint(settings.checkpoint, settings.which)
   size = dict(height=settings.height, width=settings.width, batch=settings.batch)
+  quantization = None
   if settings.format == 'stablehlo':
     exported = export_stablehlo(variables, **size, fold_bn=settings.fold_bn)
     path = save_stablehlo(exported, settings.out)
+  elif settings.quantize == 'int8':
+    path, quantization = _export_int8(variables, meta, settings, size)
   else:
     path = export_onnx(variables, settings.out, **size, fold_bn=settings.fold_bn)
   return path, write_metadata(
@@ -261,7 +273,29 @@ def run_options(settings: ExportOptions) -> tuple[Path, Path]:
       num_classes=num_classes_of(variables),
       **size,
       fold_bn=settings.fold_bn,
+      quantization=quantization,
   )
+
+
+def _export_int8(
+    variables: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    settings: ExportOptions,
+    size: Mapping[str, int | None],
+) -> tuple[Path, dict[str, Any]]:
+  """The float32 ONNX (in a temporary folder), quantized into `settings.out`."""
+  from esnet_jax import quantize  # pylint: disable=g-import-not-at-top
+
+  mean, std = meta.get('mean', MEAN_RGB), meta.get('std', STD_RGB)
+  images, calibration = quantize.calibration_images(
+      settings.calibration, count=settings.calibration_images, mean=mean, std=std
+  )
+  with tempfile.TemporaryDirectory(prefix='esnet_int8_') as tmp:
+    float_path = export_onnx(
+        variables, Path(tmp) / 'float32.onnx', **size, fold_bn=settings.fold_bn
+    )
+    method = quantize.quantize_int8(float_path, settings.out, images, input_name=INPUT_NAME)
+  return Path(settings.out), {**method, 'calibration': calibration}
 
 
 def _report(paths: tuple[Path, Path]) -> None:
@@ -301,6 +335,25 @@ def build_parser() -> argparse.ArgumentParser:
   )
   parser.add_argument(
       '--no-fold-bn', action='store_true', help='keep the BatchNorm layers instead of folding them'
+  )
+  parser.add_argument(
+      '--quantize',
+      default='none',
+      choices=options.QUANTIZE_CHOICES,
+      help='int8: ONNX Runtime static quantization (QDQ, per-channel int8 weights, uint8 '
+      'activations), onnx only',
+  )
+  parser.add_argument(
+      '--calibration',
+      default='',
+      help='with --quantize int8: a dataset config (its train split, e.g. configs/camvid.py) '
+      'or a folder of images to calibrate on',
+  )
+  parser.add_argument(
+      '--calibration-images',
+      type=int,
+      default=32,
+      help='with --quantize int8: how many images of --calibration, evenly spaced (default 32)',
   )
   return parser
 

@@ -32,6 +32,7 @@ MIN_RUNS = 50
 DEFAULT_WARMUP = 5
 PALETTES = ('checkpoint', 'synthetic', 'camvid', 'cityscapes')
 EXPORT_FORMATS = ('stablehlo', 'onnx')
+QUANTIZE_CHOICES = ('none', 'int8')  # int8: ONNX Runtime's static quantization (esnet_jax.quantize)
 
 
 def _choice(field: str, value: Any, allowed: tuple[Any, ...]) -> tuple[str, bool, str]:
@@ -363,8 +364,12 @@ class ExportOptions(_Checked):
   batch: int | None = None
   fold_bn: bool = True
   which: str = 'latest'
+  quantize: str = 'none'
+  calibration: str = ''
+  calibration_images: int = 32
 
   def _checks(self) -> list[tuple[str, bool, str]]:
+    int8 = self.quantize == 'int8'
     return [
         (
             'checkpoint',
@@ -374,6 +379,18 @@ class ExportOptions(_Checked):
         _choice('format', self.format, EXPORT_FORMATS),
         ('out', bool(self.out), 'an output file'),
         _choice('which', self.which, WHICH),
+        _choice('quantize', self.quantize, QUANTIZE_CHOICES),
+        (
+            'quantize',
+            not int8 or self.format == 'onnx',
+            "'none' with format stablehlo (INT8 is ONNX)",
+        ),
+        (
+            'calibration',
+            not int8 or bool(self.calibration),
+            'a dataset config (e.g. configs/camvid.py) or a folder of images, with quantize int8',
+        ),
+        ('calibration_images', _positive_int(self.calibration_images), 'a positive integer'),
     ] + export_size_checks(self.height, self.width, self.batch, symbolic_size=self.format == 'onnx')
 
   @classmethod
@@ -401,6 +418,9 @@ class ExportOptions(_Checked):
         batch=e.batch or None,
         fold_bn=e.fold_bn,
         which=e.which,
+        quantize=e.quantize,
+        calibration=e.calibration,
+        calibration_images=e.calibration_images,
     )
     return _build(cls, fields, {name: f'config.export.{name}' for name in fields}, config=True)
 

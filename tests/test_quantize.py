@@ -1,0 +1,204 @@
+"""esnet_jax.quantize: calibration sources, the INT8 QDQ model, and the shipped weights' accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, random_variables, subprocess_env
+from esnet_jax import metrics, pretrained, quantize, transforms
+from esnet_jax.datasets.camvid import camvid_source
+from esnet_jax.errors import OptionError
+
+onnx = pytest.importorskip('onnx')
+ort = pytest.importorskip('onnxruntime')
+
+MEAN, STD = transforms.MEAN_RGB, transforms.STD_RGB
+
+
+def _folder(root: Path, sizes) -> Path:
+  rng = np.random.default_rng(0)
+  for i, (h, w) in enumerate(sizes):
+    (root / f'sub{i % 2}').mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
+        root / f'sub{i % 2}/{i}.png'
+    )
+  (root / 'notes.txt').write_text('not an image')
+  return root
+
+
+def test_folder_images_are_evenly_spaced_normalised_and_padded_to_8(tmp_path):
+  root = _folder(tmp_path / 'imgs', [(30, 41), (16, 16), (24, 33), (9, 17), (40, 8)])
+  images, how = quantize.calibration_images(root, count=3, mean=MEAN, std=STD)
+  assert how == {'source': str(root), 'folder': str(root), 'images': 3, 'of': 5}
+  # Files in path order (sub0/0, sub0/2, sub0/4, sub1/1, sub1/3); indices 0, 2, 4 of them.
+  assert [x.shape for x in images] == [(1, 32, 48, 3), (1, 40, 8, 3), (1, 16, 24, 3)]
+  original = np.asarray(Image.open(root / 'sub0/0.png'))
+  np.testing.assert_allclose(images[0][0, :30, :41], transforms.normalize(original), atol=1e-6)
+  # Padding is the mean pixel: next to zero once normalised.
+  assert np.abs(images[0][0, 30:]).max() < 0.01 and np.abs(images[0][0, :, 41:]).max() < 0.01
+
+
+def test_config_images_come_from_its_train_split(tmp_path):
+  config = tmp_path / 'calib.py'
+  config.write_text(
+      'import ml_collections\n'
+      'from esnet_jax import datasets\n'
+      'def get_config():\n'
+      '  c = ml_collections.ConfigDict()\n'
+      '  c.dataset = datasets.default_dataset_config()\n'
+      "  c.dataset.name = 'synthetic'\n"
+      '  c.dataset.image_size = (16, 24)\n'
+      '  c.dataset.num_train = 5\n'
+      '  return c\n'
+  )
+  images, how = quantize.calibration_images(config, count=2, mean=MEAN, std=STD)
+  assert how == {
+      'source': str(config),
+      'dataset': 'synthetic',
+      'split': 'train',
+      'images': 2,
+      'of': 5,
+  }
+  assert [x.shape for x in images] == [(1, 16, 24, 3)] * 2 and images[0].dtype == np.float32
+
+
+def test_bad_calibration_sources_name_the_flag_and_what_was_expected(tmp_path):
+  with pytest.raises(OptionError, match=r"calibration='.*nowhere': expected a dataset config"):
+    quantize.calibration_images(tmp_path / 'nowhere', count=1, mean=MEAN, std=STD)
+  root = _folder(tmp_path / 'imgs', [(8, 8), (8, 8)])
+  with pytest.raises(OptionError, match=r'calibration_images=3: expected at most the 2 image\(s\)'):
+    quantize.calibration_images(root, count=3, mean=MEAN, std=STD)
+  broken = tmp_path / 'broken.py'
+  broken.write_text('def get_config(:\n')
+  with pytest.raises(OptionError, match='expected a dataset config that loads, not SyntaxError'):
+    quantize.calibration_images(broken, count=1, mean=MEAN, std=STD)
+
+
+def test_int8_model_is_qdq_per_channel_and_tracks_the_float_one(tmp_path):
+  from esnet_jax import onnx_graph
+
+  variables = random_variables(5)
+  onnx.save(onnx_graph.build_model(variables), tmp_path / 'f32.onnx')
+  rng = np.random.default_rng(1)
+  calib = [
+      transforms.normalize(rng.integers(0, 256, (1, 32, 48, 3)).astype(np.uint8)) for _ in range(4)
+  ]
+  method = quantize.quantize_int8(
+      tmp_path / 'f32.onnx', tmp_path / 'int8.onnx', calib, input_name='image'
+  )
+  assert method == quantize.METHOD
+  model = onnx.load(tmp_path / 'int8.onnx')
+  ops = [n.op_type for n in model.graph.node]
+  assert ops.count('QuantizeLinear') > 50 and ops.count('DequantizeLinear') > 50
+  inits = {i.name: i for i in model.graph.initializer}
+  weights_dq = [
+      n
+      for n in model.graph.node
+      if n.op_type == 'DequantizeLinear'
+      and n.input[0] in inits
+      and len(inits[n.input[0]].dims) == 4
+  ]
+  assert weights_dq and all(
+      onnx.numpy_helper.to_array(inits[n.input[1]]).size > 1 for n in weights_dq
+  )  # one scale per output channel
+  assert {inits[n.input[0]].data_type for n in weights_dq} == {onnx.TensorProto.INT8}
+  dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+  assert dims[:3] == ['batch', 'height', 'width']
+  # Another size than calibrated on: the graph stays symbolic and close to float32.
+  x = transforms.normalize(rng.integers(0, 256, (2, 64, 40, 3)).astype(np.uint8))
+  run = lambda name: ort.InferenceSession(str(tmp_path / name)).run(None, {'image': x})[0]
+  f32, int8 = run('f32.onnx'), run('int8.onnx')
+  assert int8.shape == f32.shape == (2, 64, 40, 5)
+  assert np.corrcoef(f32.ravel(), int8.ravel())[0, 1] > 0.95
+
+
+def _export(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(
+      [sys.executable, '-m', 'esnet_jax.export', *args],
+      cwd=REPO,
+      env=subprocess_env(),
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+
+
+def test_export_refuses_int8_settings_that_cannot_work(tmp_path):
+  out = str(tmp_path / 'x.onnx')
+  base = ['--checkpoint', 'pretrained:camvid', '--out', out]
+  done = _export(*base, '--format', 'onnx', '--quantize', 'int8')
+  assert done.returncode == 2 and "--calibration='': expected a dataset config" in done.stderr
+  done = _export(
+      *base,
+      '--format',
+      'stablehlo',
+      '--height',
+      '64',
+      '--width',
+      '64',
+      '--quantize',
+      'int8',
+      '--calibration',
+      'configs/camvid.py',
+  )
+  assert (
+      done.returncode == 2
+      and "--quantize='int8': expected 'none' with format stablehlo" in done.stderr
+  )
+  done = _export(*base, '--format', 'onnx', '--quantize', 'int8', '--calibration', str(tmp_path))
+  assert done.returncode == 2 and f'No images or videos found in {tmp_path}' in done.stderr
+  root = _folder(tmp_path / 'imgs', [(8, 8)])
+  done = _export(*base, '--format', 'onnx', '--quantize', 'int8', '--calibration', str(root))
+  assert (
+      done.returncode == 2
+      and 'calibration_images=32: expected at most the 1 image(s)' in done.stderr
+  )
+  assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_int8_pretrained_camvid_keeps_the_val_miou_within_half_a_point(camvid_root, tmp_path):
+  """The README's INT8 command, then ONNX Runtime on the 101 val images at full 360x480."""
+  out = tmp_path / 'camvid.int8.onnx'
+  done = _export(
+      '--checkpoint',
+      'pretrained:camvid',
+      '--format',
+      'onnx',
+      '--quantize',
+      'int8',
+      '--calibration',
+      'configs/camvid.py',
+      '--out',
+      str(out),
+  )
+  assert done.returncode == 0, done.stderr[-3000:]
+  meta = json.loads(out.with_name(out.name + '.json').read_text())
+  assert meta['quantization'] == {
+      **quantize.METHOD,
+      'calibration': {
+          'source': 'configs/camvid.py',
+          'dataset': 'camvid',
+          'split': 'train',
+          'images': 32,
+          'of': 367,
+      },
+  }
+  options = ort.SessionOptions()
+  options.intra_op_num_threads = 2
+  session = ort.InferenceSession(str(out), options, providers=['CPUExecutionProvider'])
+  val = camvid_source(camvid_root, 'val')
+  confusion = np.zeros((11, 11), np.int64)
+  for i in range(len(val)):
+    example = val[i]
+    x = transforms.normalize(example['image'], meta['mean'], meta['std'])[None]
+    pred = session.run(None, {'image': x})[0][0].argmax(-1)
+    confusion += np.asarray(metrics.confusion_matrix(pred, example['label'], 11, 11))
+  miou = float(np.nanmean(metrics.iou(confusion)))
+  assert abs(miou - pretrained.get('camvid').val_miou) < 0.005, miou
