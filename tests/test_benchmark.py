@@ -84,6 +84,14 @@ def test_compare_onnxruntime_times_the_export_of_the_same_weights(tmp_path, caps
   assert result['onnxruntime_threads'] == result['threads']
   assert result['onnxruntime_providers'][0] == 'CPUExecutionProvider'
   assert result['onnxruntime_max_abs_diff'] < 1e-4
+  # The INT8 file is timed too, and it is a quantized graph, not the float32 one again.
+  assert math.isfinite(result['onnxruntime_int8_ms_p50']) and result['onnxruntime_int8_ms_p50'] > 0
+  assert result['ratio_jax_onnxruntime_int8'] == pytest.approx(
+      result['latency_ms_p50'] / result['onnxruntime_int8_ms_p50']
+  )
+  assert result['onnx_int8_quantize_nodes'] > 20
+  assert result['onnxruntime_int8_max_abs_diff'] > result['onnxruntime_max_abs_diff']
+  assert 'onnxruntime INT8 p50' in out
   assert 'torch_nchw_ms_p50' not in result
   assert 'onnxruntime p50' in out and 'jax/onnxruntime' in out
   assert f"{result['cpu_model']}, {result['cpu_isa']}" in out

@@ -4,7 +4,7 @@
   the values);
 - `torch_calls` / `torch_train_calls`: the original PyTorch ESNet
   (`esnet_jax.torch_reference`), eager, NCHW and channels_last;
-- `onnxruntime_calls`: ONNX Runtime on this package's ONNX export.
+- `onnxruntime_calls`: ONNX Runtime on this package's float32 and INT8 ONNX exports.
 
 Each returns zero-argument calls that block until their result is ready, for
 `timing.time_alternating`.
@@ -117,25 +117,36 @@ def check_onnxruntime_installed() -> None:
 
 def onnxruntime_calls(
     variables: Mapping[str, Any], x_nhwc: np.ndarray, fold_bn: bool, threads: int
-) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
-  """ONNX Runtime on this package's ONNX export of the same weights, ready to time.
+) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], dict[str, np.ndarray]]:
+  """ONNX Runtime on this package's float32 and INT8 ONNX exports of the same weights.
 
-  The graph is `esnet_jax.export.export_onnx`'s (BN folded when `fold_bn`) with
-  batch, height and width fixed to the input's, as for a deployment at one size
-  (ONNX Runtime's CPU memory planner cannot share or reuse buffers in place when
-  height and width are symbolic, which costs the symbolic file a few per cent),
-  run on the CPU provider with every graph optimisation, `threads` intra-op
-  threads and one inter-op thread. Returns the
-  call, version facts and its logits (NHWC float32, as JAX's).
+  The float32 graph is `esnet_jax.export.export_onnx`'s (BN folded when
+  `fold_bn`) with batch, height and width fixed to the input's, as for a
+  deployment at one size (ONNX Runtime's CPU memory planner cannot share or
+  reuse buffers in place when height and width are symbolic, which costs the
+  symbolic file a few per cent). The INT8 graph is `esnet_jax.quantize`'s
+  static quantization of it, calibrated on the timed input itself: its speed is
+  what this measures (the INT8 accuracy is measured on CamVid val by
+  tests/test_quantize.py). Both run on the CPU provider with every graph
+  optimisation, `threads` intra-op threads and one inter-op thread. Returns the
+  calls (`onnxruntime`, `onnxruntime_int8`), version facts and each one's logits
+  (NHWC float32, as JAX's).
   """
   check_onnxruntime_installed()
   import tempfile
 
   import onnxruntime as ort
 
-  from esnet_jax import export
+  from esnet_jax import export, quantize
 
   batch, height, width, _ = x_nhwc.shape
+  x = np.ascontiguousarray(x_nhwc, dtype=np.float32)
+  options = ort.SessionOptions()
+  options.intra_op_num_threads = threads
+  options.inter_op_num_threads = 1
+  options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+  options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+  sessions = {}
   with tempfile.TemporaryDirectory(prefix='esnet_bench_onnx_') as tmp:
     start = time.perf_counter()
     path = export.export_onnx(
@@ -147,24 +158,31 @@ def onnxruntime_calls(
         fold_bn=fold_bn,
     )
     export_s = time.perf_counter() - start
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
-  feed = {export.INPUT_NAME: np.ascontiguousarray(x_nhwc, dtype=np.float32)}
+    int8_path = os.path.join(tmp, 'esnet_int8.onnx')
+    start = time.perf_counter()
+    quantize.quantize_int8(path, int8_path, [x], input_name=export.INPUT_NAME)
+    quantize_s = time.perf_counter() - start
+    import onnx
 
-  def call() -> Any:
-    return session.run([export.OUTPUT_NAME], feed)[0]
-
+    int8_ops = [n.op_type for n in onnx.load(int8_path).graph.node]
+    for name, file in (('onnxruntime', path), ('onnxruntime_int8', int8_path)):
+      sessions[name] = ort.InferenceSession(str(file), options, providers=['CPUExecutionProvider'])
+  feed = {export.INPUT_NAME: x}
+  calls = {
+      name: (lambda session=session: session.run([export.OUTPUT_NAME], feed)[0])
+      for name, session in sessions.items()
+  }
+  first = sessions['onnxruntime']
   info = {
       'onnxruntime_version': ort.__version__,
-      'onnxruntime_threads': session.get_session_options().intra_op_num_threads,
-      'onnxruntime_providers': session.get_providers(),
+      'onnxruntime_threads': first.get_session_options().intra_op_num_threads,
+      'onnxruntime_providers': first.get_providers(),
       'onnx_export_s': export_s,
+      'onnx_int8_quantize_s': quantize_s,
+      'onnx_int8_method': dict(quantize.METHOD, calibration='the timed input'),
+      'onnx_int8_quantize_nodes': int8_ops.count('QuantizeLinear'),
   }
-  return {'onnxruntime': call}, info, call()
+  return calls, info, {name: call() for name, call in calls.items()}
 
 
 def torch_train_calls(

@@ -74,6 +74,16 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})",
         ),
         ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
+        (
+            'onnxruntime INT8 p50',
+            f"{result['onnxruntime_int8_ms_p50']:.1f} ms "
+            f"(jax/onnxruntime INT8 {result['ratio_jax_onnxruntime_int8']:.2f}; "
+            'calibrated on the timed input: speed only)',
+        ),
+        (
+            'max |jax - onnxruntime INT8| logits',
+            f"{result['onnxruntime_int8_max_abs_diff']:.2e}",
+        ),
     ]
   width_ = max(len(name) for name, _ in rows)
   return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)

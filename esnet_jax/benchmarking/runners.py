@@ -62,7 +62,8 @@ def run_inference_benchmark(
     `compile_s`, I/O step timings, memory and machine facts and, with
     `compare_torch`, `torch_*` medians and `ratio_jax_torch_*` (JAX / PyTorch
     median latency: below 1 means JAX is faster), with `compare_onnxruntime`
-    `onnxruntime_ms_*` and `ratio_jax_onnxruntime` likewise. `native_kernels`
+    `onnxruntime_ms_*` and `ratio_jax_onnxruntime` likewise, and
+    `onnxruntime_int8_ms_*` and `ratio_jax_onnxruntime_int8` for the INT8 file. `native_kernels`
     says whether the compiled kernels are in the timed program.
   """
   o = _options(options, fields)
@@ -162,9 +163,10 @@ def run_inference_benchmark(
       result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
     result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
   if o.compare_onnxruntime:
-    result.update(timing.summary(times['onnxruntime'], 'onnxruntime_ms'))
-    result['ratio_jax_onnxruntime'] = result['latency_ms_p50'] / result['onnxruntime_ms_p50']
-    result['onnxruntime_max_abs_diff'] = float(np.abs(np.asarray(logits) - ort_logits).max())
+    for name in ('onnxruntime', 'onnxruntime_int8'):
+      result.update(timing.summary(times[name], f'{name}_ms'))
+      result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
+      result[f'{name}_max_abs_diff'] = float(np.abs(np.asarray(logits) - ort_logits[name]).max())
   if o.trace_dir is not None:
     result.update(timing.trace(calls['jax'], o.trace_dir))
   peak, source = timing.peak_memory(device)
