@@ -23,7 +23,8 @@ to multiples of 8 with the mean pixel (zero after normalisation), as inference d
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from esnet_jax import datasets, predict, transforms
+from esnet_jax import dataset_configs, datasets, predict, transforms
 from esnet_jax.errors import EsnetError, ExportError, OptionError
 
 METHOD = {
@@ -79,18 +80,7 @@ def calibration_images(
 
 
 def _config_images(path: Path) -> tuple[list[Any], dict[str, str]]:
-  try:
-    spec = importlib.util.spec_from_file_location(f'_calibration_config_{path.stem}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    dataset_cfg = module.get_config().dataset
-  except (ImportError, AttributeError, SyntaxError) as e:
-    raise OptionError(
-        'calibration',
-        str(path),
-        f'a dataset config that loads, not {type(e).__name__}: {e} (run from the repository '
-        'root so that `configs` imports)',
-    ) from e
+  dataset_cfg = dataset_configs.load_dataset_config(path, 'calibration')
   try:
     source = datasets.build_source(dataset_cfg, dataset_cfg.train_split)
   except EsnetError as e:
@@ -150,17 +140,18 @@ def quantize_int8(
     prepared = Path(tmp) / 'prepared.onnx'
     try:
       quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
-      quantize_static(
-          str(prepared),
-          str(out),
-          _Reader(input_name, images),
-          quant_format=QuantFormat.QDQ,
-          per_channel=True,
-          activation_type=QuantType.QUInt8,
-          weight_type=QuantType.QInt8,
-          calibrate_method=CalibrationMethod.Percentile,
-          extra_options={'CalibPercentile': PERCENTILE},
-      )
+      with contextlib.redirect_stdout(io.StringIO()):  # Its histogram progress lines.
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Reader(input_name, images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={'CalibPercentile': PERCENTILE},
+        )
     except Exception as e:  # ORT raises bare Exceptions; name the step and the file.
       raise ExportError(
           f'INT8 quantization of {float_model} failed: {type(e).__name__}: {e}'

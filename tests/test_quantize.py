@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, random_variables, subprocess_env
-from esnet_jax import metrics, pretrained, quantize, transforms
-from esnet_jax.datasets.camvid import camvid_source
+from esnet_jax import onnx_eval, pretrained, quantize, transforms
 from esnet_jax.errors import OptionError
 
 onnx = pytest.importorskip('onnx')
@@ -164,7 +163,7 @@ def test_export_refuses_int8_settings_that_cannot_work(tmp_path):
 
 
 def test_int8_pretrained_camvid_keeps_the_val_miou_within_half_a_point(camvid_root, tmp_path):
-  """The README's INT8 command, then ONNX Runtime on the 101 val images at full 360x480."""
+  """The README's INT8 and onnx_eval commands: the 101 val images at full 360x480."""
   out = tmp_path / 'camvid.int8.onnx'
   done = _export(
       '--checkpoint',
@@ -190,15 +189,17 @@ def test_int8_pretrained_camvid_keeps_the_val_miou_within_half_a_point(camvid_ro
           'of': 367,
       },
   }
-  options = ort.SessionOptions()
-  options.intra_op_num_threads = 2
-  session = ort.InferenceSession(str(out), options, providers=['CPUExecutionProvider'])
-  val = camvid_source(camvid_root, 'val')
-  confusion = np.zeros((11, 11), np.int64)
-  for i in range(len(val)):
-    example = val[i]
-    x = transforms.normalize(example['image'], meta['mean'], meta['std'])[None]
-    pred = session.run(None, {'image': x})[0][0].argmax(-1)
-    confusion += np.asarray(metrics.confusion_matrix(pred, example['label'], 11, 11))
-  miou = float(np.nanmean(metrics.iou(confusion)))
+  result_path = tmp_path / 'eval.json'
+  args = [
+      '--model',
+      str(out),
+      '--config',
+      str(REPO / 'configs/camvid.py'),
+      '--json',
+      str(result_path),
+  ]
+  assert onnx_eval.main([*args, '--threads', '2']) == 0
+  result = json.loads(result_path.read_text())
+  assert result['images'] == 101 and result['split'] == 'val'
+  miou = result['miou']
   assert abs(miou - pretrained.get('camvid').val_miou) < 0.005, miou
