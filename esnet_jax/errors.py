@@ -7,7 +7,8 @@ is one line that names the file or option and what was expected, and its
 
 - `UserInputError`: what the user gave cannot work (a config value, a dataset
   folder, an input image, a palette, export settings, the compiled kernels asked
-  for where they cannot be had) or stopped working (a non-finite loss).
+  for where they cannot be had, the browser demo without its npm packages) or
+  stopped working (a non-finite loss).
 - `WeightsError`: a weights file or checkpoint that cannot be used; every source
   `esnet_jax.weights.load` accepts fails with one of its kind.
 - `CheckpointSaveError`, `WorkdirError`: a training's own files cannot be written.
@@ -79,6 +80,11 @@ class NonFiniteLossError(UserInputError, FloatingPointError):
   """The loss became NaN or infinite; training stops, the last good checkpoint stays."""
 
   exit_status = 1
+
+
+class DemoError(UserInputError, RuntimeError):
+  """The browser demo cannot be built, served or driven: its npm packages or the browser
+  are missing, an output folder or port cannot be used; the message says what to run or change."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ _RAISED_IN = {
     'CheckpointNotFoundError': 'esnet_jax.checkpointing',
     'ConversionError': 'esnet_jax.convert',
     'PretrainedError': 'esnet_jax.pretrained',
+    'DemoError': 'esnet_jax.demo_site',
 }
 
 
@@ -65,6 +66,7 @@ def test_every_error_is_one_of_the_family_with_an_exit_status():
       'ExportError',
       'KernelsUnavailableError',
       'NonFiniteLossError',
+      'DemoError',
   }
   for name in user:
     assert issubclass(getattr(errors, name), errors.UserInputError), name
