@@ -1,6 +1,6 @@
 """How fast the browser demo runs ESNet in headless Chromium, at a few input sizes.
 
-  python -m esnet_jax.benchmarking.browser --checkpoint pretrained:camvid \
+  python -m esnet_jax.benchmarking.browser [--checkpoint pretrained:camvid | --model FILE.onnx] \
       [--image PHOTO] [--sizes 360x480,240x320] [--runs 20] [--threads N] [--json PATH]
 
 Builds the demo site (`esnet_jax.demo_site`), serves it on localhost and has headless
@@ -53,16 +53,20 @@ def _scene(path: Path) -> Path:
 
 
 def measure(
-    checkpoint: str,
+    checkpoint: str | None,
     sizes: Sequence[str],
     *,
+    model: str | None = None,
     image: str | None = None,
     runs: int = 20,
     threads: int | None = None,
 ) -> dict[str, Any]:
-  """Per-size network latency in the page (ms, p50 and min) and the machine it ran on."""
+  """Per-size network latency in the page (ms, p50 and min) and the machine it ran on.
+
+  The site is CHECKPOINT's float32 export, or MODEL (an export, e.g. an INT8 one).
+  """
   with tempfile.TemporaryDirectory(prefix='esnet_browser_bench_') as tmp:
-    site = demo_site.build_site(Path(tmp) / 'site', checkpoint=checkpoint)
+    site = demo_site.build_site(Path(tmp) / 'site', checkpoint=checkpoint, model=model)
     picture = image or str(_scene(Path(tmp) / 'scene.png'))
     server = demo_site.serve(site, port=0)
     server.start()
@@ -90,6 +94,7 @@ def measure(
     )
   return {
       'checkpoint': checkpoint,
+      'model': model,
       'image': image or 'a generated 360x480 street scene',
       'rows': rows,
       'browser': found['user_agent'],
@@ -105,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
       description="Time the browser demo's network calls in headless Chromium (WebAssembly).",
       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
   )
-  parser.add_argument('--checkpoint', default='pretrained:camvid', help='weights to export')
+  weights = parser.add_mutually_exclusive_group()
+  weights.add_argument('--checkpoint', default=None, help='weights to export (pretrained:camvid)')
+  weights.add_argument('--model', default=None, help='an ONNX file of esnet_jax.export instead')
   parser.add_argument('--image', default=None, help='the picture shown (default: generated)')
   parser.add_argument(
       '--sizes', default='360x480,240x320', help='input sizes, HxW, comma-separated'
@@ -123,8 +130,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if args.runs < 1:
       raise OptionError('runs', args.runs, 'a positive integer')
+    checkpoint = None if args.model else args.checkpoint or 'pretrained:camvid'
     result = measure(
-        args.checkpoint, _sizes(args.sizes), image=args.image, runs=args.runs, threads=args.threads
+        checkpoint,
+        _sizes(args.sizes),
+        model=args.model,
+        image=args.image,
+        runs=args.runs,
+        threads=args.threads,
     )
   except (EsnetError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -91,6 +91,9 @@ async function load() {
   session = await ort.InferenceSession.create('model/esnet.onnx', {
     executionProviders: [backend], graphOptimizationLevel: 'all',
   });
+  // One untimed call, so that the first frame's latency is not the runtime's warm-up.
+  const { h, w } = inputSize();
+  await session.run({ [session.inputNames[0]]: new ort.Tensor('float32', new Float32Array(h * w * 3), [1, h, w, 3]) });
   demo.backend = backend;
   demo.threads = backend === 'wasm' ? threads : null;
   $('backend').textContent = backend === 'wasm'

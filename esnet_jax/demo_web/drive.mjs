@@ -14,7 +14,7 @@ async function open(args, { fakeCamera = false, grantCamera = false } = {}) {
   const flags = [...FLAGS];
   if (fakeCamera) flags.push('--use-fake-device-for-media-stream');
   const browser = await chromium.launch({ executablePath: args.chromium, headless: true, args: flags });
-  const context = await browser.newContext({ viewport: { width: 1100, height: 1000 } });
+  const context = await browser.newContext({ viewport: { width: 1100, height: 680 } });
   if (grantCamera) await context.grantPermissions(['camera'], { origin: new URL(args.url).origin });
   const page = await context.newPage();
   const console_ = [];
