@@ -39,6 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.ohem = False
   config.loss.ohem_threshold = 0.7  # OHEM keeps pixels whose true-class prob is below
   config.loss.ohem_min_kept = 100000  # ... and at least this many per device
+  config.loss.label_smoothing = 0.0  # e: targets (1 - e) on the class, e spread over all
 
   config.optimizer = ml_collections.ConfigDict()
   config.optimizer.learning_rate = 5e-4

@@ -119,6 +119,12 @@ def validate_config(
       config.loss.ohem_threshold,
       'a probability in (0, 1)',
   )
+  _check(
+      0 <= config.loss.label_smoothing < 1,
+      'loss.label_smoothing',
+      config.loss.label_smoothing,
+      'a number in [0, 1)',
+  )
   validate_dataset(config)
 
 

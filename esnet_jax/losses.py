@@ -24,8 +24,9 @@ import numpy as np
 
 def _nll(
     logits: jax.Array, labels: jax.Array, ignore_label: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Per-pixel negative log-likelihood, the valid mask and labels safe to index with."""
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """Per-pixel negative log-likelihood, the valid mask, labels safe to index with, and
+  the log-probabilities."""
   num_classes = logits.shape[-1]
   valid = (labels != ignore_label) & (labels >= 0) & (labels < num_classes)
   safe = jnp.where(valid, labels, 0)
@@ -33,7 +34,7 @@ def _nll(
   # constant-fold a scatter for seconds at compile time on CPU.
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.sum(logp * jax.nn.one_hot(safe, num_classes, dtype=logp.dtype), axis=-1)
-  return nll, valid, safe
+  return nll, valid, safe, logp
 
 
 def cross_entropy(
@@ -44,6 +45,7 @@ def cross_entropy(
     class_weights: jax.Array | None = None,
     ohem_threshold: float | None = None,
     ohem_min_kept: int = 0,
+    label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
   """Weighted cross-entropy over non-ignored pixels: returns (sum, normaliser).
 
@@ -51,13 +53,18 @@ def cross_entropy(
   `CrossEntropyLoss(weight=w, ignore_index=...)`: sum_i w_{y_i} nll_i / sum_i w_{y_i}.
   OHEM (`ohem_threshold` a probability, e.g. 0.7) keeps only pixels whose true-class
   probability is below the threshold, and at least the `ohem_min_kept` hardest.
+  Label smoothing `e` trains each pixel towards (1 - e) on its class and e spread evenly
+  over all classes (PyTorch's `label_smoothing` when unweighted; with class weights each
+  pixel's whole loss carries its own class's weight); OHEM still picks pixels by the plain nll.
   """
-  nll, valid, safe = _nll(logits, labels, ignore_label)
+  nll, valid, safe, logp = _nll(logits, labels, ignore_label)
   weight = valid.astype(jnp.float32)
   if class_weights is not None:
     weight = weight * jnp.asarray(class_weights, jnp.float32)[safe]
   if ohem_threshold is not None:
     weight = weight * ohem_mask(nll, valid, ohem_threshold, ohem_min_kept)
+  if label_smoothing:
+    nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(logp, axis=-1)
   return jnp.sum(weight * nll), jnp.sum(weight)
 
 

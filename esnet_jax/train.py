@@ -424,6 +424,7 @@ def _train_in_held_workdir(
       class_weights=weights,
       ohem_threshold=config.loss.ohem_threshold if config.loss.ohem else None,
       ohem_min_kept=config.loss.ohem_min_kept,
+      label_smoothing=config.loss.label_smoothing,
   )
 
   model = create_model(config, class_table.num_classes)

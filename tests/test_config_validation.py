@@ -41,6 +41,11 @@ def test_the_smoke_config_passes():
         ({'dataset.name': 'kitti'}, 1, r"config.dataset.name='kitti': expected one of .*camvid"),
         ({'dataset.eval_scale': 0.0}, 1, r'config.dataset.eval_scale=0.0'),
         ({'loss.class_weight_power': -1.0}, 1, r'loss.class_weight_power=-1.0.*non-negative'),
+        (
+            {'loss.label_smoothing': 1.0},
+            1,
+            r'loss.label_smoothing=1.0: expected a number in \[0, 1\)',
+        ),
         ({'model.kernels': 'gpu'}, 1, r"config.model.kernels='gpu': expected one of auto"),
         ({'mode': 'serve'}, 1, r"config.mode='serve': expected one of .*export"),
     ],

@@ -28,7 +28,30 @@ def test_weighted_cross_entropy_matches_the_definition():
   np.testing.assert_allclose(norm, ww.sum(), rtol=1e-6)
 
 
-def test_ignored_pixels_do_not_contribute():
+def test_label_smoothing_matches_the_definition_and_pytorchs_unweighted_loss():
+  logits = _random(4, (2, 3, 4, 5))
+  labels = jnp.array(np.random.default_rng(1).integers(0, 6, (2, 3, 4)))  # 5 = ignore
+  w = jnp.array([0.5, 2.0, 1.0, 3.0, 1.5])
+  e = 0.1
+  total, norm = losses.cross_entropy(
+      logits, labels, ignore_label=5, class_weights=w, label_smoothing=e
+  )
+  logp = np.asarray(jax.nn.log_softmax(logits))
+  lab = np.asarray(labels)
+  valid = lab != 5
+  safe = np.where(valid, lab, 0)
+  picked = np.take_along_axis(logp, safe[..., None], -1)[..., 0]
+  per_pixel = -(1 - e) * picked - e * logp.mean(-1)
+  ww = np.asarray(w)[safe] * valid
+  np.testing.assert_allclose(total, (ww * per_pixel).sum(), rtol=1e-5)
+  np.testing.assert_allclose(norm, ww.sum(), rtol=1e-6)
+  # Unweighted, the mean is what torch.nn.CrossEntropyLoss(label_smoothing=e) computes.
+  total, norm = losses.cross_entropy(logits, labels, ignore_label=5, label_smoothing=e)
+  np.testing.assert_allclose(total / norm, per_pixel[valid].mean(), rtol=1e-5)
+  plain, _ = losses.cross_entropy(logits, labels, ignore_label=5)
+  np.testing.assert_allclose(plain, -picked[valid].sum(), rtol=1e-5)
+  assert abs(float(total) - float(plain)) > 1e-3
+
   logits = _random(1, (1, 4, 4, 3))
   labels = jnp.zeros((1, 4, 4), jnp.int32)
   all_ignored = jnp.full((1, 4, 4), 255)
