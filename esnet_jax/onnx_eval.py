@@ -78,6 +78,7 @@ def evaluate(
   session = _session(model, threads)
   input_name = session.get_inputs()[0].name
   _, fixed_h, fixed_w, _ = session.get_inputs()[0].shape
+  fixed = any(isinstance(side, int) for side in (fixed_h, fixed_w))
   confusion = np.zeros((table.num_classes,) * 2, np.int64)
   seconds = 0.0
   for i in range(len(source)):
@@ -89,7 +90,6 @@ def evaluate(
         ignore_label=table.ignore_label,
         image_pad_value=np.round(meta['mean']),
     )
-    fixed = [s for s in (fixed_h, fixed_w) if isinstance(s, int)]
     if fixed and (fixed_h, fixed_w) != image.shape[:2]:
       raise OptionError(
           'model',

@@ -55,6 +55,25 @@ def random_variables(num_classes: int, seed: int = 0) -> dict:
   return contenders.random_variables(num_classes, seed)
 
 
+def write_onnx_export(path: Path, variables: dict, meta: dict | None = None, **size) -> Path:
+  """`esnet_jax.export`'s ONNX file of VARIABLES at PATH with its JSON (META's extra keys),
+  H and W symbolic unless SIZE fixes them."""
+  from esnet_jax import convert, export
+
+  path = export.export_onnx(variables, path, **size)
+  export.write_metadata(
+      path,
+      meta or {},
+      fmt='onnx',
+      num_classes=convert.num_classes_of(variables),
+      height=size.get('height'),
+      width=size.get('width'),
+      batch=None,
+      fold_bn=True,
+  )
+  return path
+
+
 def _require(path: Path) -> Path:
   if not path.exists():
     pytest.skip(f'{path} not present (the ../shared folder beside the checkout)')

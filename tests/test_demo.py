@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, random_variables, subprocess_env
-from esnet_jax import demo, demo_driver, demo_site, export, inference, predict
+from conftest import REPO, random_variables, subprocess_env, write_onnx_export
+from esnet_jax import demo, demo_driver, demo_site, inference, predict
 from esnet_jax.benchmarking import browser
 from esnet_jax.errors import DemoError, OptionError
 
@@ -49,21 +49,10 @@ def chromium(packages):
 
 def _export(tmp_path: Path, num_classes: int = 4) -> Path:
   pytest.importorskip('onnx')
-  path = export.export_onnx(random_variables(num_classes), tmp_path / 'm.onnx')
   meta = {'class_names': [f'c{i}' for i in range(num_classes)]}
   meta['colours'] = [[60 * i, 255 - 60 * i, 7] for i in range(num_classes)]
   meta['source'] = '/somewhere/on/the/build/machine.npz'
-  export.write_metadata(
-      path,
-      meta,
-      fmt='onnx',
-      num_classes=num_classes,
-      height=None,
-      width=None,
-      batch=None,
-      fold_bn=True,
-  )
-  return path
+  return write_onnx_export(tmp_path / 'm.onnx', random_variables(num_classes), meta)
 
 
 def test_site_holds_the_page_the_runtime_and_the_model(tmp_path, packages):

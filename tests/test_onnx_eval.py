@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, random_variables, subprocess_env
-from esnet_jax import dataset_configs, datasets, export, inference, metrics, onnx_eval
+from conftest import REPO, random_variables, subprocess_env, write_onnx_export
+from esnet_jax import dataset_configs, datasets, inference, metrics, onnx_eval
 from esnet_jax.errors import OptionError
 
 pytest.importorskip('onnx')
@@ -21,18 +21,7 @@ QUICKSTART = REPO / 'configs/quickstart.py'
 
 def _write(tmp_path, num_classes, **size):
   variables = random_variables(num_classes, seed=3)
-  path = export.export_onnx(variables, tmp_path / 'm.onnx', **size)
-  export.write_metadata(
-      path,
-      {},
-      fmt='onnx',
-      num_classes=num_classes,
-      height=size.get('height'),
-      width=size.get('width'),
-      batch=None,
-      fold_bn=True,
-  )
-  return variables, path
+  return variables, write_onnx_export(tmp_path / 'm.onnx', variables, **size)
 
 
 def test_miou_of_the_file_is_that_of_the_same_weights_in_jax(tmp_path):
