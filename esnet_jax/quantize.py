@@ -1,19 +1,21 @@
 """INT8 ONNX: ONNX Runtime's static quantization of the float32 export, calibrated on real images.
 
-Why static INT8: ONNX Runtime runs the quantized ESNet 2.5x as fast as the float32 file
-on a CPU with AVX-512 VNNI (AMD EPYC family 25, 2 threads, 1024x512: 106 ms against
-266 ms) for 0.3 points of CamVid val mIoU (docs/benchmarks.md); dynamic quantization
-would leave the activations, which dominate ESNet's cost, in float32. How (recorded in
-the JSON beside the file): ONNX Runtime's `quant_pre_process` (ONNX shape inference and
-graph optimisation; its symbolic shape inference gives up on the symbolic height and
-width), then `quantize_static` in the QDQ format with int8 weights per output channel
-and uint8 activations (U8S8: the pairing x86's VNNI dot products take directly; int8
-activations, S8S8, ran no faster than float32 on the same CPU, 252 against 256 ms),
-ranges from the 99.999th percentile of each activation's histogram over `count` images
-of the calibration source (`pretrained:camvid`, 32 CamVid train images, val mIoU against
-66.55% in float32: MinMax 66.01%, 64 and 128 images 66.07% and 66.26%; percentile 99.9,
-99.99 and 99.999: 66.01%, 66.19% and 66.24%). The
-graph keeps its symbolic batch, height and width: calibration images may differ in size.
+Why static INT8: ONNX Runtime runs the quantized ESNet about twice as fast as the float32
+file on a CPU, for a fraction of a point of CamVid val mIoU (docs/benchmarks.md, on
+AVX-512 VNNI and on AVX2); dynamic quantization would leave the activations, which
+dominate ESNet's cost, in float32. The choices, each recorded in the JSON beside the file:
+
+- `quant_pre_process` first (shape inference, graph optimisation); its symbolic shape
+  inference is skipped, it gives up on the symbolic height and width, which the
+  quantized graph keeps: calibration images may differ in size.
+- QDQ, uint8 activations and int8 weights per output channel (U8S8): the pairing x86's
+  8-bit dot products take; int8 activations ran no faster than float32.
+- Weights in 7 bits ([-64, 64]): without VNNI, x86 multiplies uint8 by int8 with AVX2's
+  `vpmaddubsw`, which sums pairs of products in int16 and saturates; full 8-bit weights
+  cost 4.9 points of mIoU on an AVX2-only CPU and none with VNNI. In 7 bits a pair's sum
+  fits int16, so one file gives the same classes on every x86 CPU, as fast.
+- Ranges at the 99.999th percentile of each activation's histogram over `count` images
+  of the calibration source (better than MinMax and than lower percentiles on CamVid).
 
 A calibration source is a dataset config (a `configs/*.py` file: images of its train
 split, evenly spaced) or a folder of images (searched recursively, evenly spaced).
@@ -38,7 +40,7 @@ from esnet_jax.errors import EsnetError, ExportError, OptionError
 METHOD = {
     'tool': 'onnxruntime.quantization.quantize_static',
     'format': 'QDQ',
-    'weights': 'int8, per output channel, symmetric',
+    'weights': 'int8 in 7 bits ([-64, 64]), per output channel, symmetric',
     'activations': 'uint8, per tensor, asymmetric',
     'calibration_method': 'Percentile',
     'percentile': 99.999,
@@ -149,6 +151,7 @@ def quantize_int8(
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=True,
             calibrate_method=CalibrationMethod.Percentile,
             extra_options={'CalibPercentile': PERCENTILE},
         )
