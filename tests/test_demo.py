@@ -206,9 +206,12 @@ def test_bad_input_and_cameras_show_a_message_never_a_blank_canvas(chromium, ser
     assert found[name]['frames'] >= 3 and found[name]['fps_text'].endswith(' FPS'), found[name]
 
 
-def test_browser_benchmark_times_the_page_at_each_size(chromium, tmp_path, capsys):
+def test_browser_benchmark_times_the_page_at_each_size(chromium, tmp_path, capsys, monkeypatch):
   out = tmp_path / 'browser.json'
+  monkeypatch.chdir(tmp_path)  # --image relative to the caller's folder, not the driver's.
+  Image.fromarray(np.full((40, 56, 3), 120, np.uint8)).save(tmp_path / 'photo.png')
   args = ['--sizes', '64x96,32x48', '--runs', '2', '--threads', '1', '--json', str(out)]
+  args += ['--image', 'photo.png']
   assert browser.main(args) == 0
   result = json.loads(out.read_text())
   assert [(r['height'], r['width']) for r in result['rows']] == [(64, 96), (32, 48)]
@@ -217,6 +220,11 @@ def test_browser_benchmark_times_the_page_at_each_size(chromium, tmp_path, capsy
     assert 0 < row['ms_min'] <= row['ms_p50']
   assert 'HeadlessChrome' in result['browser']
   assert f"{result['cpu_model']}, {result['cpu_isa']}" in capsys.readouterr().out
+
+
+def test_browser_benchmark_names_a_missing_image(tmp_path, capsys):
+  assert browser.main(['--image', str(tmp_path / 'nowhere.png')]) == 2
+  assert f"image='{tmp_path / 'nowhere.png'}': expected an image file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize('sizes', ['360x481', 'big', '0x8'])

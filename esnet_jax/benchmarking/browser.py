@@ -67,7 +67,8 @@ def measure(
   """
   with tempfile.TemporaryDirectory(prefix='esnet_browser_bench_') as tmp:
     site = demo_site.build_site(Path(tmp) / 'site', checkpoint=checkpoint, model=model)
-    picture = image or str(_scene(Path(tmp) / 'scene.png'))
+    # Absolute: the driver runs in the demo's folder, not in the caller's.
+    picture = str(Path(image).resolve()) if image else str(_scene(Path(tmp) / 'scene.png'))
     server = demo_site.serve(site, port=0)
     server.start()
     try:
@@ -130,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if args.runs < 1:
       raise OptionError('runs', args.runs, 'a positive integer')
+    if args.image is not None and not Path(args.image).is_file():
+      raise OptionError('image', args.image, 'an image file')
     checkpoint = None if args.model else args.checkpoint or 'pretrained:camvid'
     result = measure(
         checkpoint,
