@@ -20,6 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 250
   config.log_every_steps = 50
   config.keep_checkpoints = 3  # last N; the best by mIoU is kept apart in workdir/best
+  # Weight EMA: 0 = off; else the decay of an exponential moving average of the params
+  # and BatchNorm statistics (e.g. 0.999), evaluated, checkpointed and exported in their stead.
+  config.ema_decay = 0.0
 
   config.model = ml_collections.ConfigDict()
   config.model.dtype = 'float32'  # or 'bfloat16' (compute; parameters stay float32)

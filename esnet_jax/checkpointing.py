@@ -3,7 +3,9 @@
 Every checkpoint this project writes is an orbax `CheckpointManager` step with
 the items `state` (a pytree holding at least `params` and `batch_stats`) and
 `meta` (JSON: `num_classes` and what inference needs to reproduce training's
-preprocessing). Training adds `data` (the grain iterator state).
+preprocessing). Training adds `data` (the grain iterator state). A run trained
+with weight EMA (`config.ema_decay`) also holds `state/ema` (its averaged `params`
+and `batch_stats`); readers take those, the weights its evaluations measured.
 
 Accepted by `restore_checkpoint` and everything built on it (inference, predict,
 export, eval): a training workdir (its latest checkpoint, or the best with
@@ -201,6 +203,8 @@ def _read_step(step_dir: Path) -> tuple[Variables, dict[str, Any]]:
       reason = _one_line(e)
     else:
       state = restored[STATE_ITEM]
+      if isinstance(state, Mapping) and isinstance(state.get('ema'), Mapping):
+        state = state['ema']  # The weight average: what the run evaluated and kept as best.
       if not isinstance(state, Mapping) or 'params' not in state:
         reason = f'{STATE_ITEM}/ holds no model params'
       else:
@@ -317,6 +321,7 @@ _STATE_PARTS = {
     'params': "the model's parameters",
     'batch_stats': "the model's BatchNorm statistics",
     'opt_state': 'the optimizer state (another optimizer setting?)',
+    'ema': 'the weight average (config.ema_decay is 0 in one of the two runs)',
 }
 
 

@@ -120,6 +120,12 @@ def validate_config(
       'a probability in (0, 1)',
   )
   _check(
+      0 <= _get(config, 'ema_decay') < 1,
+      'ema_decay',
+      config.ema_decay,
+      'a number in [0, 1) (0 = no weight EMA)',
+  )
+  _check(
       0 <= config.loss.label_smoothing < 1,
       'loss.label_smoothing',
       config.loss.label_smoothing,

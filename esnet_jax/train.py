@@ -53,6 +53,28 @@ CLASS_WEIGHTS_FILE = 'class_weights.json'
 class TrainState(train_state.TrainState):
   batch_stats: Any
   rng: jax.Array  # Base dropout key; each step and device folds in its own numbers.
+  # With `config.ema_decay`: `{'params', 'batch_stats'}` averaged over the steps, the
+  # weights that evaluations measure and checkpoints hand to inference. None without.
+  ema: Any = None
+
+
+def eval_variables(state: TrainState) -> dict[str, Any]:
+  """The variables a state is evaluated (and used) with: its weight average if it has one."""
+  if state.ema is not None:
+    return state.ema
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def update_ema(ema: Any, variables: Any, step: jax.Array, decay: float) -> Any:
+  """The average after the update numbered `step` (0 for the first).
+
+  The decay ramps up as (1 + step) / (10 + step) until it reaches `decay`
+  (tf.train.ExponentialMovingAverage's `num_updates`), so that the early average is
+  not dominated by the random initialisation.
+  """
+  step = jnp.asarray(step, jnp.float32)
+  d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+  return jax.tree.map(lambda e, v: d * e + (1.0 - d) * v, ema, variables)
 
 
 def create_model(
@@ -119,14 +141,19 @@ def create_train_state(
     image_size: tuple[int, int],
     lr_fn: optax.Schedule,
 ) -> TrainState:
+  """Initial variables, the optimizer, and the weight average if `config.ema_decay` asks."""
   init_rng, dropout_rng = jax.random.split(rng)
   variables = init_variables(model, init_rng, image_size)
+  ema = None
+  if config.ema_decay > 0:
+    ema = {'params': variables['params'], 'batch_stats': variables['batch_stats']}
   return TrainState.create(
       apply_fn=model.apply,
       params=variables['params'],
       tx=create_optimizer(config, lr_fn),
       batch_stats=variables['batch_stats'],
       rng=dropout_rng,
+      ema=ema,
   )
 
 
@@ -137,8 +164,12 @@ def train_step(
     model: ESNet,
     loss_fn: Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]],
     lr_fn: optax.Schedule,
+    ema_decay: float = 0.0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step on this device's shard; collectives over `AXIS`."""
+  """One optimisation step on this device's shard; collectives over `AXIS`.
+
+  A state with a weight average (`state.ema`) updates it with `ema_decay`.
+  """
   dropout_rng = jax.random.fold_in(
       jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS)
   )
@@ -164,6 +195,15 @@ def train_step(
   )
   grads = jax.lax.pmean(grads, AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  if state.ema is not None:
+    new_state = new_state.replace(
+        ema=update_ema(
+            state.ema,
+            {'params': new_state.params, 'batch_stats': batch_stats},
+            state.step,
+            ema_decay,
+        )
+    )
   labels = batch['label']
   valid = (labels >= 0) & (labels < logits.shape[-1])
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) & valid)
@@ -188,7 +228,7 @@ def eval_step(
   """Confusion matrix of this batch, summed over all devices and hosts."""
   label = batch['label']
   probs = inference.predict_probabilities(
-      {'params': state.params, 'batch_stats': state.batch_stats},
+      eval_variables(state),
       batch['image'],
       model=model,
       out_size=label.shape[1:3],
@@ -447,7 +487,9 @@ def _train_in_held_workdir(
 
   state = replicate(state)
   p_train_step = jax.pmap(
-      functools.partial(train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn),
+      functools.partial(
+          train_step, model=model, loss_fn=loss_fn, lr_fn=lr_fn, ema_decay=config.ema_decay
+      ),
       axis_name=AXIS,
       donate_argnums=(0,),
   )
@@ -518,9 +560,15 @@ def _train_in_held_workdir(
         save(step)
         break
     # Every process reports, so that multi-host runs can be checked for identical params.
+    final = _host_state(state)
+    average = (
+        f' (weight average sha256 {params_fingerprint(final.ema["params"])})'
+        if final.ema is not None
+        else ''
+    )
     print(
         f'process {jax.process_index()}: params sha256 '
-        f'{params_fingerprint(_host_state(state).params)} at step {step}',
+        f'{params_fingerprint(final.params)}{average} at step {step}',
         flush=True,
     )
   finally:

@@ -46,6 +46,7 @@ def test_the_smoke_config_passes():
             1,
             r'loss.label_smoothing=1.0: expected a number in \[0, 1\)',
         ),
+        ({'ema_decay': 1.0}, 1, r'config.ema_decay=1.0: expected a number in \[0, 1\) \(0 = no'),
         ({'model.kernels': 'gpu'}, 1, r"config.model.kernels='gpu': expected one of auto"),
         ({'mode': 'serve'}, 1, r"config.mode='serve': expected one of .*export"),
     ],

@@ -258,3 +258,134 @@ def test_local_multiprocess_launch_gives_identical_parameters(tmp_path):
     digests.append(line[0].split()[4])
   assert digests[0] == digests[1]
   assert (tmp_path / 'checkpoints' / '4').exists()
+
+
+def test_weight_average_ramps_its_decay_up_to_the_configured_one():
+  ema, new = {'w': jnp.zeros(2)}, {'w': jnp.ones(2)}
+  for step, decay in ((0, 0.1), (8, 0.5), (10**6, 0.999)):
+    d = min(0.999, (1 + step) / (10 + step))
+    assert d == pytest.approx(decay, abs=1e-3)
+    chex.assert_trees_all_close(train.update_ema(ema, new, step, 0.999)['w'], 1 - d, atol=1e-6)
+
+
+def test_the_pmapped_step_averages_params_and_batch_norm_statistics():
+  """`state.ema` follows the recurrence over the step's own outputs; without it, nothing."""
+  import functools
+  import optax
+  from flax import linen as nn
+  from esnet_jax import losses
+
+  class Tiny(nn.Module):
+
+    @nn.compact
+    def __call__(self, x, train):
+      x = nn.Conv(3, (1, 1))(x)
+      return nn.BatchNorm(use_running_average=not train, axis_name=train_module.AXIS)(x)
+
+  train_module = train
+  model = Tiny()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)), train=False)
+  loss_fn = functools.partial(losses.cross_entropy, ignore_label=3)
+  rng = np.random.default_rng(0)
+  batches = [
+      {
+          'image': rng.normal(size=(1, 2, 4, 4, 3)).astype(np.float32),
+          'label': rng.integers(0, 3, (1, 2, 4, 4)).astype(np.int32),
+      }
+      for _ in range(3)
+  ]
+  for ema in (None, variables):
+    state = train.TrainState.create(
+        apply_fn=model.apply,
+        params=variables['params'],
+        tx=optax.sgd(0.5),
+        batch_stats=variables['batch_stats'],
+        rng=jax.random.key_data(jax.random.key(1)),
+        ema=ema,
+    )
+    step = jax.pmap(
+        functools.partial(
+            train.train_step, model=model, loss_fn=loss_fn, lr_fn=lambda s: 0.5, ema_decay=0.2
+        ),
+        axis_name=train.AXIS,
+    )
+    state = train.replicate(state)
+    expected = ema
+    for i, batch in enumerate(batches):
+      state, _ = step(state, batch)
+      host = train._host_state(state)
+      if ema is None:
+        assert host.ema is None
+        continue
+      current = {'params': host.params, 'batch_stats': host.batch_stats}
+      d = min(0.2, (1 + i) / (10 + i))
+      expected = jax.tree.map(lambda e, v: d * e + (1 - d) * v, expected, current)
+      chex.assert_trees_all_close(host.ema, expected, rtol=1e-6)
+      chex.assert_trees_all_close(train.eval_variables(host), host.ema)
+    if ema is not None:  # Three steps moved the average, and not all the way.
+      assert not np.allclose(
+          host.ema['params']['Conv_0']['kernel'], host.params['Conv_0']['kernel']
+      )
+      assert not np.allclose(
+          host.ema['params']['Conv_0']['kernel'], variables['params']['Conv_0']['kernel']
+      )
+
+
+EMA_RUN = (*RUN, '--config.ema_decay=0.9')
+
+
+@pytest.fixture(scope='module')
+def ema_run(tmp_path_factory) -> tuple[Path, str]:
+  """One uninterrupted smoke run with weight EMA: (workdir, its stdout)."""
+  workdir = tmp_path_factory.mktemp('ema')
+  out = run_main(workdir, *EMA_RUN)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out.stdout
+
+
+def test_a_run_with_weight_ema_hands_its_average_to_inference(ema_run, tmp_path):
+  import orbax.checkpoint as ocp
+
+  workdir, out = ema_run
+  assert 'weight average sha256' in out
+  step_dir = workdir / 'checkpoints' / str(STEPS)
+  with ocp.StandardCheckpointer() as checkpointer:
+    stored = checkpointer.restore(step_dir / 'state')
+  used = checkpointing.restore_variables(workdir)
+  chex.assert_trees_all_equal(used, jax.tree.map(np.asarray, dict(stored['ema'])))
+  assert not all(
+      np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(used['params']), jax.tree.leaves(stored['params']))
+  )
+  # What eval mode measures from the checkpoint is what training measured: the average.
+  config = smoke.get_config()
+  config.mode, config.ema_decay, config.eval.which = 'eval', 0.9, 'best'
+  copy = tmp_path / 'w'
+  shutil.copytree(workdir, copy)
+  summary = train.evaluate_checkpoint(config, copy)
+  trained = json.loads((workdir / 'eval' / f'step_{STEPS}.json').read_text())
+  assert summary['miou'] == pytest.approx(trained['miou'], abs=1e-9)
+
+
+def test_sigkill_then_resume_with_weight_ema_is_bitwise_equal(ema_run, tmp_path):
+  proc = start_main(tmp_path, *EMA_RUN)
+  _wait_for(tmp_path / 'checkpoints' / '2', proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (tmp_path / 'checkpoints' / str(STEPS)).exists(), 'finished before it was killed'
+  out = run_main(tmp_path, *EMA_RUN)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Resumed from' in out.stdout
+  chex.assert_trees_all_equal(
+      checkpointing.restore_variables(tmp_path), checkpointing.restore_variables(ema_run[0])
+  )
+
+
+def test_resuming_a_weight_ema_run_without_it_says_so(ema_run, tmp_path):
+  workdir = tmp_path / 'w'
+  shutil.copytree(ema_run[0], workdir)
+  out = run_main(
+      workdir, *RUN[:-3], f'--config.num_train_steps={STEPS + 2}', '--config.ema_decay=0'
+  )
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert 'the weight average (config.ema_decay is 0 in one of the two runs)' in out.stderr

@@ -289,6 +289,7 @@ def _train_config(kernels: str = 'auto', dtype: str = 'float32') -> Any:
   return ml_collections.ConfigDict(
       {
           'num_train_steps': 1000,
+          'ema_decay': 0.0,
           'model': {'dtype': dtype, 'dropout': True, 'kernels': kernels},
           'optimizer': {
               'learning_rate': 5e-4,
