@@ -99,3 +99,27 @@ def test_camvid_missing_root_is_one_line_naming_path_and_flag(tmp_path, monkeypa
   for folder in ('train', 'trainannot', 'val', 'valannot'):
     (missing / folder).mkdir()
   _validate(config)
+
+
+def test_the_cpu_trainval_config_is_camvid_s_recipe_longer_on_train_and_val():
+  """Only the split and the schedule's length differ from configs/camvid.py, in proportion."""
+  from configs import camvid, camvid_trainval_cpu
+
+  base, long = camvid.get_config(), camvid_trainval_cpu.get_config()
+  assert long.dataset.train_split == 'train+val' and long.num_train_steps == 5850
+  (half, *rest), (base_half, *base_rest) = long.dataset.phases[0], base.dataset.phases[0]
+  assert rest == base_rest
+  assert half / long.num_train_steps == pytest.approx(base_half / base.num_train_steps)
+  assert long.num_train_steps // long.eval_every_steps == 6
+  for key, value in (
+      ('dataset.train_split', base.dataset.train_split),
+      ('num_train_steps', base.num_train_steps),
+      ('dataset.phases', base.dataset.phases),
+      ('eval_every_steps', base.eval_every_steps),
+  ):
+    node = long
+    *parents, leaf = key.split('.')
+    for part in parents:
+      node = node[part]
+    node[leaf] = value
+  assert long.to_dict() == base.to_dict()
