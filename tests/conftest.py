@@ -169,13 +169,17 @@ def run_main(
   )
 
 
+def finished_run(workdir: Path, *overrides: str) -> tuple[Path, str]:
+  """An uninterrupted smoke run that must succeed: (workdir, its stdout)."""
+  out = run_main(workdir, *overrides)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir, out.stdout
+
+
 @pytest.fixture(scope='session')
 def reference_run(tmp_path_factory) -> tuple[Path, str]:
   """One uninterrupted smoke run of `RUN`: (workdir, its stdout)."""
-  workdir = tmp_path_factory.mktemp('reference')
-  out = run_main(workdir, *RUN)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, out.stdout
+  return finished_run(tmp_path_factory.mktemp('reference'), *RUN)
 
 
 # What an inference benchmark result holds (tests of esnet_jax.benchmark and its runners).

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, RUN, STEPS, run_main, start_main, subprocess_env
+from conftest import REPO, RUN, STEPS, finished_run, run_main, start_main, subprocess_env
 from configs import smoke
 from esnet_jax import checkpointing, train
 
@@ -149,16 +149,23 @@ def test_end_to_end_run_writes_metrics_eval_and_checkpoints(reference_run):
   assert json.loads((workdir / 'class_weights.json').read_text())['weights']
 
 
-def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(reference_run, tmp_path):
-  ref_dir, _ = reference_run
-  proc = start_main(tmp_path, *RUN)
-  _wait_for(tmp_path / 'checkpoints' / '2', proc)
+def _killed_at_step_2_then_resumed(workdir: Path, *overrides: str):
+  """A run SIGKILLed once its step-2 checkpoint exists, then the same command to its end:
+  (the killed process, the resumed run's output)."""
+  proc = start_main(workdir, *overrides)
+  _wait_for(workdir / 'checkpoints' / '2', proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert not (tmp_path / 'checkpoints' / str(STEPS)).exists(), 'finished before it was killed'
-  out = run_main(tmp_path, *RUN)
+  assert not (workdir / 'checkpoints' / str(STEPS)).exists(), 'finished before it was killed'
+  out = run_main(workdir, *overrides)
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'Resumed from' in out.stdout
+  return proc, out
+
+
+def test_sigkill_then_resume_is_bitwise_equal_to_uninterrupted(reference_run, tmp_path):
+  ref_dir, _ = reference_run
+  proc, out = _killed_at_step_2_then_resumed(tmp_path, *RUN)
   # The same command:
   assert f'taking over the lock left by process {proc.pid} ' in out.stderr
   resumed = checkpointing.restore_variables(tmp_path)
@@ -337,10 +344,7 @@ EMA_RUN = (*RUN, '--config.ema_decay=0.9')
 @pytest.fixture(scope='module')
 def ema_run(tmp_path_factory) -> tuple[Path, str]:
   """One uninterrupted smoke run with weight EMA: (workdir, its stdout)."""
-  workdir = tmp_path_factory.mktemp('ema')
-  out = run_main(workdir, *EMA_RUN)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return workdir, out.stdout
+  return finished_run(tmp_path_factory.mktemp('ema'), *EMA_RUN)
 
 
 def test_a_run_with_weight_ema_hands_its_average_to_inference(ema_run, tmp_path):
@@ -368,14 +372,7 @@ def test_a_run_with_weight_ema_hands_its_average_to_inference(ema_run, tmp_path)
 
 
 def test_sigkill_then_resume_with_weight_ema_is_bitwise_equal(ema_run, tmp_path):
-  proc = start_main(tmp_path, *EMA_RUN)
-  _wait_for(tmp_path / 'checkpoints' / '2', proc)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not (tmp_path / 'checkpoints' / str(STEPS)).exists(), 'finished before it was killed'
-  out = run_main(tmp_path, *EMA_RUN)
-  assert out.returncode == 0, out.stderr[-3000:]
-  assert 'Resumed from' in out.stdout
+  _killed_at_step_2_then_resumed(tmp_path, *EMA_RUN)
   chex.assert_trees_all_equal(
       checkpointing.restore_variables(tmp_path), checkpointing.restore_variables(ema_run[0])
   )
