@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -27,7 +28,9 @@ def toy_registry(tmp_path, monkeypatch):
       dataset='camvid',
       class_table=CAMVID_CLASSES,
       config='configs/camvid.py',
+      train_split='train',
       val_miou=0.5,
+      train_only_val_miou=0.5,
   )
   monkeypatch.setattr(pretrained, 'WEIGHTS_DIR', tmp_path)
   monkeypatch.setitem(pretrained.PRETRAINED, 'toy', entry)
@@ -98,6 +101,16 @@ def test_shipped_camvid_weights_are_small_intact_and_camvid_shaped():
   seg = Segmenter.from_pretrained('camvid')
   assert seg.num_classes == 11
   assert seg.meta['class_names'] == list(CAMVID_CLASSES.names)
+
+
+def test_shipped_camvid_entry_states_its_training_split_and_its_recipes_held_out_figure():
+  entry = pretrained.get('camvid')
+  config = importlib.import_module(entry.config.removesuffix('.py').replace('/', '.'))
+  assert config.get_config().dataset.train_split == entry.train_split
+  assert Segmenter.from_pretrained('camvid').meta['train_split'] == entry.train_split
+  # The held-out figure: the same config trained on train only (docs/camvid/trials.md).
+  record = json.loads((REPO / 'docs/camvid/candidate-2026-12-07/eval_step_5850.json').read_text())
+  assert round(record['miou'], 4) == entry.train_only_val_miou
 
 
 def test_shipped_camvid_weights_reproduce_the_readme_val_miou(camvid_root, tmp_path):
