@@ -11,6 +11,8 @@ is one line that names the file or option and what was expected, and its
   stopped working (a non-finite loss).
 - `WeightsError`: a weights file or checkpoint that cannot be used; every source
   `esnet_jax.weights.load` accepts fails with one of its kind.
+- `OutputError`, `MemoryBudgetError` (under `UserInputError`): an output that would
+  replace an input, and work that would not fit in memory, refused before it starts.
 - `CheckpointSaveError`, `WorkdirError`: a training's own files cannot be written.
 
 Each class also derives from the builtin its callers caught before the family
@@ -80,6 +82,14 @@ class NonFiniteLossError(UserInputError, FloatingPointError):
   """The loss became NaN or infinite; training stops, the last good checkpoint stays."""
 
   exit_status = 1
+
+
+class OutputError(UserInputError, ValueError):
+  """An output path that would replace one of the command's inputs, or cannot be written."""
+
+
+class MemoryBudgetError(UserInputError, MemoryError):
+  """An input, its scales or its batch would need more memory than the machine has."""
 
 
 class DemoError(UserInputError, RuntimeError):
