@@ -70,6 +70,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.alpha = 0.5  # opacity of the class colours in the overlays
   config.predict.palette = 'checkpoint'  # 'checkpoint' colours, or 'dataset' (config.dataset)
   config.predict.submission = False  # Cityscapes test-server labelIds PNGs only
+  # What runs the network (esnet_jax.engines): auto = the fastest installed for the precision.
+  config.predict.engine = 'auto'  # 'auto', 'jax', 'onnxruntime' or 'openvino'
+  config.predict.precision = ''  # '' = config.model.dtype's; 'float32', 'bfloat16' or 'int8'
+  config.predict.threads = 0  # ONNX Runtime's / OpenVINO's threads; 0 = theirs
+  config.predict.calibration = ''  # INT8 of weights that ship no INT8 file: config or folder
 
   # export mode (esnet_jax.export): the same settings as python -m esnet_jax.export.
   config.export = ml_collections.ConfigDict()

@@ -11,9 +11,37 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
-from esnet_jax import checkpointing, cli, convert, weights
-from esnet_jax.errors import EsnetError
+from esnet_jax import checkpointing, cli, convert, output_files, pretrained, weights
+from esnet_jax.errors import EsnetError, OutputError
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+  """Refuses, before anything is read, an output that is the input or cannot be written.
+
+  `--out` must be, or be able to become, a folder other than the `--torch` file;
+  `--out-torch` a file other than what `--checkpoint` names (for `pretrained:NAME`,
+  the shipped weights file).
+
+  Raises:
+    OutputError: naming the option, and the input where it is the input.
+  """
+  if args.torch:
+    if output_files.resolved(args.out) == output_files.resolved(args.torch):
+      raise OutputError(
+          f'--out {args.out}: is --torch {args.torch}, which this command reads; refusing to '
+          'overwrite it (choose another output folder).'
+      )
+    output_files.check_output_folder(args.out, '--out')
+    return
+  source = ('--checkpoint', args.checkpoint)
+  if weights.is_pretrained(args.checkpoint):
+    name = args.checkpoint[len(weights.PRETRAINED_PREFIX) :]
+    source = (f"--checkpoint {args.checkpoint}'s file", pretrained.get(name).path)
+  output_files.check_output_file(args.out_torch, '--out-torch', [source])
+  if Path(args.out_torch).suffix.lower() not in weights.TORCH_OUTPUT_SUFFIXES:
+    raise OutputError(f'--out-torch {args.out_torch}: expected a .npz, .pth or .pt file name.')
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
   ):
     parser.error('give either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE')
   try:
+    check_outputs(args)
     if args.torch:
       variables = weights.load_torch_weights(args.torch)
       num_classes = convert.num_classes_of(variables)

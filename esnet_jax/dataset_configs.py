@@ -11,11 +11,16 @@ from pathlib import Path
 
 import ml_collections
 
+from esnet_jax.cli import one_line
 from esnet_jax.errors import OptionError
 
 
 def load_dataset_config(path: str | Path, option: str) -> ml_collections.ConfigDict:
   """`get_config().dataset` of the config file PATH.
+
+  The file is user code: whatever it raises while it is imported or while `get_config`
+  runs (not only an import error: a typo's NameError, a ValueError of its own) is
+  reported in one line naming PATH.
 
   Raises:
     OptionError: PATH does not load as a config with a dataset (named as OPTION).
@@ -28,10 +33,14 @@ def load_dataset_config(path: str | Path, option: str) -> ml_collections.ConfigD
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config().dataset
-  except (ImportError, AttributeError, SyntaxError) as e:
+  except Exception as e:  # pylint: disable=broad-except  # User code may raise anything.
+    hint = (
+        ' (run from the repository root so that `configs` imports)'
+        if isinstance(e, ImportError)
+        else ''
+    )
     raise OptionError(
         option,
         str(path),
-        f'a dataset config that loads, not {type(e).__name__}: {e} (run from the repository '
-        'root so that `configs` imports)',
+        f'a dataset config that loads, not {type(e).__name__}: {one_line(e, 300)}{hint}',
     ) from e

@@ -39,7 +39,14 @@ BatchNorm layers).
   tests check onnxruntime against JAX within 1e-4) and symbolic in H and W.
 - INT8 ONNX (`--quantize int8`): that graph quantized by ONNX Runtime's static
   quantization, calibrated on `--calibration`'s images (`esnet_jax.quantize`);
-  the same input and output, and `FILE.json` records how under `quantization`.
+  the same input and output, and `FILE.json` records how under `quantization`
+  (calibration images resized to a fixed-size graph's input, bilinearly).
+
+Nothing the user already has is lost: `--out` and `--out`.json are refused, before any
+work, where they would replace a file the export reads (the checkpoint, the calibration
+config, a calibration folder's images) or are folders; both are written under temporary
+names beside their targets and renamed onto them only once both are complete, so that a
+failed export leaves an earlier one as it was (`check_outputs`, `output_files`).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from esnet_jax import cli, inference, options, weights
+from esnet_jax import cli, deployed, options, output_files, pretrained, weights
 from esnet_jax.convert import num_classes_of
 from esnet_jax.errors import EsnetError, ExportError, OptionError
 from esnet_jax.options import EXPORT_FORMATS as FORMATS, ExportOptions
@@ -78,10 +85,10 @@ def inference_function(
 ) -> Callable[[jax.Array], jax.Array]:
   """Normalised float32 NHWC images -> float32 logits NHWC, the weights closed over.
 
-  The deployed network (`inference.deployed_network`) on XLA's operations only, so
+  The deployed network (`deployed.deployed_network`) on XLA's operations only, so
   that the exported program runs on any platform.
   """
-  model, variables = inference.deployed_network(variables, kernels='xla', fold_bn=fold_bn)
+  model, variables = deployed.deployed_network(variables, kernels='xla', fold_bn=fold_bn)
   variables = jax.tree.map(jnp.asarray, variables)
   return lambda images: model.apply(variables, images, train=False)
 
@@ -113,10 +120,8 @@ def export_stablehlo(
 
 
 def save_stablehlo(exported: jax.export.Exported, path: str | os.PathLike[str]) -> Path:
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(exported.serialize())
-  return path
+  """Writes EXPORTED, serialized, to PATH whole (`output_files.write_bytes`)."""
+  return output_files.write_bytes(path, exported.serialize())
 
 
 def load_stablehlo(path: str | os.PathLike[str]) -> jax.export.Exported:
@@ -133,7 +138,7 @@ def export_onnx(
     batch: int | None = None,
     fold_bn: bool = True,
 ) -> Path:
-  """ONNX of the same function (`onnx_graph.build_model`), written to `path`.
+  """ONNX of the same function (`onnx_graph.build_model`), written to `path` whole.
 
   batch, height and width are symbolic unless given; height and width are
   multiples of 8 either way.
@@ -153,10 +158,9 @@ def export_onnx(
       input_name=INPUT_NAME,
       output_name=OUTPUT_NAME,
   )
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  onnx.save(model, str(path))
-  return path
+  with output_files.replacing(path) as tmp:
+    onnx.save(model, str(tmp))
+  return Path(path)
 
 
 # What each dimension left symbolic admits, for FILE.json.
@@ -173,8 +177,7 @@ def _onnx_opset() -> int:
   return onnx_graph.OPSET
 
 
-def write_metadata(
-    path: str | os.PathLike[str],
+def metadata(
     meta: Mapping[str, Any],
     *,
     fmt: str,
@@ -184,8 +187,8 @@ def write_metadata(
     batch: int | None,
     fold_bn: bool,
     quantization: Mapping[str, Any] | None = None,
-) -> Path:
-  """`FILE.json`: the input/output contract and what is needed to prepare inputs.
+) -> dict[str, Any]:
+  """What `FILE.json` holds: the input/output contract and what is needed to prepare inputs.
 
   `quantization` (INT8 files) records how the file was quantized and calibrated.
 
@@ -195,7 +198,7 @@ def write_metadata(
   sizes = {'batch': batch, 'height': height, 'width': width}
   dims = [size if size is not None else name for name, size in sizes.items()]
   symbolic = {name: _SYMBOLIC[name] for name, size in sizes.items() if size is None}
-  info = {
+  return {
       'format': fmt,
       'input': {
           'name': INPUT_NAME,
@@ -218,9 +221,18 @@ def write_metadata(
       **({'quantization': dict(quantization)} if quantization else {}),
       **{k: meta[k] for k in ('class_names', 'colours', 'ignore_label', 'source') if k in meta},
   }
-  out = Path(f'{path}.json')
-  out.write_text(json.dumps(info, indent=1))
-  return out
+
+
+def metadata_path(path: str | os.PathLike[str]) -> Path:
+  """`FILE.json` of the export FILE."""
+  return Path(f'{os.fspath(path)}.json')
+
+
+def write_metadata(path: str | os.PathLike[str], meta: Mapping[str, Any], **contract: Any) -> Path:
+  """Writes `FILE.json` (`metadata(meta, **contract)`) beside the export PATH, whole."""
+  return output_files.write_text(
+      metadata_path(path), json.dumps(metadata(meta, **contract), indent=1)
+  )
 
 
 def export(
@@ -254,27 +266,86 @@ def export(
   return run_options(settings)
 
 
-def run_options(settings: ExportOptions) -> tuple[Path, Path]:
-  """What `export` does, for settings already checked (the command line, a config)."""
+def _flag(field: str, config: bool) -> str:
+  """How the user named an `ExportOptions` field: its flag, or its config key."""
+  return f'config.export.{field}' if config else '--' + field.replace('_', '-')
+
+
+def check_outputs(settings: ExportOptions, *, config: bool = False) -> tuple[Path, Path]:
+  """(export file, its JSON) of SETTINGS, both checked before any work is done.
+
+  Neither may be a file the export reads (the checkpoint, a pretrained name's file, the
+  calibration config or a calibration folder's images), a folder, or lie under a file.
+
+  `config`: name the settings as `config.export.*` keys, not as flags.
+
+  Raises:
+    OutputError: naming the output and the input it would replace.
+    InputError: a calibration folder holds no image.
+  """
+  inputs = []
+  if weights.is_pretrained(settings.checkpoint):
+    name = settings.checkpoint[len(weights.PRETRAINED_PREFIX) :]
+    if name in pretrained.PRETRAINED:  # An unknown name fails when the weights are loaded.
+      inputs.append(
+          (f"{_flag('checkpoint', config)} {settings.checkpoint}'s file", pretrained.get(name).path)
+      )
+  else:
+    inputs.append((_flag('checkpoint', config), settings.checkpoint))
+  if settings.quantize == 'int8':
+    calibration = Path(settings.calibration)
+    flag = _flag('calibration', config)
+    inputs.append((flag, calibration))
+    if calibration.is_dir():
+      from esnet_jax import quantize  # pylint: disable=g-import-not-at-top
+
+      inputs += [(f'{flag} image', f) for f in quantize.calibration_folder_files(calibration)]
+  option = _flag('out', config)
+  out = output_files.check_output_file(settings.out, option, inputs)
+  json_path = output_files.check_output_file(metadata_path(out), f'{option} (its .json)', inputs)
+  return out, json_path
+
+
+def run_options(settings: ExportOptions, *, config: bool = False) -> tuple[Path, Path]:
+  """What `export` does, for settings already checked (the command line, a config).
+
+  The outputs are checked first (`check_outputs`; `config` as there); the export and its
+  JSON are written under temporary names beside them and renamed onto them only when
+  both are complete, so that a failure leaves earlier files as they were.
+  """
+  out, json_path = check_outputs(settings, config=config)
   variables, meta = load_checkpoint(settings.checkpoint, settings.which)
+  write_export(variables, meta, settings, out, json_path)
+  return out, json_path
+
+
+def write_export(
+    variables: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    settings: ExportOptions,
+    out: Path,
+    json_path: Path,
+) -> None:
+  """Writes the export of VARIABLES that SETTINGS ask for to OUT and its JSON to JSON_PATH,
+  each under a temporary name renamed into place when both are complete."""
   size = dict(height=settings.height, width=settings.width, batch=settings.batch)
   quantization = None
-  if settings.format == 'stablehlo':
-    exported = export_stablehlo(variables, **size, fold_bn=settings.fold_bn)
-    path = save_stablehlo(exported, settings.out)
-  elif settings.quantize == 'int8':
-    path, quantization = _export_int8(variables, meta, settings, size)
-  else:
-    path = export_onnx(variables, settings.out, **size, fold_bn=settings.fold_bn)
-  return path, write_metadata(
-      path,
-      meta,
-      fmt=settings.format,
-      num_classes=num_classes_of(variables),
-      **size,
-      fold_bn=settings.fold_bn,
-      quantization=quantization,
-  )
+  with output_files.replacing(out) as tmp, output_files.replacing(json_path) as tmp_json:
+    if settings.format == 'stablehlo':
+      save_stablehlo(export_stablehlo(variables, **size, fold_bn=settings.fold_bn), tmp)
+    elif settings.quantize == 'int8':
+      quantization = _export_int8(variables, meta, settings, size, tmp)
+    else:
+      export_onnx(variables, tmp, **size, fold_bn=settings.fold_bn)
+    contract = metadata(
+        meta,
+        fmt=settings.format,
+        num_classes=num_classes_of(variables),
+        **size,
+        fold_bn=settings.fold_bn,
+        quantization=quantization,
+    )
+    tmp_json.write_text(json.dumps(contract, indent=1))
 
 
 def _export_int8(
@@ -282,20 +353,36 @@ def _export_int8(
     meta: Mapping[str, Any],
     settings: ExportOptions,
     size: Mapping[str, int | None],
-) -> tuple[Path, dict[str, Any]]:
-  """The float32 ONNX (in a temporary folder), quantized into `settings.out`."""
+    out: Path,
+) -> dict[str, Any]:
+  """The float32 ONNX (in a temporary folder), quantized into OUT; returns the JSON's record.
+
+  Calibration images are brought to a fixed-size graph's input size (`quantize`).
+  """
   from esnet_jax import quantize  # pylint: disable=g-import-not-at-top
 
   mean, std = meta.get('mean', MEAN_RGB), meta.get('std', STD_RGB)
   images, calibration = quantize.calibration_images(
-      settings.calibration, count=settings.calibration_images, mean=mean, std=std
+      settings.calibration,
+      count=settings.calibration_images,
+      mean=mean,
+      std=std,
+      height=size['height'],
+      width=size['width'],
   )
   with tempfile.TemporaryDirectory(prefix='esnet_int8_') as tmp:
     float_path = export_onnx(
         variables, Path(tmp) / 'float32.onnx', **size, fold_bn=settings.fold_bn
     )
-    method = quantize.quantize_int8(float_path, settings.out, images, input_name=INPUT_NAME)
-  return Path(settings.out), {**method, 'calibration': calibration}
+    method = quantize.quantize_int8(
+        float_path,
+        out,
+        images,
+        input_name=INPUT_NAME,
+        name=settings.out,
+        source=settings.calibration,
+    )
+  return {**method, 'calibration': calibration}
 
 
 def _report(paths: tuple[Path, Path]) -> None:
@@ -305,7 +392,7 @@ def _report(paths: tuple[Path, Path]) -> None:
 
 def export_from_config(config: Any, workdir: str | os.PathLike[str]) -> tuple[Path, Path]:
   """`main.py --config.mode=export`: `config.export` (`ExportOptions.from_config`)."""
-  paths = run_options(ExportOptions.from_config(config, workdir))
+  paths = run_options(ExportOptions.from_config(config, workdir), config=True)
   _report(paths)
   return paths
 

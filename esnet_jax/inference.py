@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -21,42 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import folding, implementations, weights
+from esnet_jax import engines, memory_budget, weights
+from esnet_jax.deployed import deployed_network, tta_size
 from esnet_jax.convert import num_classes_of
+from esnet_jax.engines import views as engine_views
 from esnet_jax.models import ESNet
 from esnet_jax.transforms import MEAN_RGB, STD_RGB
-
-
-def deployed_network(
-    variables: Mapping[str, Any],
-    *,
-    kernels: str = 'auto',
-    dtype: Any = jnp.float32,
-    fold_bn: bool = True,
-) -> tuple[ESNet, dict[str, Any]]:
-  """The network inference runs on `variables`, and the variables it takes.
-
-  Args:
-    variables: `{'params', 'batch_stats'}` of a trained `ESNet`.
-    kernels: who computes it, 'auto' | 'xla' | 'native' (`esnet_jax.implementations`).
-    dtype: compute dtype; parameters stay float32.
-    fold_bn: merge every BatchNorm into the convolution before it.
-
-  Returns:
-    `(model, model_variables)`: call `model.apply(model_variables, x, train=False)`
-    on normalised NHWC images whose sides are multiples of 8.
-  """
-  model = implementations.esnet(
-      num_classes_of(variables), kernels=kernels, dtype=jnp.dtype(dtype), bn_folded=fold_bn
-  )
-  if fold_bn:
-    return model, folding.fold_batch_norm(variables, epsilon=model.bn_epsilon)
-  return model, {k: variables[k] for k in ('params', 'batch_stats')}
-
-
-def tta_size(height: int, width: int, scale: float) -> tuple[int, int]:
-  """The input size test-time augmentation runs at for `scale`: multiples of 8, at least 8."""
-  return (max(8, int(round(height * scale / 8)) * 8), max(8, int(round(width * scale / 8)) * 8))
 
 
 def predict_probabilities(
@@ -104,6 +75,14 @@ class Segmenter:
   `scales` and `flip` are test-time augmentation (`predict_probabilities`, as
   evaluation with `config.eval.scales` / `config.eval.flip`); without them the
   class map is the argmax of the logits themselves.
+
+  `engine` runs the network (`esnet_jax.engines`: 'jax', 'onnxruntime', 'openvino',
+  or 'auto', the fastest installed for the precision) and `precision` is 'float32',
+  'bfloat16' or 'int8' (None: `dtype`'s); INT8 of weights that ship no INT8 file needs
+  `calibration` once (a dataset config or a folder of images; the file is cached).
+  `threads` bounds ONNX Runtime's and OpenVINO's threads. JAX compiles normalisation,
+  padding, the views and the argmax into one program; the other engines run the same
+  steps around their call (`engines.views`).
   """
 
   def __init__(
@@ -118,21 +97,40 @@ class Segmenter:
       kernels: str = 'auto',
       scales: Sequence[float] = (1.0,),
       flip: bool = False,
+      engine: str = 'jax',
+      precision: str | None = None,
+      threads: int | None = None,
+      calibration: str = '',
   ):
     scales = tuple(float(s) for s in scales)
-    if not scales or any(s <= 0 for s in scales):
-      raise ValueError(f'scales must be positive, got {scales}.')
+    if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
+      raise ValueError(f'scales must be positive and finite, got {scales}.')
     self.scales, self.flip = scales, bool(flip)
     self.num_classes = num_classes_of(variables)
     self.meta = dict(meta or {})
-    self.dtype = jnp.dtype(dtype)
+    if precision is None:
+      precision = 'bfloat16' if jnp.dtype(dtype) == jnp.bfloat16 else 'float32'
+    self.precision = precision
+    self.engine_name = engines.resolve(engine, precision)
+    self.dtype = jnp.dtype(jnp.bfloat16 if precision == 'bfloat16' else jnp.float32)
     self.fold_bn = fold_bn
+    self._mean = np.asarray(mean, np.float32).reshape(3)
+    self._std = np.asarray(std, np.float32).reshape(3)
+    self.engine: engines.Engine | None = None
+    if self.engine_name != 'jax':  # Another runtime: normalisation and views in `views`.
+      settings = engines.EngineSettings(
+          precision=precision,
+          kernels=kernels,
+          fold_bn=fold_bn,
+          threads=threads,
+          calibration=calibration,
+      )
+      self.engine = engines.build(variables, self.meta, self.engine_name, settings)
+      return
     self.model, variables = deployed_network(
         variables, kernels=kernels, dtype=self.dtype, fold_bn=fold_bn
     )
     self.variables = jax.device_put(variables)
-    self._mean = np.asarray(mean, np.float32).reshape(3)
-    self._std = np.asarray(std, np.float32).reshape(3)
     self.compiled_shapes: set[tuple[Any, ...]] = set()
     self._forward = jax.jit(self._forward_impl, static_argnames='with_probs')
 
@@ -157,6 +155,12 @@ class Segmenter:
   def augmented(self) -> bool:
     """Whether test-time augmentation is on (more than the one view at scale 1)."""
     return self.flip or self.scales != (1.0,)
+
+  def memory_needed(self, height: int, width: int, batch: int = 1) -> int:
+    """Estimated peak bytes of segmenting BATCH images of HEIGHTxWIDTH with this TTA."""
+    return memory_budget.inference_bytes(
+        height, width, num_classes=self.num_classes, batch=batch, scales=self.scales, flip=self.flip
+    )
 
   def _forward_impl(
       self, variables: Any, images: jax.Array, with_probs: bool
@@ -186,6 +190,10 @@ class Segmenter:
     Returns int32 class maps shaped like the input minus the channel axis (a list
     for a list input); with `return_probs`, also float32 softmax probabilities
     (..., num_classes), averaged over the test-time views.
+
+    Raises:
+      MemoryBudgetError: the batch at these scales would not fit in the memory the machine
+        has free (`memory_budget`), e.g. scales=(25,) meant as 0.25.
     """
     if isinstance(images, (list, tuple)):
       results = [self.predict(im, return_probs) for im in images]
@@ -203,7 +211,23 @@ class Segmenter:
           f'Segmenter.predict expects uint8 RGB images (0..255); got '
           f'{batch.dtype}. Convert with np.asarray(img, np.uint8).'
       )
-    classes, probs = self._forward(self.variables, batch, with_probs=return_probs)
+    scales = ', '.join(f'{s:g}' for s in self.scales) + (' with flip' if self.flip else '')
+    memory_budget.check(
+        self.memory_needed(*batch.shape[1:3], batch=batch.shape[0]),
+        f'Segmenter.predict on images of shape {batch.shape} at scales {scales}',
+    )
+    if self.engine is not None:
+      classes, probs = engine_views.predict(
+          self.engine,
+          batch,
+          mean=self._mean,
+          std=self._std,
+          scales=self.scales,
+          flip=self.flip,
+          with_probs=return_probs,
+      )
+    else:
+      classes, probs = self._forward(self.variables, batch, with_probs=return_probs)
     classes = np.asarray(classes)
     if single:
       classes = classes[0]

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from esnet_jax import cli, implementations, inference
+from esnet_jax import cli, deployed, implementations
 from esnet_jax.benchmarking import report
 from esnet_jax.benchmarking.contenders import import_torch, random_variables
 from esnet_jax.benchmarking.timing import time_alternating
@@ -119,7 +119,7 @@ def run_layer_timing(
   if compare_torch:
     import_torch()
   variables = random_variables(num_classes, seed)
-  model, folded = inference.deployed_network(variables, kernels=kernels)
+  model, folded = deployed.deployed_network(variables, kernels=kernels)
   folded = jax.device_put(folded)
   x = np.random.default_rng(seed).standard_normal((batch, height, width, 3), np.float32)
   blocks = jax_blocks(model, folded, x)

@@ -79,7 +79,9 @@ def _read_meta(json_path: Path, option: str, model: Path) -> dict[str, Any]:
   for key, ok in checks.items():
     if key not in meta or not ok(meta[key]):
       raise OptionError(
-          option, str(model), f'{json_path} to give {key!r} as {_REQUIRED[key]}, not {meta.get(key)!r}'
+          option,
+          str(model),
+          f'{json_path} to give {key!r} as {_REQUIRED[key]}, not {meta.get(key)!r}',
       )
   return meta
 

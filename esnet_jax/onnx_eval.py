@@ -8,6 +8,9 @@ the checkpoint it came from (INT8 changes the numbers). Each image is normalised
 the mean and std of `FILE.json` (written by `esnet_jax.export`), padded at the bottom
 and right to multiples of 8 with the mean pixel as inference does, run at full size,
 and the logits cropped back; the confusion matrix and IoU are `esnet_jax.metrics`'.
+
+The file is checked against its JSON and the dataset (`onnx_contract`), and `--json`
+against the inputs, before the first image runs; `--json` is written whole.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from esnet_jax import cli, dataset_configs, datasets, metrics, transforms
+from esnet_jax import cli, dataset_configs, datasets, metrics, onnx_contract, output_files
+from esnet_jax import transforms
 from esnet_jax.errors import EsnetError, OptionError
 
 
@@ -37,16 +41,22 @@ def _session(model: Path, threads: int | None) -> Any:
   try:
     return ort.InferenceSession(str(model), options, providers=['CPUExecutionProvider'])
   except Exception as e:  # ORT raises its own bare exception types.
-    raise OptionError('model', str(model), f'an ONNX file ONNX Runtime loads ({e})') from e
-
-
-def _metadata(model: Path) -> dict[str, Any]:
-  path = model.with_name(model.name + '.json')
-  if not path.is_file():
     raise OptionError(
-        'model', str(model), f'an export of esnet_jax.export, with its {path.name} beside it'
+        'model', str(model), f'an ONNX file ONNX Runtime loads ({cli.one_line(e, 500)})'
+    ) from e
+
+
+def _check_size(export: onnx_contract.Export, size: Sequence[int], name: str) -> None:
+  """Refuses a graph with a fixed side other than SIZE's, (height, width) padded to 8."""
+  fixed = (export.height, export.width)
+  if any(side is not None and side != wanted for side, wanted in zip(fixed, size)):
+    takes = 'x'.join(str(side) if side is not None else 'any' for side in fixed)
+    raise OptionError(
+        'model',
+        str(export.path),
+        f'an export that takes {size[0]}x{size[1]} images (those of {name}; '
+        f'export it without --height/--width), not {takes}',
     )
-  return json.loads(path.read_text())
 
 
 def evaluate(
@@ -57,46 +67,50 @@ def evaluate(
 ) -> dict[str, Any]:
   """Per-class IoU, mIoU and mean latency of ONNX file MODEL on SPLIT of CONFIG's dataset.
 
+  Everything that can be checked is checked before the first image is run: MODEL and its
+  JSON agree (`onnx_contract.read_export`: the class count and input layout come from the
+  graph), the class count is the dataset's, and a fixed-size graph takes the first image.
+
   Raises:
-    OptionError: MODEL is missing, not an export (no JSON beside it), or its classes or
-      fixed size do not fit the dataset; CONFIG does not load (`--config`).
+    OptionError: MODEL is missing, not an export (no JSON beside it, or one that is
+      malformed or disagrees with the graph), or its classes or fixed size do not fit the
+      dataset; CONFIG does not load (`--config`).
   """
-  model = Path(model)
-  if not model.is_file():
-    raise OptionError('model', str(model), 'an existing .onnx file')
-  meta = _metadata(model)
+  export = onnx_contract.read_export(model, 'model')
+  model, meta = export.path, export.meta
   dataset_cfg = dataset_configs.load_dataset_config(config, 'config')
   split = split or dataset_cfg.eval_split
   table = datasets.get_class_table(dataset_cfg)
-  if meta['num_classes'] != table.num_classes:
+  if export.num_classes != table.num_classes:
     raise OptionError(
         'model',
         str(model),
-        f'{table.num_classes} classes as {dataset_cfg.name} has, not {meta["num_classes"]}',
+        f'{table.num_classes} classes as {dataset_cfg.name} has, not {export.num_classes}',
     )
   source = datasets.build_source(dataset_cfg, split)
-  session = _session(model, threads)
-  input_name = session.get_inputs()[0].name
-  _, fixed_h, fixed_w, _ = session.get_inputs()[0].shape
-  fixed = any(isinstance(side, int) for side in (fixed_h, fixed_w))
-  confusion = np.zeros((table.num_classes,) * 2, np.int64)
-  seconds = 0.0
-  for i in range(len(source)):
+
+  def padded(i: int) -> tuple[np.ndarray, np.ndarray]:
     example = source[i]
-    image, label = transforms.pad_to_multiple(
+    return transforms.pad_to_multiple(
         example['image'],
         example['label'],
         8,
         ignore_label=table.ignore_label,
         image_pad_value=np.round(meta['mean']),
     )
-    if fixed and (fixed_h, fixed_w) != image.shape[:2]:
-      raise OptionError(
-          'model',
-          str(model),
-          f'an export that takes {image.shape[0]}x{image.shape[1]} images (export it '
-          f'without --height/--width), not {fixed_h}x{fixed_w}',
-      )
+
+  described = f'{dataset_cfg.name} {split}'
+  first = padded(0)
+  _check_size(export, first[0].shape[:2], described)
+  largest = [transforms.round_up(side, 8) for side in source.max_size]
+  _check_size(export, largest, f'the largest of {described}')
+  session = _session(model, threads)
+  input_name = session.get_inputs()[0].name
+  confusion = np.zeros((table.num_classes,) * 2, np.int64)
+  seconds = 0.0
+  for i in range(len(source)):
+    image, label = first if i == 0 else padded(i)
+    _check_size(export, image.shape[:2], f'{described} (image {i})')
     x = transforms.normalize(image, meta['mean'], meta['std'])[None]
     start = time.perf_counter()
     logits = session.run(None, {input_name: x})[0][0]
@@ -138,6 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
+    if args.json:  # Before the evaluation, which may take minutes.
+      output_files.check_output_file(
+          args.json,
+          '--json',
+          [
+              ('--model', args.model),
+              ("--model's JSON", f'{args.model}.json'),
+              ('--config', args.config),
+          ],
+      )
     result = evaluate(args.model, args.config, args.split, args.threads)
   except (EsnetError, ImportError) as e:
     print(f'error: {e}', file=sys.stderr)
@@ -150,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"mIoU {100 * result['miou']:.2f}%, {result['ms_per_image']:.0f} ms per image"
   )
   if args.json:
-    Path(args.json).write_text(json.dumps(result, indent=2) + '\n')
+    output_files.write_text(args.json, json.dumps(result, indent=2) + '\n')
   return 0
 
 

@@ -1,7 +1,7 @@
 """ESNet inference as an ONNX graph, written node by node from the Flax variable tree.
 
 `build_model(variables)` returns the `onnx.ModelProto` of what
-`inference.deployed_network(variables)` computes (float32, dropout off), with
+`deployed.deployed_network(variables)` computes (float32, dropout off), with
 the weights as float32 initializers:
 
   input  `image`:  float32 (batch, height, width, 3) NHWC, normalised RGB
@@ -42,7 +42,7 @@ took in a residual Add first copies it). ONNX Runtime's free-dimension
 overrides (`SessionOptions.add_free_dimension_override_by_name`) recover part
 of that for a symbolic file used at one size.
 
-BatchNorm is folded by `inference.deployed_network` (the one place that folds);
+BatchNorm is folded by `deployed.deployed_network` (the one place that folds);
 with `fold_bn=False` the graph keeps BatchNormalization nodes in inference mode
 (the running statistics, epsilon as the model's).
 
@@ -61,7 +61,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from esnet_jax import inference, models
+from esnet_jax import deployed, models
 
 OPSET = 17
 IR_VERSION = 8
@@ -340,7 +340,7 @@ def build_model(
 
   Args:
     variables: the trained variables of an `ESNet`.
-    fold_bn: fold BatchNorm into the convolutions (`inference.deployed_network`);
+    fold_bn: fold BatchNorm into the convolutions (`deployed.deployed_network`);
       False keeps BatchNormalization nodes.
     batch, height, width: fix that input dimension; None (default) leaves it
       symbolic. height and width are multiples of 8 either way; fixed sizes are
@@ -351,10 +351,12 @@ def build_model(
     The model (opset `OPSET`), passed by `onnx.checker.check_model` and ONNX's
     strict shape inference.
   """
-  model, deployed = inference.deployed_network(variables, kernels='xla', fold_bn=fold_bn)
-  num_classes = int(np.shape(deployed['params']['decoder']['output_conv']['bias'])[0])
+  model, network_variables = deployed.deployed_network(variables, kernels='xla', fold_bn=fold_bn)
+  num_classes = int(np.shape(network_variables['params']['decoder']['output_conv']['bias'])[0])
   graph = _Graph(float(model.bn_epsilon), (batch, height, width))
-  writer = _Writer(graph, deployed['params'], None if fold_bn else deployed['batch_stats'])
+  writer = _Writer(
+      graph, network_variables['params'], None if fold_bn else network_variables['batch_stats']
+  )
   graph.shapes[input_name] = (3, 1)
   x = graph.node('Transpose', [input_name], 'to_nchw', perm=[0, 3, 1, 2])
   y = writer.network(x)

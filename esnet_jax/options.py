@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -49,14 +50,15 @@ def _multiple_of_8(value: Any) -> bool:
 
 
 def _scales_ok(scales: Any) -> bool:
+  """Positive, finite floats: `inf` would fail in every image's resize, NaN silently."""
   return (
       isinstance(scales, tuple)
       and len(scales) > 0
-      and all(isinstance(s, float) and s > 0 for s in scales)
+      and all(isinstance(s, float) and math.isfinite(s) and s > 0 for s in scales)
   )
 
 
-SCALES_EXPECTED = 'a non-empty list of positive scales'
+SCALES_EXPECTED = 'a non-empty list of positive, finite scales'
 SIZE_EXPECTED = (
     'a positive multiple of 8 (ESNet has three stride-2 stages: H and W must be multiples of 8)'
 )
@@ -119,6 +121,14 @@ class PredictOptions(_Checked):
   kernels: str = 'auto'
   class_table: datasets.ClassTable | None = None
   submission: bool = False
+  engine: str = 'auto'
+  precision: str | None = None  # None: `dtype`'s (float32 or bfloat16).
+  threads: int | None = None
+  calibration: str = ''
+
+  @property
+  def effective_precision(self) -> str:
+    return self.precision or self.dtype
 
   def _checks(self) -> list[tuple[str, bool, str]]:
     return [
@@ -139,6 +149,12 @@ class PredictOptions(_Checked):
         ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
         _choice('dtype', self.dtype, DTYPES),
         _choice('kernels', self.kernels, implementations.CHOICES),
+        *engine_checks(self.engine, self.precision, self.threads),
+        (
+            'precision',
+            self.precision in (None, self.dtype) or self.dtype == 'float32',
+            f'the --dtype given ({self.dtype}) or no --dtype: --precision supersedes it',
+        ),
     ]
 
   @classmethod
@@ -158,6 +174,10 @@ class PredictOptions(_Checked):
         kernels=args.kernels,
         class_table=None if palette == 'checkpoint' else palette_class_table(palette),
         submission=args.cityscapes_submission,
+        engine=args.engine,
+        precision=args.precision,
+        threads=args.threads,
+        calibration=args.calibration or '',
     )
     names = _flag_names(cls, {'inputs': '--input', 'submission': '--cityscapes-submission'})
     return _build(cls, fields, names, config=False)
@@ -195,8 +215,16 @@ class PredictOptions(_Checked):
         kernels=config.model.kernels,
         class_table=class_table,
         submission=cfg.submission,
+        engine=cfg.get('engine', 'auto'),
+        precision=cfg.get('precision', None) or None,
+        threads=cfg.get('threads', 0) or None,
+        calibration=cfg.get('calibration', ''),
     )
     names = {
+        'engine': 'config.predict.engine',
+        'precision': 'config.predict.precision',
+        'threads': 'config.predict.threads',
+        'calibration': 'config.predict.calibration',
         'checkpoint': 'config.predict.checkpoint',
         'inputs': 'config.predict.input',
         'output': 'config.predict.output',
@@ -207,6 +235,22 @@ class PredictOptions(_Checked):
         'kernels': 'config.model.kernels',
     }
     return _build(cls, fields, names, config=True)
+
+
+def engine_checks(engine: Any, precision: Any, threads: Any) -> list[tuple[str, bool, str]]:
+  """The checks of an inference engine's settings (`esnet_jax.engines`): known names only;
+  whether the engine runs here is asked when it is built, with the reason."""
+  from esnet_jax.engines import base  # pylint: disable=g-import-not-at-top
+
+  return [
+      _choice('engine', engine, base.ENGINE_CHOICES),
+      (
+          'precision',
+          precision is None or precision in base.PRECISIONS,
+          'one of ' + ', '.join(base.PRECISIONS),
+      ),
+      ('threads', threads is None or _positive_int(threads), 'a positive integer'),
+  ]
 
 
 def palette_class_table(name: str) -> datasets.ClassTable:

@@ -63,7 +63,9 @@ def check_output_file(
   for parent in target.parents:
     if parent.exists():
       if not parent.is_dir():
-        raise OutputError(f'{option} {path}: {parent} is not a folder, so nothing can be written there.')
+        raise OutputError(
+            f'{option} {path}: {parent} is not a folder, so nothing can be written there.'
+        )
       break
   return path
 
@@ -74,16 +76,18 @@ def check_output_folder(path: str | os.PathLike[str], option: str) -> Path:
   Raises:
     OutputError: PATH is an existing file, or lies under something that is not a folder.
   """
+  if not os.fspath(path).strip():  # Before Path(), which reads '' as '.'.
+    raise OutputError(f'{option} {os.fspath(path)!r}: expected a folder name, not an empty one.')
   path = Path(path)
-  if not str(path).strip():
-    raise OutputError(f'{option} {str(path)!r}: expected a folder name, not an empty one.')
   target = resolved(path)
   if target.exists() and not target.is_dir():
     raise OutputError(f'{option} {path}: is a file; expected a folder.')
   for parent in target.parents:
     if parent.exists():
       if not parent.is_dir():
-        raise OutputError(f'{option} {path}: {parent} is not a folder, so nothing can be written there.')
+        raise OutputError(
+            f'{option} {path}: {parent} is not a folder, so nothing can be written there.'
+        )
       break
   return path
 

@@ -12,8 +12,10 @@ writes into `DIR/plots/`:
   unless `--eval-json` names one).
 
 Training and `--config.mode=eval` call `write_plots_or_warn` after their final
-evaluation. matplotlib is used through `Figure` objects (the Agg canvas), never
-pyplot, so nothing depends on a display or on global backend state.
+evaluation. Each PNG is written whole (`esnet_jax.output_files`), and a plot that would
+replace a file it is drawn from (`--eval-json DIR/plots/per_class_iou.png`) is refused.
+matplotlib is used through `Figure` objects (the Agg canvas), never pyplot, so nothing
+depends on a display or on global backend state.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from absl import logging
 
-from esnet_jax import cli
+from esnet_jax import cli, output_files
+from esnet_jax.errors import EsnetError
 
 PLOTS_DIR = 'plots'
 METRICS_FILE = 'metrics.jsonl'
+PLOT_FILES = ('training_curves.png', 'confusion_matrix.png', 'per_class_iou.png')
 CURVES = (
     ('train/loss', 'train loss'),
     ('train/learning_rate', 'learning rate'),
@@ -163,9 +167,10 @@ def plot_per_class_iou(
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+  """Saves FIG to PATH whole; matplotlib picks the format from the suffix `replacing` keeps."""
   path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path)
+  with output_files.replacing(path) as tmp:
+    fig.savefig(tmp)
   return path
 
 
@@ -182,14 +187,20 @@ def write_plots(
 
   Raises:
     FileNotFoundError: If the workdir has neither metrics nor an evaluation.
+    OutputError: If a plot would replace the metrics or the evaluation JSON, or cannot be
+      written as a file.
   """
   workdir = Path(workdir)
   out = workdir / PLOTS_DIR
   written = []
   metrics_file = workdir / METRICS_FILE
-  if metrics_file.is_file():
-    written.append(plot_training_curves(read_metrics(metrics_file), out / 'training_curves.png'))
   eval_json = Path(eval_json) if eval_json else newest_eval_json(workdir)
+  inputs = [(METRICS_FILE, metrics_file)] + ([('--eval-json', eval_json)] if eval_json else [])
+  curves, confusion, ious = (
+      output_files.check_output_file(out / name, 'plot', inputs) for name in PLOT_FILES
+  )
+  if metrics_file.is_file():
+    written.append(plot_training_curves(read_metrics(metrics_file), curves))
   if eval_json is not None:
     summary = json.loads(eval_json.read_text())
     source = f'{eval_json.name}, step {summary.get("step", "?")}'
@@ -197,7 +208,7 @@ def write_plots(
         plot_confusion_matrix(
             np.asarray(summary['confusion_matrix']),
             summary['class_names'],
-            out / 'confusion_matrix.png',
+            confusion,
             f'confusion matrix, row-normalised ({source})',
         )
     )
@@ -205,7 +216,7 @@ def write_plots(
         plot_per_class_iou(
             summary['per_class_iou'],
             summary['miou'],
-            out / 'per_class_iou.png',
+            ious,
             f'per-class IoU ({source})',
         )
     )
@@ -238,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     paths = write_plots(args.workdir, args.eval_json)
-  except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
+  except (EsnetError, FileNotFoundError, KeyError, json.JSONDecodeError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   for path in paths:

@@ -28,7 +28,15 @@ must therefore hold one file per frame: point `CITYSCAPES_RESULTS` at `--output`
 
 A file that cannot be read or written is reported with its name and the rest
 are still processed; the summary lists every failure and the exit status is 1
-if there was any.
+if there was any. So is an image the network would need more memory for than the
+machine has free (`--scales 25` meant as 0.25); a batch of images that would not fit
+together is segmented a few at a time instead.
+
+What a user already has is never lost: a run whose results would replace one of its
+inputs (`--input photos/*.png --output photos` after an earlier run there) is refused
+before anything is written, and each file is written under a temporary name and
+renamed in place when complete (`esnet_jax.output_files`), so a failure leaves an
+earlier result as it was. Earlier results of predict itself in `--output` are replaced.
 """
 
 from __future__ import annotations
@@ -41,37 +49,48 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TextIO
+from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from esnet_jax import cli, datasets, implementations, options, video, visualize
+from esnet_jax import cli, datasets, implementations, memory_budget, options, output_files
+from esnet_jax import engines, image_files, video, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
-from esnet_jax.errors import EsnetError, InputError
+from esnet_jax.engines.base import ENGINE_CHOICES, PRECISIONS
+from esnet_jax.errors import EsnetError, InputError, OptionError, OutputError
 from esnet_jax.inference import Segmenter
+from esnet_jax.image_files import IMAGE_SUFFIXES, InputFile, find_inputs, load_image
 from esnet_jax.options import PALETTES, PredictOptions
 
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm')
 _CITYSCAPES_FRAME = re.compile(
     r'^(?P<frame>[^_]+_\d+_\d+)' + re.escape(cityscapes.IMAGE_SUFFIX) + '$'
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class InputFile:
-  """One file to segment and the sub-folder of the output its results go to."""
-
-  path: Path
-  subdir: Path = Path()
-
-  @property
-  def is_video(self) -> bool:
-    return self.path.suffix.lower() in video.VIDEO_SUFFIXES
+# The files per image: `<stem>_<kind>.png`.
+IMAGE_RESULTS = ('classes', 'colour', 'overlay')
+# How messages name the settings: the command line's flags, or `--config.mode=predict`'s keys.
+FLAGS = {
+    'input': '--input',
+    'output': '--output',
+    'scales': '--scales',
+    'batch_size': '--batch-size',
+    'engine': '--engine',
+    'precision': '--precision',
+    'calibration': '--calibration',
+}
+CONFIG_KEYS = {
+    'input': 'config.predict.input',
+    'output': 'config.predict.output',
+    'scales': 'config.eval.scales',
+    'batch_size': 'config.eval_batch_size',
+    'engine': 'config.predict.engine',
+    'precision': 'config.predict.precision',
+    'calibration': 'config.predict.calibration',
+}
 
 
 @dataclasses.dataclass
@@ -84,84 +103,6 @@ class Report:
   skipped: list[Path] = dataclasses.field(default_factory=list)
 
 
-def _is_supported(path: Path) -> bool:
-  return path.suffix.lower() in IMAGE_SUFFIXES + video.VIDEO_SUFFIXES
-
-
-def find_inputs(
-    specs: Sequence[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
-) -> tuple[list[InputFile], list[Path]]:
-  """The files named by image/video paths, folders and globs, and the ones skipped.
-
-  An explicitly named file (or glob match) is always returned, supported or not,
-  so that an unsupported one is reported as a failure; inside a folder, files
-  that are not images or videos (and hidden files) are skipped and listed.
-  Files under `exclude` (the output folder, so that a second run does not
-  segment the first one's results) are left out.
-
-  Raises:
-    InputError: If a path does not exist, or nothing is found at all.
-  """
-  found: list[InputFile] = []
-  skipped: list[Path] = []
-  excluded = Path(exclude).absolute() if exclude else None
-
-  def keep(file: Path) -> bool:
-    return excluded is None or not file.absolute().is_relative_to(excluded)
-
-  for spec in map(str, specs):
-    path = Path(spec)
-    if path.is_dir():
-      for file in sorted(p for p in path.rglob('*') if p.is_file() and keep(p)):
-        hidden = any(part.startswith('.') for part in file.relative_to(path).parts)
-        if _is_supported(file) and not hidden:
-          found.append(InputFile(file, file.parent.relative_to(path)))
-        else:
-          skipped.append(file)
-    elif path.is_file():
-      found.append(InputFile(path))
-    elif glob.has_magic(spec):
-      base = Path(*_leading_plain_parts(spec))
-      matches = sorted(
-          Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file() and keep(Path(m))
-      )
-      found += [InputFile(m, m.parent.relative_to(base)) for m in matches]
-    else:
-      raise InputError(f'Input {spec} does not exist.')
-  if not found:
-    raise InputError(
-        f'No images or videos found in {", ".join(map(str, specs))} (images: '
-        f'{" ".join(IMAGE_SUFFIXES)}; videos: {" ".join(video.VIDEO_SUFFIXES)})'
-        + (f'; {len(skipped)} other file(s) skipped.' if skipped else '.')
-    )
-  return found, skipped
-
-
-def _leading_plain_parts(pattern: str) -> list[str]:
-  """The folders of a glob before its first wildcard: where relative output paths start."""
-  plain = []
-  for part in Path(pattern).parts[:-1]:
-    if glob.has_magic(part):
-      break
-    plain.append(part)
-  return plain
-
-
-def load_image(path: Path) -> np.ndarray:
-  """uint8 RGB [H, W, 3] of an image file (grey, palette and RGBA converted)."""
-  if path.suffix.lower() not in IMAGE_SUFFIXES:
-    raise InputError(
-        f'{path}: unsupported file type {path.suffix or "(none)"!r}; '
-        f'expected an image ({" ".join(IMAGE_SUFFIXES)}) or a video '
-        f'({" ".join(video.VIDEO_SUFFIXES)}).'
-    )
-  try:
-    with Image.open(path) as image:
-      return np.asarray(image.convert('RGB'), np.uint8)
-  except (OSError, SyntaxError, ValueError) as e:
-    raise InputError(f'Cannot read image {path}: {e}') from e
-
-
 def submission_name(path: Path) -> str:
   """`<city>_<seq>_<frame>_labelIds.png` for a `<city>_<seq>_<frame>_leftImg8bit.png` input."""
   match = _CITYSCAPES_FRAME.match(path.name)
@@ -171,6 +112,74 @@ def submission_name(path: Path) -> str:
         f'<city>_<seq>_<frame>{cityscapes.IMAGE_SUFFIX}.'
     )
   return f'{match["frame"]}_labelIds.png'
+
+
+def result_paths(item: InputFile, output: Path, submission: bool = False) -> list[Path]:
+  """The files `run` writes for ITEM under OUTPUT; none for an input it will refuse."""
+  out_dir = output / item.subdir
+  if item.is_video:
+    return [] if submission else [out_dir / f'{item.path.stem}_overlay.mp4']
+  if item.path.suffix.lower() not in IMAGE_SUFFIXES:
+    return []
+  if submission:
+    named = _CITYSCAPES_FRAME.match(item.path.name)
+    return [out_dir / submission_name(item.path)] if named else []
+  return [out_dir / f'{item.path.stem}_{kind}.png' for kind in IMAGE_RESULTS]
+
+
+def check_results_spare_inputs(
+    inputs: Sequence[InputFile],
+    output: Path,
+    *,
+    submission: bool = False,
+    names: Mapping[str, str] = FLAGS,
+) -> None:
+  """Refuses a run one of whose results would replace one of its inputs.
+
+  A shell glob passes earlier results back in (`--input photos/*.png --output photos`
+  after a first run: `photos/a_overlay.png` is both an input and `photos/a.png`'s
+  overlay); segmenting would overwrite the user's file with another image's result.
+
+  Raises:
+    OutputError: naming the result, the input it would replace and the input it is of.
+  """
+  sources = {output_files.resolved(item.path): item.path for item in inputs}
+  for item in inputs:
+    for path in result_paths(item, output, submission):
+      replaced = sources.get(output_files.resolved(path))
+      if replaced is not None:
+        raise OutputError(
+            f'{names["output"]} {output}: the result {path} of {item.path} would replace '
+            f'{replaced}, which is one of the inputs; refusing to run (leave earlier results '
+            f'out of {names["input"]}, or choose another {names["output"]}).'
+        )
+
+
+def check_output_spares_input_folders(
+    specs: Sequence[str | os.PathLike[str]], output: Path, names: Mapping[str, str] = FLAGS
+) -> None:
+  """Refuses an output folder that is, or holds, a folder (or a glob's folder) to segment.
+
+  `find_inputs` leaves out everything under the output folder as earlier results, so
+  such an input would silently lose its files.
+
+  Raises:
+    OutputError: naming the output and the input.
+  """
+  target = output_files.resolved(output)
+  for spec in map(str, specs):
+    if Path(spec).is_dir():
+      folder = Path(spec)
+    elif glob.has_magic(spec) and not Path(spec).is_file():
+      folder = Path(*image_files.leading_plain_parts(spec))
+    else:
+      continue
+    if output_files.resolved(folder).is_relative_to(target):
+      raise OutputError(
+          f'{names["output"]} {output}: is or holds {names["input"]} {spec}, whose files would '
+          f'all be left out as earlier results; choose an output folder outside it (e.g. '
+          f'{Path(folder, "predictions")}).'
+      )
 
 
 def colours_for(
@@ -217,8 +226,9 @@ class _Progress:
 
 
 def _save_png(array: np.ndarray, path: Path) -> Path:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(array).save(path)
+  """Writes ARRAY to PATH whole: an earlier PATH stays as it was if saving fails."""
+  with output_files.replacing(path) as tmp:
+    Image.fromarray(array).save(tmp)
   return path
 
 
@@ -231,13 +241,12 @@ def write_image_results(
     alpha: float,
 ) -> list[Path]:
   """`<stem>_classes.png`, `<stem>_colour.png` and `<stem>_overlay.png` in `out_dir`."""
-  return [
-      _save_png(class_map.astype(np.uint8), out_dir / f'{stem}_classes.png'),
-      _save_png(visualize.colourise(class_map, colours), out_dir / f'{stem}_colour.png'),
-      _save_png(
-          visualize.overlay(image, class_map, colours, alpha), out_dir / f'{stem}_overlay.png'
-      ),
-  ]
+  arrays = (
+      class_map.astype(np.uint8),
+      visualize.colourise(class_map, colours),
+      visualize.overlay(image, class_map, colours, alpha),
+  )
+  return [_save_png(a, out_dir / f'{stem}_{kind}.png') for kind, a in zip(IMAGE_RESULTS, arrays)]
 
 
 def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
@@ -251,6 +260,29 @@ def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
     yield batch
 
 
+def images_per_batch(
+    segmenter: Segmenter,
+    path: Path,
+    size: tuple[int, int],
+    batch_size: int,
+    names: Mapping[str, str] = FLAGS,
+) -> int:
+  """How many images of SIZE (at most BATCH_SIZE) to segment together in the free memory.
+
+  Raises:
+    MemoryBudgetError: not even one fits; the message names the scales option, PATH and
+      its size.
+  """
+  available = memory_budget.available_bytes()
+  views = ','.join(f'{s:g}' for s in segmenter.scales) + (' with --flip' if segmenter.flip else '')
+  what = f'{names["scales"]} {views} on {path} ({size[0]}x{size[1]})'
+  for n in range(batch_size, 1, -1):
+    if segmenter.memory_needed(*size, batch=n) <= memory_budget.USABLE_FRACTION * available:
+      return n
+  memory_budget.check(segmenter.memory_needed(*size), what, available=available)
+  return 1
+
+
 def predict_video(
     segmenter: Segmenter,
     path: Path,
@@ -260,25 +292,23 @@ def predict_video(
     alpha: float,
     batch_size: int,
     on_batch: Callable[[int], None] = lambda n: None,
+    names: Mapping[str, str] = FLAGS,
 ) -> Path:
-  """Write the overlay video of `path` to `out_path`; removed again if anything fails."""
-  out_path.parent.mkdir(parents=True, exist_ok=True)
+  """Write the overlay video of `path` to `out_path`, whole: a failure leaves an earlier
+  `out_path` as it was. Frames are segmented `batch_size` at a time, fewer if that many
+  would not fit in memory (`images_per_batch`)."""
   num_frames = 0
-  try:
-    with (
-        video.VideoReader(path) as reader,
-        video.VideoWriter(out_path, reader.fps, reader.size) as writer,
-    ):
-      for frames in _batches(reader, batch_size):
-        for frame, class_map in zip(frames, segmenter(np.stack(frames))):
-          writer.write(visualize.overlay(frame, class_map, colours, alpha))
-        num_frames += len(frames)
-        on_batch(len(frames))
-    if not num_frames:
-      raise video.VideoError(f'{path} has no frames.')
-  except BaseException:
-    out_path.unlink(missing_ok=True)
-    raise
+  with video.VideoReader(path) as reader:
+    per_batch = images_per_batch(segmenter, path, reader.size, batch_size, names)
+    with output_files.replacing(out_path) as tmp:
+      with video.VideoWriter(tmp, reader.fps, reader.size) as writer:
+        for frames in _batches(reader, per_batch):
+          for frame, class_map in zip(frames, segmenter(np.stack(frames))):
+            writer.write(visualize.overlay(frame, class_map, colours, alpha))
+          num_frames += len(frames)
+          on_batch(len(frames))
+      if not num_frames:
+        raise video.VideoError(f'{path} has no frames.')
   return out_path
 
 
@@ -292,11 +322,16 @@ def run(
     batch_size: int = 4,
     submission: bool = False,
     stream: TextIO | None = None,
+    names: Mapping[str, str] = FLAGS,
 ) -> Report:
   """Segment `inputs` into `output`, batching images of the same size; never stops on a bad file.
 
   Returns the report of the run; failures are in `report.failed`, with the file
-  named in each message.
+  named in each message. `names` says how messages name the settings.
+
+  Raises:
+    OutputError: before anything is written, if a result would replace an input
+      (`check_results_spare_inputs`).
   """
   if batch_size <= 0:
     raise ValueError(f'batch_size must be positive, got {batch_size}.')
@@ -307,9 +342,11 @@ def run(
     )
   stream = stream or sys.stderr
   output = Path(output)
+  check_results_spare_inputs(inputs, output, submission=submission, names=names)
   report = Report()
   progress = _Progress(len(inputs), stream)
   pending: dict[tuple[int, int], list[tuple[InputFile, np.ndarray]]] = {}
+  per_batch: dict[tuple[int, int], int] = {}  # how many images of a size fit in memory at once
   claimed: dict[tuple[Path, str, bool], Path] = {}  # output names already taken
 
   def fail(path: Path, error: Exception) -> None:
@@ -352,16 +389,16 @@ def run(
       if item.is_video:
         if submission:
           raise InputError(f'{item.path}: a video cannot be part of a Cityscapes submission.')
-        out_path = output / item.subdir / f'{item.path.stem}_overlay.mp4'
         report.written.append(
             predict_video(
                 segmenter,
                 item.path,
-                out_path,
+                result_paths(item, output)[0],
                 colours=colours,
                 alpha=alpha,
                 batch_size=batch_size,
                 on_batch=lambda n, name=item.path.name: progress.update(len(report.done), n, name),
+                names=names,
             )
         )
         report.done.append(item.path)
@@ -369,12 +406,20 @@ def run(
       if submission:
         submission_name(item.path)  # Reject a badly named input before running the network.
       image = load_image(item.path)
+      size = image.shape[:2]
+      if size not in per_batch:
+        per_batch[size] = images_per_batch(segmenter, item.path, size, batch_size, names)
+        if per_batch[size] < batch_size:
+          stream.write(
+              ('\n' if progress.tty else '')
+              + f'predict: {names["batch_size"]} {batch_size} would not fit in memory for '
+              f'{size[0]}x{size[1]} images; segmenting {per_batch[size]} at a time.\n'
+          )
     except Exception as e:  # pylint: disable=broad-except
       fail(item.path, e)  # Whatever went wrong with one input, the others are still done.
       continue
-    size = image.shape[:2]
     pending.setdefault(size, []).append((item, image))
-    if len(pending[size]) == batch_size:
+    if len(pending[size]) == per_batch[size]:
       flush(size)
   for size in list(pending):
     flush(size)
@@ -407,16 +452,32 @@ def write_demo_image(
   return _save_png(image, Path(path))
 
 
-def run_options(options: PredictOptions) -> Report:
-  """Segment `options.inputs` into `options.output`, print the summary, return the report."""
-  segmenter = Segmenter.from_checkpoint(
-      options.checkpoint,
-      options.which,
-      dtype=jnp.dtype(options.dtype),
-      kernels=options.kernels,
-      scales=options.scales,
-      flip=options.flip,
-  )
+def run_options(options: PredictOptions, names: Mapping[str, str] = FLAGS) -> Report:
+  """Segment `options.inputs` into `options.output`, print the summary, return the report.
+
+  An output folder that cannot be one, or would hide inputs, is refused before the
+  checkpoint is read (OutputError); `names` says how messages name the settings.
+  """
+  output_files.check_output_folder(options.output, names['output'])
+  check_output_spares_input_folders(options.inputs, Path(options.output), names)
+  try:
+    segmenter = Segmenter.from_checkpoint(
+        options.checkpoint,
+        options.which,
+        dtype=jnp.dtype(options.dtype),
+        kernels=options.kernels,
+        engine=options.engine,
+        precision=options.effective_precision,
+        threads=options.threads,
+        calibration=options.calibration,
+        scales=options.scales,
+        flip=options.flip,
+    )
+  except OptionError as e:  # The engine's own checks, in this command's names.
+    raise OptionError(names.get(e.field, e.field), e.value, e.expected) from None
+  print(f'predict: {segmenter.engine_name} {segmenter.precision}', file=sys.stderr)
+  if hint := engines.faster_choice(segmenter.engine_name, segmenter.precision, names):
+    print(f'predict: {hint}', file=sys.stderr)
   colours = colours_for(segmenter.num_classes, segmenter.meta, options.class_table)
   inputs, skipped = find_inputs(options.inputs, exclude=options.output)
   report = run(
@@ -427,6 +488,7 @@ def run_options(options: PredictOptions) -> Report:
       alpha=options.alpha,
       batch_size=options.batch_size,
       submission=options.submission,
+      names=names,
   )
   report.skipped = skipped
   print_summary(report, Path(options.output))
@@ -441,7 +503,7 @@ def predict_from_config(config: ml_collections.ConfigDict, workdir: str | Path) 
   Exits with status 1 after the summary if any input failed.
   """
   try:
-    report = run_options(PredictOptions.from_config(config, workdir))
+    report = run_options(PredictOptions.from_config(config, workdir), CONFIG_KEYS)
   except (InputError, visualize.PaletteError) as e:
     raise ConfigError(f'config.predict: {e}') from e
   if report.failed:
@@ -491,7 +553,34 @@ def build_parser() -> argparse.ArgumentParser:
       default=(1.0,),
       help='test-time augmentation: comma-separated scales, e.g. 0.75,1,1.25',
   )
-  parser.add_argument('--dtype', choices=options.DTYPES, default='float32')
+  parser.add_argument(
+      '--dtype',
+      choices=options.DTYPES,
+      default='float32',
+      help='compute dtype (as --precision, which supersedes it)',
+  )
+  parser.add_argument(
+      '--engine',
+      choices=ENGINE_CHOICES,
+      default='auto',
+      help='what runs the network (esnet_jax.engines): auto = the fastest installed for '
+      'the precision (OpenVINO, then ONNX Runtime, then JAX)',
+  )
+  parser.add_argument(
+      '--precision',
+      choices=PRECISIONS,
+      default=None,
+      help='float32 (default), bfloat16 or int8; bf16 and INT8 change outputs slightly',
+  )
+  parser.add_argument(
+      '--threads', type=int, default=None, help="ONNX Runtime's or OpenVINO's threads"
+  )
+  parser.add_argument(
+      '--calibration',
+      default='',
+      help='with --precision int8 for weights that ship no INT8 file: a dataset config or '
+      'a folder of images to calibrate on (once; the file is cached)',
+  )
   parser.add_argument(
       '--kernels',
       choices=implementations.CHOICES,
@@ -531,13 +620,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  if args.demo_image:
-    print(f'Wrote {write_demo_image(args.demo_image, tuple(args.demo_size), args.demo_seed)}')
-    return 0
-  missing = [f'--{name}' for name in ('checkpoint', 'input', 'output') if not getattr(args, name)]
-  if missing:
-    parser.error(f'the following arguments are required: {", ".join(missing)}')
+  if not args.demo_image:
+    missing = [f'--{name}' for name in ('checkpoint', 'input', 'output') if not getattr(args, name)]
+    if missing:
+      parser.error(f'the following arguments are required: {", ".join(missing)}')
   try:
+    if args.demo_image:
+      output_files.check_output_file(args.demo_image, '--demo-image')
+      print(f'Wrote {write_demo_image(args.demo_image, tuple(args.demo_size), args.demo_seed)}')
+      return 0
     report = run_options(PredictOptions.from_args(args))
   except (EsnetError, ImportError) as e:  # ImportError: an optional package is missing.
     print(f'error: {e}', file=sys.stderr)

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from esnet_jax import checkpointing, convert, pretrained
+from esnet_jax import checkpointing, convert, output_files, pretrained
 from esnet_jax.errors import ConversionError, WeightsError, WeightsNotFoundError
 
 Variables = dict[str, Any]
@@ -218,16 +218,27 @@ def load_torch_weights(path: str | os.PathLike[str]) -> Variables:
     raise ConversionError(f'{path}: {e}') from e
 
 
-def save_torch_weights(variables: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-  """Write Flax variables as an original-layout PyTorch state dict (`.npz` or `.pth`)."""
-  path = os.fspath(path)
-  state_dict = convert.flax_to_torch(variables)
-  ext = os.path.splitext(path)[1].lower()
-  if ext == '.npz':
-    np.savez(path, **state_dict)
-  elif ext in ('.pth', '.pt'):
-    import torch
+# What `save_torch_weights` writes: a NumPy archive or a PyTorch file.
+TORCH_OUTPUT_SUFFIXES = ('.npz', '.pth', '.pt')
 
-    torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}, path)
-  else:
+
+def save_torch_weights(variables: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+  """Write Flax variables as an original-layout PyTorch state dict (`.npz` or `.pth`).
+
+  The file is written whole (`output_files.replacing`): a failure leaves an earlier
+  file at PATH as it was.
+  """
+  path = Path(path)
+  ext = path.suffix.lower()
+  if ext not in TORCH_OUTPUT_SUFFIXES:
     raise ConversionError(f'Unsupported output {path}: expected .npz, .pth or .pt')
+  state_dict = convert.flax_to_torch(variables)
+  if ext == '.npz':
+    with output_files.replacing(path) as tmp, open(tmp, 'wb') as f:
+      np.savez(f, **state_dict)  # A file object: given a name, savez might append '.npz'.
+    return
+  import torch
+
+  tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
+  with output_files.replacing(path) as tmp:
+    torch.save(tensors, tmp)

@@ -100,11 +100,13 @@ def _callers(function: str) -> set[str]:
 
 
 def test_one_builder_of_the_deployed_network():
-  """BatchNorm is folded, and the implementation picked, in `inference.deployed_network`
+  """BatchNorm is folded, and the implementation picked, in `deployed.deployed_network`
   only (training builds its own, unfolded network in `train.create_model`)."""
-  assert _callers('fold_batch_norm') == {'esnet_jax.inference'}
-  assert _callers('esnet') == {'esnet_jax.inference', 'esnet_jax.train'}
+  assert _callers('fold_batch_norm') == {'esnet_jax.deployed'}
+  assert _callers('esnet') == {'esnet_jax.deployed', 'esnet_jax.train'}
   assert _callers('deployed_network') >= {
+      'esnet_jax.inference',
+      'esnet_jax.engines.jax_engine',
       'esnet_jax.export',
       'esnet_jax.onnx_graph',
       'esnet_jax.layer_timing',

@@ -173,3 +173,92 @@ def test_cli_writes_a_checkpoint_the_inference_api_restores(
       == 2
   )
   assert 'does not exist' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs that would replace an input, and files written whole (issue 38).
+
+
+@pytest.fixture
+def weights8(tmp_path):
+  """An ESNet(8) state dict written by `save_torch_weights`, and its bytes."""
+  path = tmp_path / 'w.npz'
+  weights.save_torch_weights(random_variables(8), path)
+  return path, path.read_bytes()
+
+
+def _one_error_line(capsys) -> str:
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith('error: '), err
+  return err
+
+
+def test_cli_refuses_an_output_that_is_its_input_or_cannot_be_written(
+    tmp_path, weights8, capsys, monkeypatch
+):
+  path, data = weights8
+  (tmp_path / 'link.npz').symlink_to(path)
+  (tmp_path / 'notes.txt').write_text('mine')
+  refused = [
+      (['--checkpoint', path, '--out-torch', path], f'--out-torch {path}: is --checkpoint {path},'),
+      (
+          ['--checkpoint', path, '--out-torch', tmp_path / 'link.npz'],
+          f'--out-torch {tmp_path / "link.npz"}: is --checkpoint {path}, which this command reads',
+      ),
+      (['--checkpoint', path, '--out-torch', tmp_path], f'--out-torch {tmp_path}: is a folder'),
+      (
+          ['--checkpoint', path, '--out-torch', tmp_path / 'w.h5'],
+          f'--out-torch {tmp_path / "w.h5"}: expected a .npz, .pth or .pt file name.',
+      ),
+      (['--torch', path, '--out', path], f'--out {path}: is --torch {path}, which this command'),
+      (
+          ['--torch', path, '--out', tmp_path / 'notes.txt'],
+          f'--out {tmp_path / "notes.txt"}: is a file; expected a folder.',
+      ),
+      (
+          ['--torch', path, '--out', tmp_path / 'notes.txt' / 'ckpt'],
+          f'{tmp_path / "notes.txt"} is not a folder',
+      ),
+  ]
+  for argv, message in refused:
+    assert convert_cli.main(list(map(str, argv))) == 2, argv
+    assert message in _one_error_line(capsys)
+  assert path.read_bytes() == data and (tmp_path / 'notes.txt').read_text() == 'mine'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['link.npz', 'notes.txt', 'w.npz']
+
+  # The shipped weights behind pretrained:NAME are an input too (and are never written
+  # here, whatever the check says).
+  from esnet_jax import pretrained
+
+  def must_not_write(*args):
+    raise AssertionError(f'save_torch_weights{args[1:]} was called')
+
+  monkeypatch.setattr(weights, 'save_torch_weights', must_not_write)
+  shipped = pretrained.get('camvid').path
+  assert convert_cli.main(['--checkpoint', 'pretrained:camvid', '--out-torch', str(shipped)]) == 2
+  assert (
+      f"--out-torch {shipped}: is --checkpoint pretrained:camvid's file {shipped}, which this "
+      'command reads; refusing to overwrite it' in _one_error_line(capsys)
+  )
+
+
+def test_out_torch_is_written_whole_under_its_own_name(tmp_path, weights8, monkeypatch):
+  path, data = weights8
+  out = tmp_path / 'BACK.NPZ'  # np.savez given this name would write BACK.NPZ.npz.
+  assert convert_cli.main(['--checkpoint', str(path), '--out-torch', str(out)]) == 0
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['BACK.NPZ', 'w.npz']
+  with np.load(out) as back, np.load(path) as original:
+    assert sorted(back.files) == sorted(original.files)
+    for key in original.files:
+      np.testing.assert_array_equal(back[key], original[key])
+  before = out.read_bytes()
+
+  def disk_full(file, **arrays):
+    file.write(b'PK\x03\x04 half')
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(np, 'savez', disk_full)
+  with pytest.raises(OSError, match='No space left'):
+    weights.save_torch_weights(random_variables(8, seed=1), out)
+  assert out.read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['BACK.NPZ', 'w.npz']

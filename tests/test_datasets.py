@@ -470,3 +470,19 @@ def test_cityscapes_without_cityscapesscripts_says_how_to_install(monkeypatch):
   monkeypatch.setitem(sys.modules, 'cityscapesscripts.helpers', None)
   with pytest.raises(ImportError, match=r'pip install "esnet-jax\[cityscapes\]"'):
     cityscapes.cityscapes_class_table()
+
+
+def test_a_decompression_bomb_in_a_dataset_is_one_dataset_error_naming_it(tmp_path):
+  """PIL's DecompressionBombError is no OSError: a dataset (training, `--calibration
+  CONFIG`) names the file in one line instead of failing as a bug."""
+  from esnet_jax.datasets import base
+  from esnet_jax.errors import DatasetError
+
+  from test_predict import _png_claiming
+
+  bomb = tmp_path / 'bomb.png'
+  bomb.write_bytes(_png_claiming(40_000, 40_000))
+  with pytest.raises(DatasetError, match=rf'^Cannot read image {bomb}: Image size \(1600000000 '):
+    base.load_image(bomb)
+  with pytest.raises(DatasetError, match=str(bomb)):
+    base._header_size(bomb)

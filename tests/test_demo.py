@@ -77,8 +77,11 @@ def test_site_holds_the_page_the_runtime_and_the_model(tmp_path, packages):
 def test_a_model_without_its_json_or_both_sources_are_refused(tmp_path, packages):
   bare = tmp_path / 'bare.onnx'
   bare.write_bytes(b'x')
-  with pytest.raises(DemoError, match=r'--model .*bare.onnx: expected .* bare.onnx.json beside'):
+  with pytest.raises(
+      OptionError, match=r"--model='.*bare.onnx': expected .* bare.onnx.json beside"
+  ):
     demo_site.build_site(tmp_path / 'site', model=str(bare))
+  assert not (tmp_path / 'site').exists()
   with pytest.raises(DemoError, match=r'one of --checkpoint and --model'):
     demo_site.build_site(tmp_path / 'site2')
 
@@ -134,12 +137,14 @@ def _camvid_val_image(camvid_root: Path) -> Path:
 
 
 @pytest.fixture
-def served_demo():
-  """`python -m esnet_jax.demo --checkpoint pretrained:camvid --port 0`, the README's command."""
+def served_demo(tmp_path_factory):
+  """`python -m esnet_jax.demo --checkpoint pretrained:camvid --port 0`, the README's command;
+  stopped (SIGTERM) at the end, it must exit 0 and remove its temporary site."""
+  tmpdir = tmp_path_factory.mktemp('demo_tmpdir')
   process = subprocess.Popen(
       [sys.executable, '-m', 'esnet_jax.demo', '--checkpoint', 'pretrained:camvid', '--port', '0'],
       cwd=REPO,
-      env=subprocess_env(),
+      env=subprocess_env(TMPDIR=str(tmpdir)),
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
@@ -153,6 +158,7 @@ def served_demo():
   finally:
     process.terminate()
     process.wait(timeout=30)
+  assert process.returncode == 0 and list(tmpdir.iterdir()) == []
 
 
 def test_the_page_segments_a_camvid_image_as_segmenter_predict_does(

@@ -226,3 +226,130 @@ def test_missing_checkpoint_is_reported(tmp_path, capsys):
       == 2
   )
   assert 'does not exist' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Nothing a user already has is lost (issue 38).
+
+
+@pytest.fixture
+def weights_file(tmp_path, variables):
+  """A PyTorch-layout .npz of the module's variables, as convert writes it."""
+  path = tmp_path / 'trained.npz'
+  np.savez(path, **convert.flax_to_torch(variables))
+  return path
+
+
+def _error_line(capsys) -> str:
+  """The one line a failed `main` printed to stderr."""
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), err
+  return lines[0]
+
+
+@pytest.mark.parametrize('fmt', ['onnx', 'stablehlo'])
+def test_out_naming_the_checkpoint_is_refused_and_the_weights_kept(
+    tmp_path, weights_file, capsys, fmt
+):
+  before = weights_file.read_bytes()
+  link = tmp_path / 'link.npz'
+  link.symlink_to(weights_file)
+  size = ['--height', str(H), '--width', str(W)]
+  for out in (weights_file, link):
+    args = ['--checkpoint', str(weights_file), '--format', fmt, *size, '--out', str(out)]
+    assert export.main(args) == 2
+    line = _error_line(capsys)
+    assert f'--out {out}: is --checkpoint {weights_file}' in line and 'refusing' in line
+  assert weights_file.read_bytes() == before
+  assert not weights_file.with_name(weights_file.name + '.json').exists()
+
+
+def test_out_whose_json_is_the_checkpoint_is_refused(tmp_path, capsys):
+  """`--out X` writes X.json too: X.json may not be an input either (checked before loading)."""
+  checkpoint = tmp_path / 'model.json'
+  checkpoint.write_text('{"kept": true}')
+  out = tmp_path / 'model'
+  assert export.main(['--checkpoint', str(checkpoint), '--format', 'onnx', '--out', str(out)]) == 2
+  assert f'--out (its .json) {checkpoint}: is --checkpoint {checkpoint}' in _error_line(capsys)
+  assert checkpoint.read_text() == '{"kept": true}' and not out.exists()
+
+
+def test_out_naming_a_calibration_input_is_refused(tmp_path, weights_file, capsys):
+  from PIL import Image
+
+  folder = tmp_path / 'calib'
+  folder.mkdir()
+  image = folder / 'a.png'
+  Image.new('RGB', (16, 16), (10, 20, 30)).save(image)
+  config = tmp_path / 'calib.py'
+  config.write_text('def get_config():\n  raise RuntimeError("never run")\n')
+  base = ['--checkpoint', str(weights_file), '--format', 'onnx', '--quantize', 'int8']
+  for calibration, out, named in [
+      (folder, image, f'is --calibration image {image}'),
+      (config, config, f'is --calibration {config}'),
+  ]:
+    before = out.read_bytes()
+    assert export.main([*base, '--calibration', str(calibration), '--out', str(out)]) == 2
+    assert named in _error_line(capsys)
+    assert out.read_bytes() == before
+
+
+def test_out_an_existing_folder_is_one_line(tmp_path, weights_file, capsys):
+  folder = tmp_path / 'exports'
+  folder.mkdir()
+  assert (
+      export.main(['--checkpoint', str(weights_file), '--format', 'onnx', '--out', str(folder)])
+      == 2
+  )
+  assert f'--out {folder}: is a folder; expected a file name' in _error_line(capsys)
+  assert list(folder.iterdir()) == []
+
+
+def test_config_mode_gets_the_same_checks_in_its_keys(tmp_path, weights_file):
+  from configs import default
+  from esnet_jax.errors import OutputError
+
+  config = default.get_config()
+  config.export.checkpoint = str(weights_file)
+  config.export.format = 'onnx'
+  config.export.out = str(weights_file)
+  before = weights_file.read_bytes()
+  with pytest.raises(OutputError, match=r'^config\.export\.out .*: is config\.export\.checkpoint'):
+    export.export_from_config(config, tmp_path)
+  assert weights_file.read_bytes() == before
+
+
+def test_a_failed_export_leaves_the_earlier_one_as_it_was(
+    tmp_path, weights_file, monkeypatch, capsys
+):
+  """The export and its JSON land together or not at all: a failure after the new graph was
+  written (here: making the JSON) leaves both earlier files byte for byte, and no temporary."""
+  out_dir = tmp_path / 'out'
+  out = out_dir / 'esnet.onnx'
+  args = ['--checkpoint', str(weights_file), '--format', 'onnx', '--out', str(out)]
+  assert export.main([*args, '--height', str(H), '--width', str(W)]) == 0
+  meta_path = out.with_name(out.name + '.json')
+  before = out.read_bytes(), meta_path.read_bytes()
+
+  def failing_metadata(*args, **kwargs):
+    raise ExportError('the disk filled up while writing the JSON')
+
+  monkeypatch.setattr(export, 'metadata', failing_metadata)
+  assert export.main(args) == 2  # Another export (symbolic size) into the same files.
+  assert 'the disk filled up' in _error_line(capsys)
+  assert (out.read_bytes(), meta_path.read_bytes()) == before
+  assert sorted(p.name for p in out_dir.iterdir()) == ['esnet.onnx', 'esnet.onnx.json']
+
+
+def test_out_naming_a_pretrained_file_is_refused(capsys):
+  from esnet_jax import pretrained
+
+  path = pretrained.get('camvid').path
+  before = path.stat().st_mtime_ns, path.stat().st_size
+  assert (
+      export.main(['--checkpoint', 'pretrained:camvid', '--format', 'onnx', '--out', str(path)])
+      == 2
+  )
+  assert f"is --checkpoint pretrained:camvid's file {path}" in _error_line(capsys)
+  assert (path.stat().st_mtime_ns, path.stat().st_size) == before

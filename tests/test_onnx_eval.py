@@ -87,7 +87,62 @@ def test_files_that_cannot_be_evaluated_are_named_with_what_was_expected(tmp_pat
     onnx_eval.evaluate(path, tmp_path / 'nope.py')
 
 
-def test_a_file_fixed_to_another_size_is_refused_by_name(tmp_path):
+def test_a_file_fixed_to_another_size_is_refused_by_name_before_evaluating(tmp_path, monkeypatch):
+  _no_evaluation(monkeypatch)
   _, path = _write(tmp_path, 8, height=64, width=64)
   with pytest.raises(OptionError, match=r'takes 128x256 images .* not 64x64'):
     onnx_eval.evaluate(path, QUICKSTART)
+  _, path = _write(tmp_path, 8, width=64)  # One side fixed, the other symbolic.
+  with pytest.raises(OptionError, match=r'takes 128x256 images .* not anyx64'):
+    onnx_eval.evaluate(path, QUICKSTART)
+
+
+# ---------------------------------------------------------------------------------------
+# The graph, its JSON and --json checked before any evaluation (issue 38).
+
+
+def _error_line(capsys) -> str:
+  err = capsys.readouterr().err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith('error: '), err
+  return lines[0]
+
+
+def _no_evaluation(monkeypatch):
+  def session(*args):
+    raise AssertionError('an ONNX Runtime session was made before the checks')
+
+  monkeypatch.setattr(onnx_eval, '_session', session)
+
+
+def test_a_json_that_disagrees_with_its_graph_is_one_line(tmp_path, capsys, monkeypatch):
+  """A JSON that says 8 classes (the quick start's) beside an 11-class graph: refused, not a
+  mIoU computed on the JSON's word."""
+  _, path = _write(tmp_path, 11)
+  json_path = path.with_name(path.name + '.json')
+  meta = json.loads(json_path.read_text())
+  json_path.write_text(json.dumps({**meta, 'num_classes': 8}))
+  _no_evaluation(monkeypatch)
+  assert onnx_eval.main(['--model', str(path), '--config', str(QUICKSTART)]) == 2
+  assert 'the graph gives 11 classes, m.onnx.json says 8' in _error_line(capsys)
+  json_path.write_text('{"num_classes": 11, ')  # Cut short.
+  assert onnx_eval.main(['--model', str(path), '--config', str(QUICKSTART)]) == 2
+  assert 'to hold the JSON esnet_jax.export wrote' in _error_line(capsys)
+
+
+def test_json_onto_a_folder_or_an_input_fails_before_evaluating(tmp_path, capsys, monkeypatch):
+  _, path = _write(tmp_path, 8)
+  folder = tmp_path / 'results'
+  folder.mkdir()
+
+  def evaluate(*args):
+    raise AssertionError('evaluated before --json was checked')
+
+  monkeypatch.setattr(onnx_eval, 'evaluate', evaluate)
+  args = ['--model', str(path), '--config', str(QUICKSTART), '--json']
+  assert onnx_eval.main([*args, str(folder)]) == 2
+  assert f'--json {folder}: is a folder' in _error_line(capsys)
+  before = path.read_bytes()
+  assert onnx_eval.main([*args, str(path)]) == 2
+  assert f'--json {path}: is --model {path}' in _error_line(capsys)
+  assert path.read_bytes() == before

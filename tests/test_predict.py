@@ -366,3 +366,266 @@ def test_cityscapes_submission_scores_like_cityscapesscripts_and_our_eval(tmp_pa
   values = [v for v in ours['per_class_iou'].values() if v is not None]
   assert None in ours['per_class_iou'].values() and 0.2 < ours['miou'] < 0.9
   assert len(set(values)) > 5
+
+
+# ---------------------------------------------------------------------------------------
+# Nothing a user already has is lost (issue 38).
+
+
+def _snapshot(folder: Path) -> dict[Path, bytes]:
+  """Every file under FOLDER (hidden ones too) with its bytes."""
+  return {p: p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+def _error_lines(err: str) -> list[str]:
+  return [line for line in err.splitlines() if line.startswith('error:')]
+
+
+def test_a_shell_glob_that_passes_earlier_results_back_is_refused(tmp_path, checkpoint8):
+  """`--input photos/*.png --output photos` after a first run there: `photos/a_classes.png`
+  is both an input and the result of `photos/a.png`; the run is refused, nothing changes."""
+  photos = tmp_path / 'photos'
+  first = [_save(_scene(0), photos / 'a.png'), _save(_scene(1), photos / 'b.png')]
+  argv = ['--checkpoint', str(checkpoint8), '--input', *map(str, first), '--output', str(photos)]
+  assert predict.main(argv) == 0  # Results beside the images: allowed while nothing clashes.
+  before = _snapshot(photos)
+  assert len(before) == 8
+  expanded = sorted(glob.glob(str(photos / '*.png')))  # What the shell passes.
+  cmd = [sys.executable, '-m', 'esnet_jax.predict', '--checkpoint', str(checkpoint8)]
+  cmd += ['--input', *expanded, '--output', str(photos)]
+  env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 2, done.stderr
+  lines = [line for line in done.stderr.splitlines() if line.strip()]
+  assert _error_lines(done.stderr) == [lines[-1]]
+  assert (
+      f'the result {photos / "a_classes.png"} of {photos / "a.png"} would replace '
+      f'{photos / "a_classes.png"}, which is one of the inputs' in lines[-1]
+  )
+  assert _snapshot(photos) == before  # Byte for byte, and no new file.
+
+
+@pytest.mark.parametrize(
+    'inputs, output, message',
+    [
+        (['{photos}'], '{photos}', '--output {photos}: is or holds --input {photos}, '),
+        (['{photos}/sub'], '{photos}', '--output {photos}: is or holds --input {photos}/sub, '),
+        (['{photos}/*.png'], '{photos}', '--output {photos}: is or holds --input {photos}/*.png'),
+        (['{photos}'], '{photos}/a.png', '--output {photos}/a.png: is a file; expected a folder.'),
+        (['{photos}'], '{photos}/a.png/x', '{photos}/a.png is not a folder'),
+    ],
+)
+def test_an_output_folder_that_would_hide_the_inputs_or_is_no_folder_is_refused(
+    tmp_path, checkpoint8, capsys, inputs, output, message
+):
+  photos = tmp_path / 'photos'
+  _save(_scene(0), photos / 'a.png')
+  _save(_scene(1), photos / 'sub' / 'b.png')
+  before = _snapshot(tmp_path)
+  fill = lambda s: s.format(photos=photos)
+  rc = predict.main(
+      ['--checkpoint', str(checkpoint8), '--input', *map(fill, inputs), '--output', fill(output)]
+  )
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert _error_lines(err) == [err.strip()] and fill(message) in err
+  assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize('scales', ['inf', 'nan', '1,inf'])
+def test_scales_must_be_finite(tmp_path, checkpoint8, capsys, scales):
+  image = _save(_scene(0), tmp_path / 'a.png')
+  argv = ['--checkpoint', str(checkpoint8), '--input', str(image), '--output', str(tmp_path / 'o')]
+  assert predict.main([*argv, '--scales', scales]) == 2
+  err = capsys.readouterr().err
+  assert _error_lines(err) == [err.strip()]
+  assert err.startswith('error: --scales=(') and 'positive, finite scales' in err
+  assert not (tmp_path / 'o').exists()
+
+
+def test_scales_that_would_not_fit_in_memory_fail_per_file_naming_it(
+    tmp_path, checkpoint8, capsys, monkeypatch
+):
+  """`--scales 200` (meant as 2.00) on 32x48 images asks for ~8 GB: each image fails with
+  one line naming --scales, the file and the sizes, before the network runs."""
+  from esnet_jax import memory_budget
+  from esnet_jax.errors import MemoryBudgetError
+
+  monkeypatch.setattr(memory_budget, 'available_bytes', lambda: 2 * 10**9)
+  images = [_save(_scene(i), tmp_path / 'in' / f'{i}.png') for i in range(2)]
+  out = tmp_path / 'out'
+  rc = predict.main(
+      ['--checkpoint', str(checkpoint8), '--input', *map(str, images), '--output', str(out)]
+      + ['--scales', '200']
+  )
+  err = capsys.readouterr().err
+  assert rc == 1 and '0 input(s) done, 2 failed' in err
+  for image in images:
+    assert (
+        f'error: --scales 200 on {image} (32x48) would need about 7.9 GB of memory; this '
+        'machine has 2.0 GB free.' in err
+    )
+  assert not out.exists()
+  # The library's own check, for callers of Segmenter.predict.
+  segmenter = Segmenter(random_variables(8), scales=(0.5, 200), flip=True)
+  with pytest.raises(
+      MemoryBudgetError,
+      match=r'^Segmenter.predict on images of shape \(1, 32, 48, 3\) at scales 0.5, 200 with '
+      r'flip would need about 15.7 GB',
+  ):
+    segmenter.predict(_scene(0))
+
+
+def test_a_batch_that_would_not_fit_is_segmented_a_few_images_at_a_time(
+    tmp_path, segmenter8, monkeypatch
+):
+  import io
+
+  from esnet_jax import memory_budget
+
+  one, two = (segmenter8.memory_needed(32, 48, batch=n) for n in (1, 2))
+  free = (one + two) / 2 / memory_budget.USABLE_FRACTION  # One image fits, two do not.
+  monkeypatch.setattr(memory_budget, 'available_bytes', lambda: free)
+
+  class Recording:
+    """segmenter8, recording the batch shapes it is given."""
+
+    def __init__(self):
+      self.shapes = []
+
+    def __getattr__(self, name):
+      return getattr(segmenter8, name)
+
+    def __call__(self, images):
+      self.shapes.append(images.shape)
+      return segmenter8(images)
+
+  recording = Recording()
+  images = [_save(_scene(i), tmp_path / 'in' / f'{i}.png') for i in range(3)]
+  stream = io.StringIO()
+  report = predict.run(
+      recording,
+      predict.find_inputs(images)[0],
+      tmp_path / 'out',
+      colours=np.asarray(SYNTHETIC_CLASSES.colours, np.uint8),
+      batch_size=4,
+      stream=stream,
+  )
+  assert not report.failed and len(report.done) == 3
+  assert recording.shapes == [(1, 32, 48, 3)] * 3
+  assert '--batch-size 4 would not fit in memory for 32x48 images; segmenting 1 at a time' in (
+      stream.getvalue()
+  )
+  for i in range(3):
+    assert (_read(tmp_path / 'out' / f'{i}_classes.png') == segmenter8.predict(_scene(i))).all()
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+  """A 45-byte PNG whose header claims WIDTHxHEIGHT RGB pixels (and holds none)."""
+  import struct
+  import zlib
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b'')
+
+
+def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, checkpoint8, capsys):
+  from esnet_jax.errors import InputError
+
+  bomb = tmp_path / 'in' / 'bomb.png'
+  bomb.parent.mkdir()
+  bomb.write_bytes(_png_claiming(40_000, 40_000))
+  with pytest.raises(InputError, match=rf'^Cannot read image {bomb}: Image size \(1600000000 '):
+    predict.load_image(bomb)
+  good = _save(_scene(0), tmp_path / 'in' / 'good.png')
+  out = tmp_path / 'out'
+  rc = predict.main(
+      ['--checkpoint', str(checkpoint8), '--input', str(bomb), str(good), '--output', str(out)]
+  )
+  err = capsys.readouterr().err
+  assert rc == 1 and '1 input(s) done, 1 failed' in err
+  (line,) = _error_lines(err)
+  assert line.startswith(f'error: Cannot read image {bomb}: Image size')
+  assert (out / 'good_overlay.png').is_file() and not list(out.glob('bomb*'))
+
+
+def test_a_failing_rewrite_leaves_the_earlier_results_as_they_were(
+    tmp_path, checkpoint8, capsys, monkeypatch
+):
+  """The disk fills up half-way through writing each PNG: the earlier results stay whole
+  and no temporary file is left behind."""
+  image = _save(_scene(0), tmp_path / 'in' / 'a.png')
+  out = tmp_path / 'out'
+  argv = ['--checkpoint', str(checkpoint8), '--input', str(image), '--output', str(out)]
+  assert predict.main(argv) == 0
+  before = _snapshot(out)
+  assert len(before) == 3
+
+  def disk_full(self, fp, *args, **kwargs):
+    Path(fp).write_bytes(b'\x89PNG half')
+    raise OSError(28, 'No space left on device')
+
+  _save(_scene(1), image)  # Another picture under the same name: new results would differ.
+  monkeypatch.setattr(Image.Image, 'save', disk_full)
+  capsys.readouterr()
+  assert predict.main(argv) == 1
+  err = capsys.readouterr().err
+  assert f'error: {image}: [Errno 28] No space left on device' in err
+  assert _snapshot(out) == before
+
+
+def test_a_failing_video_rewrite_leaves_the_earlier_video_as_it_was(
+    tmp_path, checkpoint8, capsys, monkeypatch
+):
+  """A video that turns out truncated half-way: the earlier overlay video stays whole
+  (it used to be deleted), and no temporary file is left behind."""
+  pytest.importorskip('av')
+  from esnet_jax import video
+
+  clip = tmp_path / 'in' / 'clip.mp4'
+  clip.parent.mkdir()
+  with video.VideoWriter(clip, 10, (32, 48)) as writer:
+    for seed in range(4):
+      writer.write(_scene(seed))
+  out = tmp_path / 'out'
+  argv = ['--checkpoint', str(checkpoint8), '--input', str(clip), '--output', str(out)]
+  assert predict.main([*argv, '--batch-size', '2']) == 0
+  before = _snapshot(out)
+  assert list(before) == [out / 'clip_overlay.mp4']
+  frames = video.VideoReader.__iter__
+
+  def truncated(self):
+    for i, frame in enumerate(frames(self)):
+      if i == 3:
+        raise video.VideoError(f'Cannot decode video {self.path}: truncated')
+      yield frame
+
+  monkeypatch.setattr(video.VideoReader, '__iter__', truncated)
+  capsys.readouterr()
+  assert predict.main([*argv, '--batch-size', '2']) == 1
+  assert f'error: Cannot decode video {clip}: truncated' in capsys.readouterr().err
+  assert _snapshot(out) == before
+
+
+def test_config_mode_and_demo_image_name_their_own_outputs(tmp_path, checkpoint8, capsys):
+  from esnet_jax.errors import OutputError
+
+  photos = tmp_path / 'photos'
+  _save(_scene(0), photos / 'a.png')
+  config = smoke.get_config()
+  config.predict.checkpoint = str(checkpoint8)
+  config.predict.input = str(photos)
+  config.predict.output = str(photos)
+  with pytest.raises(
+      OutputError, match=rf'^config.predict.output {photos}: is or holds config.predict.input '
+  ):
+    predict.predict_from_config(config, tmp_path)
+  assert predict.main(['--demo-image', str(photos)]) == 2
+  assert (
+      capsys.readouterr().err
+      == f'error: --demo-image {photos}: is a folder; expected a file name.\n'
+  )
+  assert [p.name for p in photos.iterdir()] == ['a.png']

@@ -206,3 +206,162 @@ def test_int8_pretrained_camvid_keeps_the_val_miou_within_half_a_point(camvid_ro
   assert result['images'] == 101 and result['split'] == 'val'
   miou = result['miou']
   assert abs(miou - pretrained.get('camvid').val_miou) < 0.005, miou
+
+
+# ---------------------------------------------------------------------------------------
+# Calibration that reaches the graph as a deployment would, and fails by name (issue 38).
+
+
+def _weights(tmp_path: Path, num_classes: int = 11) -> Path:
+  from esnet_jax import convert
+
+  path = tmp_path / 'w.npz'
+  np.savez(path, **convert.flax_to_torch(random_variables(num_classes)))
+  return path
+
+
+def test_fixed_size_int8_calibrates_on_images_resized_to_its_input(tmp_path, capsys):
+  """Images of other sizes than the graph's fixed 32x48 (and of each other) are resized
+  to it bilinearly; the file's input stays fixed and the JSON says how."""
+  from esnet_jax import export
+
+  root = _folder(tmp_path / 'imgs', [(40, 60), (24, 30), (50, 50)])
+  out = tmp_path / 'fixed.int8.onnx'
+  args = ['--checkpoint', str(_weights(tmp_path)), '--format', 'onnx', '--out', str(out)]
+  size = ['--height', '32', '--width', '48']
+  calibration = ['--quantize', 'int8', '--calibration', str(root), '--calibration-images', '3']
+  assert export.main([*args, *size, *calibration]) == 0, capsys.readouterr().err
+  dims = onnx.load(out).graph.input[0].type.tensor_type.shape.dim
+  assert [d.dim_value or d.dim_param for d in dims] == ['batch', 32, 48, 3]
+  meta = json.loads(out.with_name(out.name + '.json').read_text())
+  assert meta['quantization']['calibration'] == {
+      'source': str(root),
+      'folder': str(root),
+      'images': 3,
+      'of': 3,
+      'resized': "bilinear, to the graph's fixed 32x48",
+  }
+  x = transforms.normalize(np.full((1, 32, 48, 3), 128, np.uint8))
+  logits = ort.InferenceSession(str(out)).run(None, {'image': x})[0]
+  assert logits.shape == (1, 32, 48, 11)
+
+
+def test_images_are_resized_as_the_graph_takes_them(tmp_path):
+  root = _folder(tmp_path / 'imgs', [(30, 40), (60, 20)])
+  fixed, how = quantize.calibration_images(root, count=2, mean=MEAN, std=STD, height=16, width=24)
+  assert [x.shape for x in fixed] == [(1, 16, 24, 3)] * 2
+  original = np.asarray(Image.open(root / 'sub0/0.png'))
+  expected = transforms.normalize(transforms.resize_image(original, (16, 24)))
+  np.testing.assert_allclose(fixed[0][0], expected, atol=1e-6)
+  assert how['resized'] == "bilinear, to the graph's fixed 16x24"
+  # One side fixed: the other scaled alike (aspect kept), then padded to a multiple of 8.
+  tall, how = quantize.calibration_images(root, count=2, mean=MEAN, std=STD, height=16)
+  assert [x.shape for x in tall] == [(1, 16, 24, 3), (1, 16, 8, 3)]
+  assert how['resized'] == "bilinear, to the graph's fixed height 16, aspect kept"
+
+
+def test_a_symbolic_graph_calibrates_on_images_of_different_sizes(tmp_path):
+  """ONNX Runtime stacks the activations of the images it runs at once; images of different
+  sizes are calibrated one size at a time (before: 'inhomogeneous shape' from numpy)."""
+  from esnet_jax import onnx_graph
+
+  onnx.save(onnx_graph.build_model(random_variables(5)), tmp_path / 'f32.onnx')
+  rng = np.random.default_rng(2)
+  sizes = [(32, 48), (40, 8), (32, 48)]
+  calib = [
+      transforms.normalize(rng.integers(0, 256, (1, h, w, 3)).astype(np.uint8)) for h, w in sizes
+  ]
+  quantize.quantize_int8(tmp_path / 'f32.onnx', tmp_path / 'int8.onnx', calib, input_name='image')
+  x = calib[1]
+  run = lambda name: ort.InferenceSession(str(tmp_path / name)).run(None, {'image': x})[0]
+  assert np.corrcoef(run('f32.onnx').ravel(), run('int8.onnx').ravel())[0, 1] > 0.95
+
+
+def test_a_huge_image_is_downscaled_for_a_symbolic_graph(tmp_path, monkeypatch):
+  """Above MAX_CALIBRATION_PIXELS (1024x2048 in use; 1000 here) an image is downscaled,
+  aspect kept, and the JSON's record says so."""
+  monkeypatch.setattr(quantize, 'MAX_CALIBRATION_PIXELS', 1000)
+  root = _folder(tmp_path / 'imgs', [(64, 64), (16, 24)])
+  images, how = quantize.calibration_images(root, count=2, mean=MEAN, std=STD)
+  assert quantize.calibration_size(64, 64) == (31, 31)
+  assert [x.shape for x in images] == [(1, 32, 32, 3), (1, 16, 24, 3)]  # 31 padded to 32
+  assert how['resized'] == (
+      '1 image(s) of more than 1000 pixels downscaled bilinearly to at most that, aspect kept'
+  )
+
+
+def test_calibration_that_would_not_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+  from esnet_jax import memory_budget, predict
+  from esnet_jax.errors import MemoryBudgetError
+
+  root = _folder(tmp_path / 'imgs', [(64, 64)])
+  monkeypatch.setattr(memory_budget, 'available_bytes', lambda: 10**6)
+
+  def no_decoding(path):
+    raise AssertionError(f'{path} decoded before the memory check')
+
+  monkeypatch.setattr(predict, 'load_image', no_decoding)
+  with pytest.raises(MemoryBudgetError, match=r'sub0/0\.png .* at 64x64 would need about'):
+    quantize.calibration_images(root, count=1, mean=MEAN, std=STD)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+  """A PNG that claims WIDTHxHEIGHT in its header and holds no pixel data (a bomb's size)."""
+  import struct
+  import zlib
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))
+
+  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b''))
+  return path
+
+
+def test_a_decompression_bomb_is_refused_by_name_from_its_header(tmp_path):
+  from esnet_jax.errors import InputError
+
+  root = tmp_path / 'imgs'
+  root.mkdir()
+  bomb = _png_header_only(root / 'bomb.png', 20000, 20000)  # 400 megapixels, claimed
+  with pytest.raises(InputError, match=rf'^Cannot read image {bomb}: Image size \(400000000 '):
+    quantize.calibration_images(root, count=1, mean=MEAN, std=STD)
+
+
+def test_a_config_whose_get_config_raises_is_one_line_naming_it(tmp_path, capsys):
+  from esnet_jax import export
+
+  config = tmp_path / 'calib.py'
+  config.write_text('def get_config():\n  raise ValueError("no dataset here\\nsecond line")\n')
+  with pytest.raises(OptionError, match='expected a dataset config that loads, not ValueError'):
+    quantize.calibration_images(config, count=1, mean=MEAN, std=STD)
+  args = ['--checkpoint', str(_weights(tmp_path)), '--format', 'onnx', '--quantize', 'int8']
+  args += ['--calibration', str(config), '--out', str(tmp_path / 'x.onnx')]
+  assert export.main(args) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith(f"error: calibration='{config}': expected")
+  assert 'ValueError: no dataset here second line' in err
+  assert not (tmp_path / 'x.onnx').exists()
+
+
+def test_a_failed_quantization_names_the_users_files_not_temporary_ones(tmp_path):
+  from esnet_jax import onnx_graph
+  from esnet_jax.errors import ExportError
+
+  float_model = tmp_path / 'tmp' / 'float32.onnx'
+  float_model.parent.mkdir()
+  onnx.save(onnx_graph.build_model(random_variables(5)), float_model)
+  wrong = [np.zeros((1, 16, 16, 4), np.float32)]  # Four channels: ONNX Runtime refuses them.
+  with pytest.raises(ExportError) as raised:
+    quantize.quantize_int8(
+        float_model,
+        tmp_path / '.x.partial-1234.onnx',
+        wrong,
+        input_name='image',
+        name='model.int8.onnx',
+        source='calib/',
+    )
+  message = str(raised.value)
+  assert message.startswith('INT8 quantization of model.int8.onnx calibrated on calib/ failed')
+  assert '\n' not in message and str(float_model) not in message and 'partial' not in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,3 +129,35 @@ def test_plots_cli_and_failures_that_only_warn(tmp_path, caplog, capsys):
   with caplog.at_level(logging.WARNING):
     assert plots.write_plots_or_warn(tmp_path / 'empty') == []
   assert 'Could not write plots' in caplog.text
+
+
+def test_plots_never_replace_their_eval_json_and_are_written_whole(tmp_path, capsys, monkeypatch):
+  """An --eval-json kept where a plot goes is refused, untouched; a plot whose writing fails
+  half-way leaves the earlier plot as it was, with no temporary file beside it."""
+  workdir = _fake_workdir(tmp_path)
+  (workdir / 'plots').mkdir()
+  kept = workdir / 'plots' / 'per_class_iou.png'
+  kept.write_bytes((workdir / 'eval' / 'step_30.json').read_bytes())
+  data = kept.read_bytes()
+  assert plots.main(['--workdir', str(workdir), '--eval-json', str(kept)]) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and err.startswith(
+      f'error: plot {kept}: is --eval-json {kept}, which this command reads; refusing'
+  )
+  assert kept.read_bytes() == data and [p.name for p in (workdir / 'plots').iterdir()] == [
+      'per_class_iou.png'
+  ]
+
+  kept.unlink()
+  written = plots.write_plots(workdir)
+  before = {p: p.read_bytes() for p in written}
+  from matplotlib.figure import Figure
+
+  def disk_full(self, fname, **kwargs):
+    Path(fname).write_bytes(b'\x89PNG half')
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(Figure, 'savefig', disk_full)
+  with pytest.raises(OSError, match='No space left'):
+    plots.write_plots(workdir)
+  assert {p: p.read_bytes() for p in (workdir / 'plots').iterdir()} == before

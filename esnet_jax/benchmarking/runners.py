@@ -3,7 +3,7 @@
 Both take a `BenchmarkOptions` (or its fields as keywords, checked the same way)
 and return a JSON-ready dict that names the machine (`machine.describe`).
 
-Inference: one call of the compiled deployed network (`inference.deployed_network`:
+Inference: one call of the compiled deployed network (`deployed.deployed_network`:
 BN folded unless `fold_bn=False`, the implementation `kernels` picks) on
 device-resident, already normalised float32 images, ended by
 `block_until_ready`. Compilation happens once, before the warm-up calls
@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import implementations, inference, weights
+from esnet_jax import deployed, implementations, weights
 from esnet_jax.benchmarking import contenders, machine, timing
 from esnet_jax.convert import num_classes_of
 from esnet_jax.kernels import build as kernel_build
@@ -83,7 +83,7 @@ def run_inference_benchmark(
     num_classes = 19 if o.num_classes is None else o.num_classes
     variables = contenders.random_variables(num_classes, o.seed)
 
-  model, model_variables = inference.deployed_network(
+  model, model_variables = deployed.deployed_network(
       variables, kernels=o.kernels, dtype=DTYPES[o.dtype], fold_bn=o.fold_bn
   )
   device = jax.devices()[0]
@@ -102,7 +102,7 @@ def run_inference_benchmark(
   if implementations.uses_kernels(model):
     # XLA cannot count the FLOPs inside custom calls: count those of the same
     # network on XLA's convolutions (identical arithmetic).
-    xla_model, _ = inference.deployed_network(
+    xla_model, _ = deployed.deployed_network(
         variables, kernels='xla', dtype=DTYPES[o.dtype], fold_bn=o.fold_bn
     )
     xla_forward = jax.jit(lambda v, images: xla_model.apply(v, images, train=False))

@@ -291,7 +291,7 @@ def load_image(path: Path) -> np.ndarray:
   try:
     with Image.open(path) as image:
       return np.asarray(image.convert('RGB'), np.uint8)
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DatasetError(f'Cannot read image {path}: {e}') from e
 
 
@@ -304,7 +304,7 @@ def load_label(path: Path) -> np.ndarray:
     with Image.open(path) as label:
       mode = label.mode
       array = np.asarray(label) if mode in _LABEL_MODES else None
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DatasetError(f'Cannot read label {path}: {e}') from e
   if array is None:
     raise DatasetError(
@@ -353,7 +353,7 @@ def _header_size(path: Path) -> tuple[int, int]:
   try:
     with Image.open(path) as image:
       width, height = image.size
-  except (OSError, SyntaxError, ValueError) as e:
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise DatasetError(f'Cannot read image header of {path}: {e}') from e
   return height, width
 

@@ -36,10 +36,19 @@ class PretrainedWeights:
   train_split: str  # What they were trained on: with 'val' in it, `val_miou` is not held out.
   val_miou: float  # On the dataset's val split, as stated in the README.
   train_only_val_miou: float  # The same recipe trained on 'train' alone: a held-out val figure.
+  # Their INT8 QDQ ONNX file (`esnet_jax.engines`' int8 precision), calibrated on the data
+  # the weights were trained on, its sha256 and its val mIoU (on ONNX Runtime); '' if none.
+  int8_filename: str = ''
+  int8_sha256: str = ''
+  int8_val_miou: float | None = None
 
   @property
   def path(self) -> Path:
     return WEIGHTS_DIR / self.filename
+
+  @property
+  def int8_path(self) -> Path:
+    return WEIGHTS_DIR / self.int8_filename
 
   def meta(self) -> dict[str, Any]:
     """Checkpoint-style metadata (see `checkpointing`) for inference and predict."""
