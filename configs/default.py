@@ -61,6 +61,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.which = 'latest'  # eval mode: 'latest' or 'best' checkpoint of a workdir
   config.eval.flip = False  # test-time augmentation: average with the mirrored image
   config.eval.scales = (1.0,)  # test-time augmentation: e.g. (0.75, 1.0, 1.25)
+  # Eval mode's engine and precision (esnet_jax.engines; periodic evaluation runs in JAX):
+  config.eval.engine = 'auto'  # 'auto' (fastest installed), 'jax', 'onnxruntime', 'openvino'
+  config.eval.precision = ''  # '' = config.model.dtype's; 'float32', 'bfloat16' or 'int8'
+  config.eval.threads = 0  # ONNX Runtime's / OpenVINO's threads; 0 = theirs
+  config.eval.calibration = ''  # INT8 of weights that ship no INT8 file: config or folder
 
   # predict mode (esnet_jax.predict); TTA from eval.flip/scales, batch eval_batch_size.
   config.predict = ml_collections.ConfigDict()

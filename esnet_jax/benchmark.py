@@ -3,6 +3,8 @@
   python -m esnet_jax.benchmark [--height 512 --width 1024 --batch 1] [--compare-torch]
       [--compare-onnxruntime] [--kernels auto|xla|native] [--json PATH] [--trace DIR]
   python -m esnet_jax.benchmark --train [--devices N] [--compare-jit] [--compare-torch]
+  python -m esnet_jax.benchmark --engines [--sizes 512x1024,360x480] [--checkpoint W]
+      [--threads N] [--runs R] [--json PATH]
   python -m esnet_jax.benchmark --suite gpu [--smoke] --json OUT
 
 or `python -m esnet_jax.main --config configs/benchmark.py --workdir W`
@@ -15,6 +17,12 @@ machine: `cpu_model`, `cpu_isa` (the widest SIMD set the compiled kernels know)
 and `native_kernels`, whether the package's compiled kernels are in the timed
 program. Timings are medians; on shared machines repeat a measurement before
 trusting it.
+
+`--engines` times every engine of `esnet_jax.engines` (JAX, ONNX Runtime, OpenVINO) at
+every precision it runs here (float32, bfloat16, INT8), side by side in one run, on
+`pretrained:camvid` unless `--checkpoint` (`esnet_jax.benchmarking.engine_runs`): the
+engine call alone, at each of `--sizes`, alternating call by call; the table marks the
+fastest, `auto`'s choice per precision and what the tools run by default.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from typing import Any, Sequence
 
 from esnet_jax import cli, host_memory, implementations, profiling, xla_flags
 from esnet_jax.benchmarking import gpu_report, report
+from esnet_jax.benchmarking.engine_runs import run_engines_benchmark
 from esnet_jax.benchmarking.runners import run_inference_benchmark, run_train_benchmark
 from esnet_jax.errors import EsnetError
 from esnet_jax.options import DEFAULT_WARMUP, DTYPES, MIN_RUNS, BenchmarkOptions
@@ -131,6 +140,26 @@ def build_parser() -> argparse.ArgumentParser:
       'export of the same weights, alternating with JAX; float32 only; '
       'needs the export extra (onnx, onnxruntime)',
   )
+  parser.add_argument(
+      '--engines',
+      action='store_true',
+      help='time every engine (jax, onnxruntime, openvino) at every precision it runs here '
+      '(float32, bfloat16, int8) side by side, at each of --sizes, on --checkpoint '
+      f'(default {BenchmarkOptions.ENGINE_CHECKPOINT}, whose INT8 file ships)',
+  )
+  parser.add_argument(
+      '--sizes',
+      default=None,
+      metavar='HxW[,HxW...]',
+      help=f'with --engines: the input sizes (default {BenchmarkOptions.ENGINE_SIZES})',
+  )
+  parser.add_argument(
+      '--threads',
+      type=int,
+      default=None,
+      help="with --engines: ONNX Runtime's and OpenVINO's threads (default: theirs); "
+      "JAX's are the CPUs this process may use",
+  )
   parser.add_argument('--seed', type=int, default=0, help='seed of random weights and input')
   parser.add_argument(
       '--json', default=None, metavar='PATH', help='also write the results to this JSON file'
@@ -163,8 +192,12 @@ def run(options: BenchmarkOptions) -> dict[str, Any]:
           f'warning: --runs {options.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
           file=sys.stderr,
       )
-    result = run_inference_benchmark(options)
-    print(report.format_report(result))
+    if options.engines:
+      result = run_engines_benchmark(options, progress=_progress)
+      print(report.format_engines_report(result))
+    else:
+      result = run_inference_benchmark(options)
+      print(report.format_report(result))
   report.print_trace(result)
   if options.json:
     report.write_json(options.json, result)
@@ -183,10 +216,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     sys.exit(f'error: {e}')
 
 
+def _progress(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+
+
 def _gpu_suite(options: BenchmarkOptions) -> dict[str, Any]:
-  result = gpu_report.run_gpu_report(
-      smoke=options.smoke, progress=lambda line: print(line, file=sys.stderr, flush=True)
-  )
+  result = gpu_report.run_gpu_report(smoke=options.smoke, progress=_progress)
   print(gpu_report.format_report(result))
   if options.json:
     report.write_json(options.json, result)

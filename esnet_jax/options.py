@@ -276,10 +276,19 @@ def _floats(values: Any) -> tuple[float, ...] | Any:
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkOptions(_Checked):
-  """`esnet_jax.benchmark`: what to time (inference, the train step or the GPU suite) and how.
+  """`esnet_jax.benchmark`: what to time (inference, the train step, every engine or the GPU
+  suite) and how.
 
-  `batch` None is 1 for inference and 8 images per device for the train step.
+  `batch` None is 1 for inference and 8 images per device for the train step. `engines`
+  times every engine of `esnet_jax.engines` at every precision it runs here, at each of
+  `sizes` ('HxW[,HxW...]', default `ENGINE_SIZES`) instead of `height` and `width`, on
+  `checkpoint` (default `ENGINE_CHECKPOINT`, whose INT8 file ships: INT8 needs no
+  calibration), with `threads` for ONNX Runtime and OpenVINO (None: their default).
   """
+
+  # Not annotated: class constants, not fields.
+  ENGINE_SIZES = '512x1024,360x480'
+  ENGINE_CHECKPOINT = 'pretrained:camvid'
 
   height: int = 512
   width: int = 1024
@@ -301,10 +310,60 @@ class BenchmarkOptions(_Checked):
   compare_jit: bool = False
   suite: str | None = None
   smoke: bool = False
+  engines: bool = False
+  sizes: str | None = None
+  threads: int | None = None
 
   @property
   def batch_size(self) -> int:
     return self.batch or (8 if self.train else 1)
+
+  @property
+  def engine_sizes(self) -> tuple[tuple[int, int], ...]:
+    """`sizes` (default `ENGINE_SIZES`) as (height, width) pairs; () if it does not parse."""
+    pairs = []
+    for item in (self.sizes or self.ENGINE_SIZES).lower().split(','):
+      height, x, width = item.strip().partition('x')
+      if not (x and height.isdigit() and width.isdigit()):
+        return ()
+      pairs.append((int(height), int(width)))
+    return tuple(pairs)
+
+  def _engine_checks(self) -> list[tuple[str, bool, str]]:
+    """What `engines` times on its own terms: its sizes, precisions and weights."""
+    alone = 'False with --engines, which times every engine alone'
+    use_sizes = 'its default with --engines, which times --sizes HxW[,HxW...]'
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    return [
+        (
+            'sizes',
+            bool(self.engine_sizes)
+            and all(_multiple_of_8(side) for size in self.engine_sizes for side in size),
+            'HxW[,HxW...] with H and W positive multiples of 8 (e.g. 512x1024,360x480)',
+        ),
+        ('sizes', self.engines or self.sizes is None, 'not given without --engines'),
+        ('threads', self.engines or self.threads is None, 'not given without --engines'),
+        ('threads', self.threads is None or _positive_int(self.threads), 'a positive integer'),
+        *(
+            (side, not self.engines or getattr(self, side) == defaults[side], use_sizes)
+            for side in ('height', 'width')
+        ),
+        (
+            'dtype',
+            not self.engines or self.dtype == 'float32',
+            'float32 with --engines, which times every precision',
+        ),
+        (
+            'num_classes',
+            not self.engines or self.num_classes is None,
+            "not given with --engines: it times the --checkpoint's classes",
+        ),
+        ('train', not (self.engines and self.train), alone),
+        ('suite', not (self.engines and self.suite), alone),
+        ('compare_torch', not (self.engines and self.compare_torch), alone),
+        ('compare_onnxruntime', not (self.engines and self.compare_onnxruntime), alone),
+        ('trace_dir', not (self.engines and self.trace_dir), alone),
+    ]
 
   def _checks(self) -> list[tuple[str, bool, str]]:
     return [
@@ -353,7 +412,7 @@ class BenchmarkOptions(_Checked):
             not (self.compare_torch and self.devices != 1),
             'False unless --devices 1: it times one device',
         ),
-    ]
+    ] + self._engine_checks()
 
   @classmethod
   def from_args(cls, args: argparse.Namespace) -> BenchmarkOptions:
@@ -507,16 +566,30 @@ class EvalOptions(_Checked):
   which: str = 'latest'
   scales: tuple[float, ...] = (1.0,)
   flip: bool = False
+  engine: str = 'auto'  # Eval mode only; periodic evaluation runs in the training's JAX.
+  precision: str | None = None  # None: config.model.dtype's.
+  threads: int | None = None
+  calibration: str = ''
 
   def _checks(self) -> list[tuple[str, bool, str]]:
     return [
         _choice('which', self.which, WHICH),
         ('scales', _scales_ok(self.scales), SCALES_EXPECTED),
         ('flip', isinstance(self.flip, bool), 'True or False'),
+        *engine_checks(self.engine, self.precision, self.threads),
     ]
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> EvalOptions:
     e = config.eval
-    fields = dict(checkpoint=e.checkpoint, which=e.which, scales=_floats(e.scales), flip=e.flip)
+    fields = dict(
+        checkpoint=e.checkpoint,
+        which=e.which,
+        scales=_floats(e.scales),
+        flip=e.flip,
+        engine=e.get('engine', 'auto'),
+        precision=e.get('precision', '') or None,
+        threads=e.get('threads', 0) or None,
+        calibration=e.get('calibration', ''),
+    )
     return _build(cls, fields, {name: f'config.eval.{name}' for name in fields}, config=True)

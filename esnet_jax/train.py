@@ -30,6 +30,7 @@ from flax.training import train_state
 from esnet_jax import (
     checkpointing,
     convert,
+    engines,
     implementations,
     inference,
     input_pipeline,
@@ -44,7 +45,9 @@ from esnet_jax.datasets import ClassTable, build_source
 from esnet_jax.metric_writers import MetricWriter
 from esnet_jax.options import EvalOptions
 from esnet_jax.models import ESNet
-from esnet_jax.errors import NonFiniteLossError
+from esnet_jax.errors import NonFiniteLossError, OptionError
+from esnet_jax.evaluator import SegmenterEvaluator
+from esnet_jax.inference import Segmenter
 
 AXIS = 'batch'
 CLASS_WEIGHTS_FILE = 'class_weights.json'
@@ -580,6 +583,59 @@ def _train_in_held_workdir(
   return summary
 
 
+def _evaluate_variables(
+    config: ml_collections.ConfigDict,
+    settings: EvalOptions,
+    variables: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    class_table: ClassTable,
+) -> dict[str, Any]:
+  """Eval mode's metrics of VARIABLES: the pmapped JAX step, or a Segmenter on another engine.
+
+  The engine is `config.eval.engine` at `config.eval.precision` (default: the model's
+  dtype); where it resolves to JAX at the model's own dtype, the training's eval step runs
+  (all devices); otherwise `evaluator.SegmenterEvaluator`.
+  """
+  precision = settings.precision or config.model.dtype
+  try:
+    engine = engines.resolve(settings.engine, precision)
+  except OptionError as e:
+    raise ConfigError(f'config.eval.{e.field}={e.value!r}: expected {e.expected}.') from None
+  if engine == 'jax' and precision == config.model.dtype:
+    model = create_model(config, class_table.num_classes)
+    state = replicate(
+        TrainState(
+            step=0,
+            apply_fn=model.apply,
+            params=variables['params'],
+            tx=None,
+            opt_state=None,
+            batch_stats=variables['batch_stats'],
+            rng=jax.random.PRNGKey(0),
+        )
+    )
+    return {
+        'engine': 'jax',
+        'precision': precision,
+        **_make_eval_fn(config, model, class_table)(state),
+    }
+  eval_scale = float(config.dataset.eval_scale)
+  segmenter = Segmenter(
+      variables,
+      mean=config.dataset.mean,
+      std=config.dataset.std,
+      meta=meta,
+      kernels=config.model.kernels,
+      scales=tuple(eval_scale * s for s in settings.scales),
+      flip=settings.flip,
+      engine=engine,
+      precision=precision,
+      threads=settings.threads,
+      calibration=settings.calibration,
+  )
+  return SegmenterEvaluator(config.dataset).run(segmenter)
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
   """Evaluate `config.eval.checkpoint` (or the workdir's latest/best) on the eval split."""
   settings = _validate(config)
@@ -593,22 +649,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str | Path) 
         f'Checkpoint {loaded.source} is for {num_classes} classes; dataset '
         f'{config.dataset.name!r} has {class_table.num_classes}.'
     )
-  model = create_model(config, class_table.num_classes)
-  state = replicate(
-      TrainState(
-          step=0,
-          apply_fn=model.apply,
-          params=variables['params'],
-          tx=None,
-          opt_state=None,
-          batch_stats=variables['batch_stats'],
-          rng=jax.random.PRNGKey(0),
-      )
-  )
   summary = {
       'step': loaded.step,
       'checkpoint': loaded.source,
-      **_make_eval_fn(config, model, class_table)(state),
+      **_evaluate_variables(config, settings, variables, loaded.meta, class_table),
   }
   name = (
       f'eval_{settings.which}_step_{loaded.step}.json'

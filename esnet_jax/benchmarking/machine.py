@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import re
 from typing import Any
@@ -29,6 +30,62 @@ def cpu_model() -> str:
   import platform
 
   return platform.processor() or platform.machine() or 'unknown'
+
+
+# The CPU features that decide which engine and precision run fastest: the SIMD width,
+# 8-bit dot products (VNNI, AMX; on Arm `asimddp`, `i8mm`) and bfloat16 arithmetic.
+ENGINE_CPU_FLAGS = (
+    'avx2',
+    'fma',
+    'avx512f',
+    'avx_vnni',
+    'avx512_vnni',
+    'avx512_bf16',
+    'amx_tile',
+    'amx_int8',
+    'amx_bf16',
+    'asimddp',
+    'i8mm',
+    'bf16',
+)
+# The runtimes of `esnet_jax.engines` beside JAX, whose versions a timing names.
+ENGINE_PACKAGES = ('onnx', 'onnxruntime', 'openvino')
+
+
+def cpu_flags(names: tuple[str, ...] = ENGINE_CPU_FLAGS) -> dict[str, bool]:
+  """Which of NAMES the CPU has, by /proc/cpuinfo's `flags` (x86) or `Features` (Arm) line.
+
+  All False where there is no /proc/cpuinfo (not Linux): unknown, not absent.
+  """
+  try:
+    with open('/proc/cpuinfo') as f:
+      line = next((line for line in f if line.startswith(('flags', 'Features'))), '')
+  except OSError:
+    line = ''
+  have = set(line.partition(':')[2].split())
+  return {name: name in have for name in names}
+
+
+def package_version(name: str) -> str | None:
+  """The installed version of package NAME, None if it is not installed."""
+  try:
+    return importlib.metadata.version(name)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def engine_facts() -> dict[str, Any]:
+  """What, beside `describe`'s facts, decides the engines' speeds here: CPU flags and cores,
+  the runtimes' versions and OpenVINO's view of the CPU (`OPTIMIZATION_CAPABILITIES`)."""
+  facts: dict[str, Any] = {'cpu_flags': cpu_flags(), 'cpu_count': os.cpu_count()}
+  facts.update({f'{name}_version': package_version(name) for name in ENGINE_PACKAGES})
+  capabilities = None
+  if importlib.util.find_spec('openvino') is not None:
+    from esnet_jax.engines import openvino_engine  # pylint: disable=g-import-not-at-top
+
+    capabilities = list(openvino_engine.cpu_capabilities())
+  facts['openvino_cpu_capabilities'] = capabilities
+  return facts
 
 
 def custom_call_targets(program_text: str) -> list[str]:

@@ -101,3 +101,70 @@ def write_json(path: str | os.PathLike[str], result: Mapping[str, Any]) -> None:
   with open(path, 'w') as f:
     json.dump(result, f, indent=2)
     f.write('\n')
+
+
+def format_engines_report(result: Mapping[str, Any]) -> str:
+  """The table of a `run_engines_benchmark` result: per size, fastest first, with marks."""
+  flags = [name for name, have in result['cpu_flags'].items() if have]
+  versions = ', '.join(
+      f'{name} {result[f"{name}_version"]}'
+      for name in ('jax', 'onnxruntime', 'openvino')
+      if result[f'{name}_version']
+  )
+  threads = result['engine_threads'] or 'default'
+  lines = [
+      f"ESNet({result['num_classes']}) {result['checkpoint']}, batch {result['batch']}, "
+      f"{result['runs']} rounds alternating, logits of normalised float32 images",
+      f"cpu: {result['cpu_model']}, {result['cpu_isa']} ({' '.join(flags) or 'no flags read'}), "
+      f"{result['threads']} threads (JAX), ONNX Runtime / OpenVINO threads: {threads}",
+      versions,
+      '',
+  ]
+  table = [
+      (
+          'size (HxW)',
+          'engine',
+          'precision',
+          'p50 ms',
+          'min ms',
+          'p90 ms',
+          'FPS',
+          'first call ms',
+          '',
+      )
+  ]
+  for row in result['rows']:
+    marks = [
+        mark
+        for mark, on in (
+            ('fastest', row['fastest']),
+            (f"auto {row['precision']}", row['auto']),
+            ('default', row['default']),
+        )
+        if on
+    ]
+    table.append(
+        (
+            f"{row['height']}x{row['width']}",
+            row['engine'],
+            row['precision'],
+            f"{row['ms_p50']:.1f}",
+            f"{row['ms_min']:.1f}",
+            f"{row['ms_p90']:.1f}",
+            f"{row['fps']:.1f}",
+            f"{row['first_call_s'] * 1e3:.0f}",
+            ', '.join(marks),
+        )
+    )
+  widths = [max(len(cell) for cell in column) for column in zip(*table)]
+  lines += ['  '.join(cell.ljust(width) for cell, width in zip(cells, widths)) for cells in table]
+  built = ', '.join(f"{b['engine']} {b['precision']} {b['build_s']:.2f} s" for b in result['built'])
+  lines += [
+      '',
+      'auto: the engine each precision runs with --engine auto; default: what the tools run '
+      'unless told (auto float32); first call: JAX and OpenVINO compile for the size then',
+      f'built (files exported or read, sessions made) in: {built}',
+  ]
+  for skip in result['skipped']:
+    lines.append(f"skipped {skip['engine']} {skip['precision']}: {skip['reason']}")
+  return '\n'.join(line.rstrip() for line in lines)

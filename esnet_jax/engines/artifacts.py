@@ -84,10 +84,9 @@ def shipped_int8(meta: Mapping[str, Any]) -> Path | None:
   from esnet_jax import pretrained  # pylint: disable=g-import-not-at-top
 
   name = meta.get('pretrained')
-  entry = pretrained.PRETRAINED.get(name) if name else None
-  if entry is None or not entry.int8_filename:
+  if not name or name not in pretrained.PRETRAINED:
     return None
-  return entry.int8_path
+  return pretrained.int8_file(name)
 
 
 def int8_onnx(
@@ -104,7 +103,7 @@ def int8_onnx(
       source was given (`calibration`).
   """
   shipped = shipped_int8(meta)
-  if shipped is not None and shipped.is_file():
+  if shipped is not None:
     return shipped
   key = weights_key(variables)
   cached = sorted(cache_dir().glob(f'{key}.int8-*.onnx'))
