@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument(
       '--checkpoint',
       default=None,
-      help='time these weights (training workdir or orbax checkpoint) ' 'instead of random ones',
+      help='time these weights (a workdir, checkpoint, weights file or pretrained:NAME) instead '
+      f'of random ones; with --engines, {BenchmarkOptions.ENGINE_CHECKPOINT} when not given',
   )
   parser.add_argument(
       '--compare-torch',

@@ -28,8 +28,8 @@ from esnet_jax.convert import num_classes_of
 from esnet_jax.errors import OptionError
 from esnet_jax.options import BenchmarkOptions
 
-# What the tools run unless told otherwise (`PredictOptions`: engine 'auto', float32).
-DEFAULT = ('auto', 'float32')
+# The tools run `auto`'s engine at this precision unless told otherwise (`PredictOptions`).
+DEFAULT_PRECISION = 'float32'
 
 
 def auto_choices() -> dict[str, str | None]:
@@ -101,7 +101,7 @@ def run_engines_benchmark(
   checkpoint = options.checkpoint or options.ENGINE_CHECKPOINT
   loaded = weights.load(checkpoint)
   auto = auto_choices()
-  default_engine = auto[DEFAULT[1]]
+  default_engine = auto[DEFAULT_PRECISION]
   built, info, skipped = _build_all(loaded.variables, loaded.meta, options, progress)
   rng = np.random.default_rng(options.seed)
   rows = []
@@ -123,7 +123,7 @@ def run_engines_benchmark(
       row['fps'] = options.batch_size / (row['ms_p50'] / 1e3)
       row['first_call_s'] = first_call_s[name, precision]
       row['auto'] = auto[precision] == name
-      row['default'] = (name, precision) == (default_engine, DEFAULT[1])
+      row['default'] = (name, precision) == (default_engine, DEFAULT_PRECISION)
       at_size.append(row)
     fastest = min(at_size, key=lambda row: row['ms_p50'])
     for row in at_size:
@@ -141,7 +141,7 @@ def run_engines_benchmark(
       'engine_threads': options.threads,  # ONNX Runtime's and OpenVINO's; None: theirs.
       'sizes': [list(size) for size in options.engine_sizes],
       'auto': auto,
-      'default': {'engine': default_engine, 'precision': DEFAULT[1]},
+      'default': {'engine': default_engine, 'precision': DEFAULT_PRECISION},
       'built': info,
       'skipped': skipped,
       'rows': rows,

@@ -157,7 +157,14 @@ def format_engines_report(result: Mapping[str, Any]) -> str:
         )
     )
   widths = [max(len(cell) for cell in column) for column in zip(*table)]
-  lines += ['  '.join(cell.ljust(width) for cell, width in zip(cells, widths)) for cells in table]
+  numbers = range(3, 8)  # p50 to first call: right-aligned.
+  lines += [
+      '  '.join(
+          cell.rjust(width) if i in numbers else cell.ljust(width)
+          for i, (cell, width) in enumerate(zip(cells, widths))
+      )
+      for cells in table
+  ]
   built = ', '.join(f"{b['engine']} {b['precision']} {b['build_s']:.2f} s" for b in result['built'])
   lines += [
       '',
