@@ -192,11 +192,21 @@ def test_eval_mode_reproduces_the_training_evaluation(reference_run, tmp_path):
   config = smoke.get_config()
   config.mode = 'eval'
   config.eval.which = 'best'
+  config.eval.engine = 'jax'
   summary = train.evaluate_checkpoint(config, workdir)
   trained = json.loads((workdir / 'eval' / f'step_{STEPS}.json').read_text())
-  assert summary['step'] == STEPS
+  assert summary['step'] == STEPS and summary['engine'] == 'jax'
   assert summary['miou'] == pytest.approx(trained['miou'], abs=1e-9)
   assert (workdir / 'eval' / f'eval_best_step_{STEPS}.json').exists()
+  # Another engine measures each image through Segmenter: the same classes up to rounding.
+  config.eval.engine = 'onnxruntime'
+  summary = train.evaluate_checkpoint(config, workdir)
+  assert summary['engine'] == 'onnxruntime' and summary['precision'] == 'float32'
+  assert summary['miou'] == pytest.approx(trained['miou'], abs=1e-3)
+  assert summary['ms_per_image'] > 0
+  config.eval.engine, config.eval.precision = 'jax', 'int8'
+  with pytest.raises(train.ConfigError, match=r"config.eval.engine='jax': expected .*not int8"):
+    train.evaluate_checkpoint(config, workdir)
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(tmp_path):
