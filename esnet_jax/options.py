@@ -125,6 +125,8 @@ class PredictOptions(_Checked):
   precision: str | None = None  # None: `dtype`'s (float32 or bfloat16).
   threads: int | None = None
   calibration: str = ''
+  max_frames: int | None = None  # Videos: stop after this many frames.
+  duration: float | None = None  # Videos: stop after this many seconds of each.
 
   @property
   def effective_precision(self) -> str:
@@ -155,6 +157,21 @@ class PredictOptions(_Checked):
             self.precision in (None, self.dtype) or self.dtype == 'float32',
             f'the --dtype given ({self.dtype}) or no --dtype: --precision supersedes it',
         ),
+        (
+            'max_frames',
+            self.max_frames is None or _positive_int(self.max_frames),
+            'a positive integer',
+        ),
+        (
+            'duration',
+            self.duration is None
+            or (
+                isinstance(self.duration, (int, float))
+                and math.isfinite(self.duration)
+                and self.duration > 0
+            ),
+            'a positive number of seconds',
+        ),
     ]
 
   @classmethod
@@ -178,6 +195,8 @@ class PredictOptions(_Checked):
         precision=args.precision,
         threads=args.threads,
         calibration=args.calibration or '',
+        max_frames=args.max_frames,
+        duration=args.duration,
     )
     names = _flag_names(cls, {'inputs': '--input', 'submission': '--cityscapes-submission'})
     return _build(cls, fields, names, config=False)

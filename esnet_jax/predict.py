@@ -3,7 +3,7 @@
   python -m esnet_jax.predict --checkpoint PATH --input PATH_OR_GLOB [...] --output DIR \
       [--alpha 0.5] [--batch-size N] [--flip] [--scales 0.75,1.0,1.25] \
       [--dtype float32|bfloat16] [--palette checkpoint|synthetic|camvid|cityscapes] \
-      [--which latest|best] [--cityscapes-submission]
+      [--which latest|best] [--cityscapes-submission] [--max-frames N] [--duration S]
   python -m esnet_jax.predict --demo-image scene.png [--demo-size H W] [--demo-seed N]
 
 or, with a config, `python -m esnet_jax.main --config C --workdir W --config.mode=predict`
@@ -11,13 +11,32 @@ or, with a config, `python -m esnet_jax.main --config C --workdir W --config.mod
 `config.eval_batch_size`, compute dtype from `config.model.dtype`).
 
 Inputs are image files, folders (searched recursively; their sub-folders are
-mirrored in the output), globs, and video files. Per image `<stem>` it writes
-`<stem>_classes.png` (8-bit class ids), `<stem>_colour.png` (the checkpoint's
-palette) and `<stem>_overlay.png` (the palette blended over the input); per video
-`<stem>_overlay.mp4`. Outputs keep the input's size: the network runs on the
+mirrored in the output), globs, video files, and live sources: a camera device
+(`/dev/video0`) or a stream URL PyAV opens (rtsp://, rtmp://, http(s)://, udp://,
+tcp://). Per image `<stem>` it writes `<stem>_classes.png` (8-bit class ids),
+`<stem>_colour.png` (the checkpoint's palette) and `<stem>_overlay.png` (the
+palette blended over the input); per video `<stem>_overlay.mp4`, per live source
+`<name>_overlay.mp4` (`video0`, or the URL's last path part: rtsp://cam/live/front.sdp
+gives `front_overlay.mp4`). Outputs keep the input's size: the network runs on the
 image padded to a multiple of 8 (and resized for each TTA scale), its softmax
 probabilities are resized bilinearly back and averaged, and only then is the
 argmax taken, so class ids are never interpolated.
+
+Videos run as a pipeline (`esnet_jax.video_pipeline`): one thread decodes, the main
+thread runs the network, another blends the overlay and encodes (H.264, x264 preset
+superfast), so a video goes at the pace of its slowest stage, the network, rather than
+of all of them in turn. On a CPU the network gets one frame per call: batches of 2 or 4
+measured no faster for any engine (JAX on an accelerator gets `--batch-size`). At the
+end one line per video gives the frame rate achieved beside the source's, e.g.
+`predict: clip.mp4: 240 frames in 11.3 s, 21.2 frames/s (source 24.0 FPS; 0.88x real
+time)`, also in `Report.videos`.
+
+A live source cannot wait for the network: it is segmented one frame at a time, always
+the newest; frames that arrived meanwhile are dropped (the line says how many) and the
+frames kept are written at their source times, so the file plays at the source's pace.
+It runs until `--max-frames N` frames are written, `--duration S` seconds of the source
+(by its timestamps) have passed, the stream ends, or Ctrl-C, which ends the recording
+and keeps a playable file. Both options also cut a video file short.
 
 With `--cityscapes-submission` it writes only what the Cityscapes benchmark
 server takes: `<city>_<seq>_<frame>_labelIds.png` with official label ids, for
@@ -49,7 +68,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence, TextIO
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import jax.numpy as jnp
 import ml_collections
@@ -57,7 +76,7 @@ import numpy as np
 from PIL import Image
 
 from esnet_jax import cli, datasets, implementations, memory_budget, options, output_files
-from esnet_jax import engines, image_files, video, visualize
+from esnet_jax import engines, image_files, video, video_pipeline, visualize
 from esnet_jax.config_validation import ConfigError
 from esnet_jax.datasets import cityscapes
 from esnet_jax.datasets import synthetic
@@ -93,14 +112,25 @@ CONFIG_KEYS = {
 }
 
 
+# An input of `run`: a file (image or video) or a live source (camera device, stream URL).
+Input = InputFile | video.LiveSource
+
+
 @dataclasses.dataclass
 class Report:
-  """What a run did: files written, inputs that failed (with why), inputs skipped."""
+  """What a run did: inputs done (paths; a live source's URL), files written, inputs that
+  failed (with why), inputs skipped, and per video its frame rate beside its source's."""
 
-  done: list[Path] = dataclasses.field(default_factory=list)
+  done: list[Path | str] = dataclasses.field(default_factory=list)
   written: list[Path] = dataclasses.field(default_factory=list)
-  failed: list[tuple[Path, str]] = dataclasses.field(default_factory=list)
+  failed: list[tuple[Path | str, str]] = dataclasses.field(default_factory=list)
   skipped: list[Path] = dataclasses.field(default_factory=list)
+  videos: list[video_pipeline.VideoStats] = dataclasses.field(default_factory=list)
+
+
+def _label(item: Input) -> Path | str:
+  """How messages and the report name an input: its path, or a live source's URL."""
+  return item.url if isinstance(item, video.LiveSource) else item.path
 
 
 def submission_name(path: Path) -> str:
@@ -114,8 +144,10 @@ def submission_name(path: Path) -> str:
   return f'{match["frame"]}_labelIds.png'
 
 
-def result_paths(item: InputFile, output: Path, submission: bool = False) -> list[Path]:
+def result_paths(item: Input, output: Path, submission: bool = False) -> list[Path]:
   """The files `run` writes for ITEM under OUTPUT; none for an input it will refuse."""
+  if isinstance(item, video.LiveSource):
+    return [] if submission else [output / f'{item.name}_overlay.mp4']
   out_dir = output / item.subdir
   if item.is_video:
     return [] if submission else [out_dir / f'{item.path.stem}_overlay.mp4']
@@ -128,7 +160,7 @@ def result_paths(item: InputFile, output: Path, submission: bool = False) -> lis
 
 
 def check_results_spare_inputs(
-    inputs: Sequence[InputFile],
+    inputs: Sequence[Input],
     output: Path,
     *,
     submission: bool = False,
@@ -143,13 +175,17 @@ def check_results_spare_inputs(
   Raises:
     OutputError: naming the result, the input it would replace and the input it is of.
   """
-  sources = {output_files.resolved(item.path): item.path for item in inputs}
+  sources = {
+      output_files.resolved(item.path): item.path
+      for item in inputs
+      if not isinstance(item, video.LiveSource)
+  }
   for item in inputs:
     for path in result_paths(item, output, submission):
       replaced = sources.get(output_files.resolved(path))
       if replaced is not None:
         raise OutputError(
-            f'{names["output"]} {output}: the result {path} of {item.path} would replace '
+            f'{names["output"]} {output}: the result {path} of {_label(item)} would replace '
             f'{replaced}, which is one of the inputs; refusing to run (leave earlier results '
             f'out of {names["input"]}, or choose another {names["output"]}).'
         )
@@ -249,20 +285,9 @@ def write_image_results(
   return [_save_png(a, out_dir / f'{stem}_{kind}.png') for kind, a in zip(IMAGE_RESULTS, arrays)]
 
 
-def _batches(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-  batch = []
-  for item in items:
-    batch.append(item)
-    if len(batch) == size:
-      yield batch
-      batch = []
-  if batch:
-    yield batch
-
-
 def images_per_batch(
     segmenter: Segmenter,
-    path: Path,
+    path: Path | str,
     size: tuple[int, int],
     batch_size: int,
     names: Mapping[str, str] = FLAGS,
@@ -285,49 +310,76 @@ def images_per_batch(
 
 def predict_video(
     segmenter: Segmenter,
-    path: Path,
+    source: Path | str,
     out_path: Path,
     *,
     colours: np.ndarray,
     alpha: float,
     batch_size: int,
+    max_frames: int | None = None,
+    duration: float | None = None,
     on_batch: Callable[[int], None] = lambda n: None,
     names: Mapping[str, str] = FLAGS,
-) -> Path:
-  """Write the overlay video of `path` to `out_path`, whole: a failure leaves an earlier
-  `out_path` as it was. Frames are segmented `batch_size` at a time, fewer if that many
-  would not fit in memory (`images_per_batch`)."""
-  num_frames = 0
-  with video.VideoReader(path) as reader:
-    per_batch = images_per_batch(segmenter, path, reader.size, batch_size, names)
+) -> video_pipeline.VideoStats:
+  """Writes the overlay video of SOURCE (a file, camera device or stream URL) to OUT_PATH.
+
+  The file is written whole: a failure leaves an earlier OUT_PATH as it was; a live
+  source's recording stopped by Ctrl-C is kept. Decoding, the network and encoding
+  overlap (`video_pipeline`); the network gets the engine's best batch
+  (`video_pipeline.video_batch`, at most BATCH_SIZE), fewer frames if that many would
+  not fit in memory (`images_per_batch`). MAX_FRAMES and DURATION (seconds) end it early.
+
+  Returns:
+    The frames written, the time taken and the source's frame rate (and a live
+    source's dropped frames).
+
+  Raises:
+    VideoError: naming SOURCE, if it cannot be opened or decoded, or has no frames.
+  """
+  with video.VideoReader(source) as reader:
+    batch = 1 if reader.live else video_pipeline.video_batch(segmenter.engine_name, batch_size)
+    per_batch = images_per_batch(segmenter, source, reader.size, batch, names)
+    # Compile for the frame size first, so the reported rate is the pipeline's steady one;
+    # the line says how long this took.
+    warmup = segmenter.warm_up(per_batch, *reader.size) if hasattr(segmenter, 'warm_up') else 0.0
     with output_files.replacing(out_path) as tmp:
       with video.VideoWriter(tmp, reader.fps, reader.size) as writer:
-        for frames in _batches(reader, per_batch):
-          for frame, class_map in zip(frames, segmenter(np.stack(frames))):
-            writer.write(visualize.overlay(frame, class_map, colours, alpha))
-          num_frames += len(frames)
-          on_batch(len(frames))
-      if not num_frames:
-        raise video.VideoError(f'{path} has no frames.')
-  return out_path
+        stats = video_pipeline.segment_video(
+            segmenter,
+            reader,
+            writer,
+            colours=colours,
+            alpha=alpha,
+            batch=per_batch,
+            max_frames=max_frames,
+            duration=duration,
+            on_frames=on_batch,
+        )
+      if not stats.frames:
+        raise video.VideoError(f'{source} has no frames.')
+  return dataclasses.replace(stats, warmup_seconds=warmup)
 
 
 def run(
     segmenter: Segmenter,
-    inputs: Sequence[InputFile],
+    inputs: Sequence[Input],
     output: str | os.PathLike[str],
     *,
     colours: np.ndarray,
     alpha: float = 0.5,
     batch_size: int = 4,
     submission: bool = False,
+    max_frames: int | None = None,
+    duration: float | None = None,
     stream: TextIO | None = None,
     names: Mapping[str, str] = FLAGS,
 ) -> Report:
   """Segment `inputs` into `output`, batching images of the same size; never stops on a bad file.
 
   Returns the report of the run; failures are in `report.failed`, with the file
-  named in each message. `names` says how messages name the settings.
+  named in each message, and each video's frame rate in `report.videos`. MAX_FRAMES
+  and DURATION end each video early (`predict_video`). `names` says how messages
+  name the settings.
 
   Raises:
     OutputError: before anything is written, if a result would replace an input
@@ -347,9 +399,9 @@ def run(
   progress = _Progress(len(inputs), stream)
   pending: dict[tuple[int, int], list[tuple[InputFile, np.ndarray]]] = {}
   per_batch: dict[tuple[int, int], int] = {}  # how many images of a size fit in memory at once
-  claimed: dict[tuple[Path, str, bool], Path] = {}  # output names already taken
+  claimed: dict[tuple[Path, str, bool], Path | str] = {}  # output names already taken
 
-  def fail(path: Path, error: Exception) -> None:
+  def fail(path: Path | str, error: Exception) -> None:
     message = str(error) if str(path) in str(error) else f'{path}: {error}'
     report.failed.append((path, message))
     stream.write(('\n' if progress.tty else '') + f'error: {message}\n')
@@ -378,30 +430,37 @@ def run(
     progress.update(len(report.done), len(group), group[-1][0].path.name)
 
   for item in inputs:
+    label = _label(item)
+    live = isinstance(item, video.LiveSource)
     try:
-      name = (item.subdir, item.path.stem, item.is_video)
+      name = (Path(), item.name, True) if live else (item.subdir, item.path.stem, item.is_video)
       if name in claimed:
         raise InputError(
-            f'{item.path}: its results would overwrite those of '
+            f'{label}: its results would overwrite those of '
             f'{claimed[name]}, which has the same name; segment it separately.'
         )
-      claimed[name] = item.path
-      if item.is_video:
+      claimed[name] = label
+      if live or item.is_video:
         if submission:
-          raise InputError(f'{item.path}: a video cannot be part of a Cityscapes submission.')
-        report.written.append(
+          raise InputError(f'{label}: a video cannot be part of a Cityscapes submission.')
+        out_path = result_paths(item, output)[0]
+        shown = item.name if live else item.path.name
+        report.videos.append(
             predict_video(
                 segmenter,
-                item.path,
-                result_paths(item, output)[0],
+                label,
+                out_path,
                 colours=colours,
                 alpha=alpha,
                 batch_size=batch_size,
-                on_batch=lambda n, name=item.path.name: progress.update(len(report.done), n, name),
+                max_frames=max_frames,
+                duration=duration,
+                on_batch=lambda n, shown=shown: progress.update(len(report.done), n, shown),
                 names=names,
             )
         )
-        report.done.append(item.path)
+        report.written.append(out_path)
+        report.done.append(label)
         continue
       if submission:
         submission_name(item.path)  # Reject a badly named input before running the network.
@@ -416,7 +475,7 @@ def run(
               f'{size[0]}x{size[1]} images; segmenting {per_batch[size]} at a time.\n'
           )
     except Exception as e:  # pylint: disable=broad-except
-      fail(item.path, e)  # Whatever went wrong with one input, the others are still done.
+      fail(label, e)  # Whatever went wrong with one input, the others are still done.
       continue
     pending.setdefault(size, []).append((item, image))
     if len(pending[size]) == per_batch[size]:
@@ -428,8 +487,11 @@ def run(
 
 
 def print_summary(report: Report, output: Path, stream: TextIO | None = None) -> None:
-  """Files done and written, skipped files, and every failure with its reason."""
+  """Each video's frame rate beside its source's, files done and written, skipped files,
+  and every failure with its reason."""
   stream = stream or sys.stderr
+  for stats in report.videos:
+    stream.write(f'predict: {stats.line()}\n')
   stream.write(
       f'predict: {len(report.done)} input(s) done, {len(report.failed)} failed; '
       f'{len(report.written)} file(s) written to {output}\n'
@@ -459,7 +521,8 @@ def run_options(options: PredictOptions, names: Mapping[str, str] = FLAGS) -> Re
   checkpoint is read (OutputError); `names` says how messages name the settings.
   """
   output_files.check_output_folder(options.output, names['output'])
-  check_output_spares_input_folders(options.inputs, Path(options.output), names)
+  files = [spec for spec in options.inputs if not video.is_live(spec)]
+  check_output_spares_input_folders(files, Path(options.output), names)
   try:
     segmenter = Segmenter.from_checkpoint(
         options.checkpoint,
@@ -479,15 +542,18 @@ def run_options(options: PredictOptions, names: Mapping[str, str] = FLAGS) -> Re
   if hint := engines.faster_choice(segmenter.engine_name, segmenter.precision, names):
     print(f'predict: {hint}', file=sys.stderr)
   colours = colours_for(segmenter.num_classes, segmenter.meta, options.class_table)
-  inputs, skipped = find_inputs(options.inputs, exclude=options.output)
+  inputs, skipped = find_inputs(files, exclude=options.output) if files else ([], [])
+  live = [video.LiveSource(spec) for spec in options.inputs if video.is_live(spec)]
   report = run(
       segmenter,
-      inputs,
+      [*inputs, *live],
       options.output,
       colours=colours,
       alpha=options.alpha,
       batch_size=options.batch_size,
       submission=options.submission,
+      max_frames=options.max_frames,
+      duration=options.duration,
       names=names,
   )
   report.skipped = skipped
@@ -536,13 +602,32 @@ def build_parser() -> argparse.ArgumentParser:
       choices=('latest', 'best'),
       help="a workdir's latest or best checkpoint",
   )
-  parser.add_argument('--input', nargs='+', help='image or video files, folders, globs')
+  parser.add_argument(
+      '--input',
+      nargs='+',
+      help='image or video files, folders, globs; live sources: a camera (/dev/video0) or a '
+      'stream URL (rtsp://, rtmp://, http(s)://, udp://, tcp://)',
+  )
   parser.add_argument('--output', help='output folder')
   parser.add_argument(
       '--alpha', type=float, default=0.5, help='opacity of the class colours in the overlay (0..1)'
   )
   parser.add_argument(
       '--batch-size', type=int, default=4, help='images of the same size segmented together'
+  )
+  parser.add_argument(
+      '--max-frames',
+      type=int,
+      default=None,
+      metavar='N',
+      help='stop each video after N frames (a live source runs until Ctrl-C otherwise)',
+  )
+  parser.add_argument(
+      '--duration',
+      type=float,
+      default=None,
+      metavar='S',
+      help='stop each video after S seconds of it',
   )
   parser.add_argument(
       '--flip', action='store_true', help='test-time augmentation: average with the mirrored image'

@@ -115,3 +115,23 @@ def test_onnx_files_are_cached_by_weights(variables, tmp_path):
 def test_int8_without_a_shipped_cached_or_calibration_file_is_one_option_error(variables):
   with pytest.raises(OptionError, match=r'calibration.*no INT8 file of these weights'):
     artifacts.int8_onnx(variables, {})
+
+
+def test_openvino_class_maps_from_uint8_in_its_graph_equal_the_float_path(variables):
+  """OpenVINO's `classes` (normalisation and argmax inside the compiled graph) gives the
+  class maps of the engine's float32 logits, and `views.predict` takes it only where it
+  applies (one view, no probabilities, sides multiples of 8)."""
+  if engines.unavailable('openvino', 'float32'):
+    pytest.skip(engines.unavailable('openvino', 'float32'))
+  engine = engines.build(variables, {}, 'openvino')
+  images = _images(2, 40, 56, seed=5)
+  x = (images.astype(np.float32) - MEAN) / STD
+  fast = engine.classes(images, MEAN, STD)
+  assert fast.shape == (2, 40, 56) and fast.dtype == np.int32
+  assert (fast == engine(x).argmax(-1)).mean() > 0.999
+  calls = []
+  engine.classes = lambda *a: calls.append(a) or fast
+  views.predict(engine, images, mean=MEAN, std=STD)
+  views.predict(engine, images, mean=MEAN, std=STD, with_probs=True)
+  views.predict(engine, images[:, :36, :52], mean=MEAN, std=STD)
+  assert len(calls) == 1

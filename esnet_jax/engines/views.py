@@ -5,7 +5,9 @@ the other engines the same steps run here around the engine call, with the same
 arithmetic: the image normalised with the checkpoint's mean and std, padded at the bottom
 and right to multiples of 8 with zeros (the mean pixel), each test-time scale resized
 bilinearly (`deployed.tta_size`), each view's logits resized back before the softmax,
-probabilities summed over views, and the argmax taken on the sum.
+probabilities summed over views, and the argmax taken on the sum. An engine with a
+`classes(images, mean, std)` method (OpenVINO) does normalisation and argmax itself when
+only class maps of one view are asked and no padding is needed.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray | None]:
   """Class maps (N, H, W) int32 of uint8 images (N, H, W, 3), and probabilities if asked."""
   n, h, w, _ = images.shape
+  plain = tuple(scales) == (1.0,) and not flip
+  if plain and not with_probs and h % 8 == 0 and w % 8 == 0 and hasattr(engine, 'classes'):
+    return engine.classes(images, mean, std), None  # Normalisation and argmax in the engine.
   x = (images.astype(np.float32) - mean) / std
   x = np.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8), (0, 0)))
   ph, pw = x.shape[1:3]
-  if tuple(scales) == (1.0,) and not flip:
+  if plain:
     logits = engine(x)[:, :h, :w]
     classes = logits.argmax(-1).astype(np.int32)
     return classes, (_softmax(logits) if with_probs else None)
