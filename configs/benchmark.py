@@ -24,4 +24,10 @@ def get_config():
   config.benchmark.compare_torch = False  # needs the torch extra
   config.benchmark.checkpoint = ''  # '' = random weights (speed does not depend on them)
   config.benchmark.num_classes = 0  # 0 = 19, or the checkpoint's
+  # True: every engine (JAX, ONNX Runtime, OpenVINO) at every precision it runs here, side
+  # by side at `sizes` ('' = 512x1024,360x480; height and width then stay as they are),
+  # ONNX Runtime's and OpenVINO's `threads` (0 = theirs).
+  config.benchmark.engines = False
+  config.benchmark.sizes = ''
+  config.benchmark.threads = 0
   return config

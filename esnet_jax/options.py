@@ -459,6 +459,9 @@ class BenchmarkOptions(_Checked):
         checkpoint=b.checkpoint or None,
         compare_torch=b.compare_torch,
         compare_onnxruntime=b.get('compare_onnxruntime', False),
+        engines=b.get('engines', False),
+        sizes=b.get('sizes', '') or None,
+        threads=b.get('threads', 0) or None,
         json=os.fspath(Path(workdir) / 'benchmark.json'),
     )
     names = {name: f'config.benchmark.{name}' for name in fields}

@@ -120,3 +120,20 @@ def test_engine_options_that_cannot_work_are_one_line(argv, expected, capsys):
     benchmark.main(argv)
   err = capsys.readouterr().err.strip().splitlines()
   assert e.value.code == 2 and len(err) == 1 and expected in err[0], err
+
+
+def test_config_mode_times_the_engines_too(tmp_path):
+  """`--config.mode=benchmark` with `config.benchmark.engines`: the same run, its JSON in the
+  workdir; a bad size is a ConfigError naming its key."""
+  from configs import benchmark as benchmark_config
+  from esnet_jax.errors import ConfigError
+
+  config = benchmark_config.get_config()
+  config.benchmark.engines, config.benchmark.sizes = True, '64x96'
+  config.benchmark.runs, config.benchmark.warmup = 2, 1
+  result = benchmark.benchmark_from_config(config, tmp_path)
+  assert result['mode'] == 'engines'
+  assert json.loads((tmp_path / 'benchmark.json').read_text())['mode'] == 'engines'
+  config.benchmark.sizes = '60x96'
+  with pytest.raises(ConfigError, match=r"config.benchmark.sizes='60x96'"):
+    benchmark.benchmark_from_config(config, tmp_path)
