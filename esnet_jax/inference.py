@@ -1,15 +1,13 @@
-"""ESNet inference: the deployed network, test-time augmentation, and `Segmenter`.
+"""ESNet inference: test-time augmentation and `Segmenter`.
 
-- `deployed_network` is the one place that turns trained variables into what
-  inference runs: the implementation `kernels` selects, the compute dtype, and
-  BatchNorm folded into the convolutions (exact up to float rounding, and it
-  removes the normalisation work from every call). `Segmenter`, export, the
-  benchmark and layer timing all build their network with it.
+- `deployed_network` and `tta_size` live in `esnet_jax.deployed` (re-exported here): the
+  one place that turns trained variables into what inference runs.
 - `predict_probabilities` is test-time augmentation (scales, horizontal flip),
   shared by evaluation, `Segmenter` and so predict and video.
 - `Segmenter` owns everything between a user's uint8 RGB image and a class map:
   the training normalisation, padding to a multiple of 8 and cropping back, TTA,
-  and one compiled function per input shape, reused across calls.
+  and one compiled function per input shape, reused across calls; on another engine
+  (`esnet_jax.engines`) the same steps run around the engine's call.
 """
 
 from __future__ import annotations
