@@ -135,3 +135,26 @@ def test_openvino_class_maps_from_uint8_in_its_graph_equal_the_float_path(variab
   views.predict(engine, images, mean=MEAN, std=STD, with_probs=True)
   views.predict(engine, images[:, :36, :52], mean=MEAN, std=STD)
   assert len(calls) == 1
+
+
+def test_openvino_is_imported_without_its_telemetry(tmp_path):
+  """`import openvino` alone sends a usage event from a forked process unless the user
+  opted out (its consent and counters live in ~/intel); the engine's import takes the
+  converter's no-op stub instead and leaves no trace in HOME."""
+  import subprocess
+  import sys
+
+  if engines.unavailable('openvino', 'float32'):
+    pytest.skip(engines.unavailable('openvino', 'float32'))
+  code = (
+      'from esnet_jax.engines import openvino_engine as o; o.import_openvino(); '
+      'import openvino.tools.ovc.telemetry_utils as t; print(t.tm.__name__); '
+      'import openvino_telemetry; print("importable")'
+  )
+  env = {'HOME': str(tmp_path), 'PATH': '/usr/bin:/bin'}
+  done = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120
+  )
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.split() == ['openvino.tools.ovc.telemetry_stub', 'importable']
+  assert not (tmp_path / 'intel').exists()

@@ -11,6 +11,7 @@ run slower) with the latency hint; the INT8 file runs in INT8 wherever the CPU h
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any, Mapping
 
 import numpy as np
@@ -18,14 +19,40 @@ import numpy as np
 from esnet_jax.engines import artifacts
 from esnet_jax.engines.base import Engine, EngineSettings
 
+_MISSING = object()
+
+
+def import_openvino() -> Any:
+  """The `openvino` module, imported without its telemetry.
+
+  Why: `import openvino` imports its model converter, which sends a usage event to Google
+  Analytics from a forked process (the `openvino-telemetry` package) unless the user has
+  opted out. A segmentation tool has no business sending that, and offline it only forks
+  a process for nothing. Hiding `openvino_telemetry` during the import makes the converter
+  take its own no-op stub; the package is importable again afterwards. If the caller
+  imported openvino first, that import (and its choice) stands.
+  """
+  if 'openvino' in sys.modules:
+    return sys.modules['openvino']
+  saved = sys.modules.get('openvino_telemetry', _MISSING)
+  sys.modules['openvino_telemetry'] = None  # `import openvino_telemetry` raises ImportError.
+  try:
+    import openvino  # pylint: disable=g-import-not-at-top
+  finally:
+    if saved is _MISSING:
+      del sys.modules['openvino_telemetry']
+    else:
+      sys.modules['openvino_telemetry'] = saved
+  return openvino
+
+
 # OpenVINO's names for the precision hint.
 _HINTS = {'float32': 'f32', 'bfloat16': 'bf16', 'int8': 'f32'}
 
 
 def cpu_capabilities() -> tuple[str, ...]:
   """OpenVINO's CPU plugin's OPTIMIZATION_CAPABILITIES here ('FP32', 'BF16', 'INT8', ...)."""
-  import openvino as ov  # pylint: disable=g-import-not-at-top
-
+  ov = import_openvino()
   return tuple(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
 
 
@@ -39,7 +66,7 @@ class OpenVinoEngine(Engine):
       self, variables: Mapping[str, Any], meta: Mapping[str, Any], settings: EngineSettings
   ):
     super().__init__(variables, meta, settings)
-    import openvino as ov  # pylint: disable=g-import-not-at-top
+    ov = import_openvino()
 
     if settings.precision == 'int8':
       self.path = artifacts.int8_onnx(
@@ -89,7 +116,7 @@ class OpenVinoEngine(Engine):
     key = (shape, tuple(map(float, mean)), tuple(map(float, std)))
     request = self._compiled.get(key)
     if request is None:
-      import openvino as ov  # pylint: disable=g-import-not-at-top
+      ov = import_openvino()
       import openvino.opset13 as ops  # pylint: disable=g-import-not-at-top
       from openvino.preprocess import PrePostProcessor  # pylint: disable=g-import-not-at-top
 
