@@ -60,13 +60,7 @@ def check_output_file(
       )
   if target.is_dir():
     raise OutputError(f'{option} {path}: is a folder; expected a file name.')
-  for parent in target.parents:
-    if parent.exists():
-      if not parent.is_dir():
-        raise OutputError(
-            f'{option} {path}: {parent} is not a folder, so nothing can be written there.'
-        )
-      break
+  _check_parents(path, target, option)
   return path
 
 
@@ -82,14 +76,19 @@ def check_output_folder(path: str | os.PathLike[str], option: str) -> Path:
   target = resolved(path)
   if target.exists() and not target.is_dir():
     raise OutputError(f'{option} {path}: is a file; expected a folder.')
+  _check_parents(path, target, option)
+  return path
+
+
+def _check_parents(path: Path, target: Path, option: str) -> None:
+  """Raises OutputError if the nearest existing folder above TARGET is not a folder."""
   for parent in target.parents:
     if parent.exists():
       if not parent.is_dir():
         raise OutputError(
             f'{option} {path}: {parent} is not a folder, so nothing can be written there.'
         )
-      break
-  return path
+      return
 
 
 def partial_name(path: Path) -> Path:

@@ -79,6 +79,20 @@ def _num_classes(variables: Mapping[str, Any]) -> int:
   return num_classes_of(variables)
 
 
+def onnx_file(variables: Mapping[str, Any], meta: Mapping[str, Any], settings: Any) -> Path:
+  """The ONNX file a runtime loads for `settings.precision` (an `EngineSettings`): the INT8
+  QDQ file for 'int8' (calibrated on `settings.calibration` if none is shipped or cached),
+  else the float32 export."""
+  if settings.precision == 'int8':
+    return int8_onnx(
+        variables,
+        meta,
+        calibration=settings.calibration,
+        calibration_images=settings.calibration_images,
+    )
+  return float32_onnx(variables, meta)
+
+
 def shipped_int8(meta: Mapping[str, Any]) -> Path | None:
   """The INT8 file shipped beside pretrained weights, if META names such weights."""
   from esnet_jax import pretrained  # pylint: disable=g-import-not-at-top

@@ -23,15 +23,7 @@ class OnnxRuntimeEngine(Engine):
     super().__init__(variables, meta, settings)
     import onnxruntime as ort  # pylint: disable=g-import-not-at-top
 
-    if settings.precision == 'int8':
-      self.path = artifacts.int8_onnx(
-          variables,
-          meta,
-          calibration=settings.calibration,
-          calibration_images=settings.calibration_images,
-      )
-    else:
-      self.path = artifacts.float32_onnx(variables, meta)
+    self.path = artifacts.onnx_file(variables, meta, settings)
     options = ort.SessionOptions()
     if settings.threads:
       options.intra_op_num_threads = settings.threads

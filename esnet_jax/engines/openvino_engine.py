@@ -68,15 +68,7 @@ class OpenVinoEngine(Engine):
     super().__init__(variables, meta, settings)
     ov = import_openvino()
 
-    if settings.precision == 'int8':
-      self.path = artifacts.int8_onnx(
-          variables,
-          meta,
-          calibration=settings.calibration,
-          calibration_images=settings.calibration_images,
-      )
-    else:
-      self.path = artifacts.float32_onnx(variables, meta)
+    self.path = artifacts.onnx_file(variables, meta, settings)
     self._core = ov.Core()
     self._model = self._core.read_model(str(self.path))
     self._config = {
