@@ -4,6 +4,7 @@ variables, and programs lowered for a GPU never hold this package's kernels."""
 from __future__ import annotations
 
 import functools
+import logging
 
 import flax.linen as nn
 import jax
@@ -62,15 +63,38 @@ def test_every_choice_has_the_same_variables(bn_folded):
 def test_choice_errors_are_one_line(monkeypatch):
   with pytest.raises(ValueError, match="kernels must be one of 'auto', 'xla', 'native'"):
     implementations.esnet(19, kernels='fast')
-  with pytest.raises(implementations.KernelsUnavailableError, match='float32 only'):
-    implementations.esnet(19, kernels='native', dtype=jnp.bfloat16)
   monkeypatch.setattr(build, 'unavailable_reason', lambda: 'this CPU (other) has no SIMD')
   with pytest.raises(implementations.KernelsUnavailableError) as e:
     implementations.esnet(19, kernels='native')
   assert '\n' not in str(e.value) and 'no SIMD' in str(e.value)
   assert not implementations.uses_kernels(implementations.esnet(19, kernels='xla'))
-  # bfloat16 never takes the kernels under 'auto'.
-  assert not implementations.uses_kernels(implementations.esnet(19, dtype=jnp.bfloat16))
+
+
+@needs_kernels
+def test_bfloat16_without_bf16_dot_products(monkeypatch, caplog):
+  """On a CPU without AVX512_BF16: 'native' in bfloat16 is a one-line error, 'auto' computes
+  in float32 with the kernels and says so once, 'xla' keeps bfloat16."""
+  monkeypatch.setattr(build, 'bf16_dot', lambda: False)
+  implementations._say_bfloat16_runs_in_float32.cache_clear()
+  with pytest.raises(implementations.KernelsUnavailableError, match='AVX512_BF16') as e:
+    implementations.esnet(19, kernels='native', dtype=jnp.bfloat16)
+  assert '\n' not in str(e.value)
+  with caplog.at_level(logging.WARNING, logger='esnet_jax'):
+    model = implementations.esnet(19, dtype=jnp.bfloat16)
+    implementations.esnet(19, dtype=jnp.bfloat16)
+  assert implementations.uses_kernels(model) and model.dtype == jnp.float32
+  said = [r.getMessage() for r in caplog.records if 'bfloat16 dot products' in r.getMessage()]
+  assert len(said) == 1 and 'computing in float32' in said[0]
+  xla = implementations.esnet(19, kernels='xla', dtype=jnp.bfloat16)
+  assert not implementations.uses_kernels(xla) and xla.dtype == jnp.bfloat16
+
+
+@pytest.mark.skipif(not build.bf16_dot(), reason='needs a CPU with AVX512_BF16')
+@needs_kernels
+def test_bfloat16_takes_the_kernels_where_the_cpu_has_bf16_dot_products():
+  for kernels in ('auto', 'native'):
+    model = implementations.esnet(19, kernels=kernels, dtype=jnp.bfloat16)
+    assert implementations.uses_kernels(model) and model.dtype == jnp.bfloat16
 
 
 def _train_loss(model, variables, x, labels):
@@ -101,6 +125,8 @@ def test_folded_inference_with_kernels_equals_xla():
   hlo = jax.jit(model.apply).lower(variables, x).as_text()
   assert hlo.count('@esnet_conv_kx1(') == 5 * 4 + 4 * 4 + 3 * 8
   assert hlo.count('@esnet_upsample16(') == 1
+  assert hlo.count('@esnet_conv2d_phase(') == 2 * 4  # the upsamplers' four phases
+  assert hlo.count('@esnet_conv2d(') == 2  # the downsamplers after the first
 
 
 @needs_kernels

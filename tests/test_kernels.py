@@ -122,6 +122,36 @@ def test_conv_and_its_gradients_equal_xla(taps, padding, channels, strides, size
 
 
 @needs_kernel
+@pytest.mark.parametrize('kernel_size, padding', [(3, 1), (2, 0), (4, 1)])
+def test_conv_phases_and_their_gradients_equal_xla(kernel_size, padding):
+  """A stride-2 transposed convolution's four phases written interleaved by the kernel."""
+  from esnet_jax import models
+
+  rng = np.random.default_rng(kernel_size)
+  x = _normal(rng, (2, 5, 7, 32))
+  kernels, paddings = [], []
+  for a in (0, 1):
+    d_y, taps_y = models.phase_taps(kernel_size, padding, a)
+    for b in (0, 1):
+      d_x, taps_x = models.phase_taps(kernel_size, padding, b)
+      kernels.append(_normal(rng, (len(taps_y), len(taps_x), 32, 48), 0.2))
+      paddings.append(((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)))
+  kernels, paddings = tuple(kernels), tuple(paddings)
+  bias = _normal(rng, (48,))
+  native = lambda x, k, b: ops.conv_phases(x, k, paddings, b)
+  xla = lambda x, k, b: ops.conv_phases_reference(x, k, paddings, b)
+  got = jax.jit(native)(x, kernels, bias)
+  assert got.shape == (2, 10, 14, 48)
+  _assert_close(got, xla(x, kernels, bias))
+  cotangent = _normal(rng, got.shape)
+  loss = lambda f, *a: jnp.sum(f(*a) * cotangent)
+  got = jax.jit(jax.grad(functools.partial(loss, native), (0, 1, 2)))(x, kernels, bias)
+  want = jax.grad(functools.partial(loss, xla), (0, 1, 2))(x, kernels, bias)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    _assert_close(g, w)
+
+
+@needs_kernel
 @pytest.mark.parametrize(
     'taps, strides, dilation, offset, channels, size',
     [
@@ -247,7 +277,7 @@ def test_kernel_selftest_native(tmp_path):
   if compiler is None:
     pytest.skip('no C++ compiler')
   isa = build.cpu_isa()
-  flags = build._ISA_FLAGS.get(isa, ())
+  flags = build._ISA_FLAGS.get(build.build_isa(), ())
   exe = tmp_path / 'selftest'
   compiled = subprocess.run(
       _selftest_command(compiler, exe, *flags), capture_output=True, text=True, timeout=300
@@ -332,7 +362,7 @@ def test_processes_starting_at_once_all_get_the_kernels(tmp_path):
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0 and out.strip() == 'AVAILABLE', out + err[-2000:]
   libraries = sorted(p.name for p in (tmp_path / 'cache').glob('kernels-*.so'))
-  assert len(libraries) == 1 and libraries[0].startswith(f'kernels-{build.cpu_isa()}-')
+  assert len(libraries) == 1 and libraries[0].startswith(f'kernels-{build.build_isa()}-')
   # The prebuild command finds it and says where it is.
   cmd = subprocess.run(
       [sys.executable, '-m', 'esnet_jax.kernels.build'],
@@ -343,7 +373,7 @@ def test_processes_starting_at_once_all_get_the_kernels(tmp_path):
       timeout=600,
   )
   assert cmd.returncode == 0, cmd.stderr[-2000:]
-  assert f'ISA {build.cpu_isa()}' in cmd.stdout and libraries[0] in cmd.stdout
+  assert f'ISA {build.build_isa()}' in cmd.stdout and libraries[0] in cmd.stdout
 
 
 def test_prebuild_command_fails_with_the_reason(tmp_path):

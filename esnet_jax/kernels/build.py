@@ -60,22 +60,58 @@ UPSAMPLE16 = 'esnet_upsample16'
 CONV_WGRAD = 'esnet_conv_wgrad'
 CHANNEL_MOMENTS = 'esnet_channel_moments'
 CHANNEL_GRAD_SUMS = 'esnet_channel_grad_sums'
+CONV2D = 'esnet_conv2d'
+CONV2D_PHASE = 'esnet_conv2d_phase'
+# The bfloat16 versions: the convolutions with bf16 dot products (built where
+# the CPU has them, `bf16_dot()`), the weight gradient and the sums on bf16 inputs with
+# float32 arithmetic (every build).
+CONV_KX1_BF16 = 'esnet_conv_kx1_bf16'
+CONV2D_BF16 = 'esnet_conv2d_bf16'
+CONV2D_PHASE_BF16 = 'esnet_conv2d_phase_bf16'
+CONV_WGRAD_BF16 = 'esnet_conv_wgrad_bf16'
+CHANNEL_MOMENTS_BF16 = 'esnet_channel_moments_bf16'
+CHANNEL_GRAD_SUMS_BF16 = 'esnet_channel_grad_sums_bf16'
 _SYMBOLS = {
     CONV_KX1: 'ConvKx1',
     UPSAMPLE16: 'Upsample16',
     CONV_WGRAD: 'ConvWgrad',
     CHANNEL_MOMENTS: 'ChannelMoments',
     CHANNEL_GRAD_SUMS: 'ChannelGradSums',
+    CONV2D: 'Conv2d',
+    CONV2D_PHASE: 'Conv2dPhase',
+    CONV_WGRAD_BF16: 'ConvWgradBf16',
+    CHANNEL_MOMENTS_BF16: 'ChannelMomentsBf16',
+    CHANNEL_GRAD_SUMS_BF16: 'ChannelGradSumsBf16',
+}
+_BF16_DOT_SYMBOLS = {
+    CONV_KX1_BF16: 'ConvKx1Bf16',
+    CONV2D_BF16: 'Conv2dBf16',
+    CONV2D_PHASE_BF16: 'Conv2dPhaseBf16',
 }
 # Widest output of `upsample16`.
 MAX_UPSAMPLE_FEATURES = 32
 _FLAGS = ('-O3', '-ffp-contract=fast', '-shared', '-fPIC', '-std=c++17')
-# Per ISA: the instruction set flags (the kernels pick their vector width and register
+# Per build: the instruction set flags (the kernels pick their vector width and register
 # blocks from the macros these define). 'other' is not built: 4-lane SSE without FMA
-# would not beat XLA's own convolutions.
-_ISA_FLAGS = {'avx512': ('-mavx512f', '-mfma'), 'avx2': ('-mavx2', '-mfma'), 'neon': ()}
+# would not beat XLA's own convolutions. 'avx512_bf16' is AVX-512 plus the bf16 dot
+# products (vdpbf16ps: AMD Zen 4 and later, Intel since Cooper Lake / Sapphire Rapids).
+_ISA_FLAGS = {
+    'avx512_bf16': ('-mavx512f', '-mavx512bf16', '-mfma'),
+    'avx512': ('-mavx512f', '-mfma'),
+    'avx2': ('-mavx2', '-mfma'),
+    'neon': (),
+}
 _LOG = logging.getLogger('esnet_jax')
 _library: Path | None = None
+
+
+def _cpu_flags() -> list[str]:
+  """The x86 feature flags of /proc/cpuinfo (empty where unreadable)."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return next((line.split() for line in f if line.startswith('flags')), [])
+  except OSError:
+    return []
 
 
 def cpu_isa() -> str:
@@ -86,11 +122,7 @@ def cpu_isa() -> str:
     return 'neon'
   if machine not in ('x86_64', 'amd64'):
     return 'other'
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line.split() for line in f if line.startswith('flags')), [])
-  except OSError:
-    return 'other'
+  flags = _cpu_flags()
   if 'avx512f' in flags:
     return 'avx512'
   if 'avx2' in flags and 'fma' in flags:
@@ -98,9 +130,24 @@ def cpu_isa() -> str:
   return 'other'
 
 
+def build_isa() -> str:
+  """The kernel build this CPU gets: `cpu_isa()`, or 'avx512_bf16' where an AVX-512 CPU
+  also has the bfloat16 dot products (AVX512_BF16)."""
+  isa = cpu_isa()
+  return 'avx512_bf16' if isa == 'avx512' and 'avx512_bf16' in _cpu_flags() else isa
+
+
+def bf16_dot() -> bool:
+  """Whether this CPU has the bfloat16 dot products the kernels use (AVX512_BF16).
+
+  Arm's BF16 (v8.6 BFDOT) is not used yet: there bfloat16 computes in float32.
+  """
+  return build_isa() == 'avx512_bf16'
+
+
 def compile_flags(isa: str | None = None) -> tuple[str, ...]:
-  """The compiler flags of the kernels for `isa` (default: this CPU's)."""
-  isa = isa or cpu_isa()
+  """The compiler flags of the kernels for build `isa` (default: this CPU's, `build_isa()`)."""
+  isa = isa or build_isa()
   if isa not in _ISA_FLAGS:
     raise ValueError(f'no kernel build for ISA {isa!r}')
   return (*_FLAGS, *_ISA_FLAGS[isa])
@@ -156,7 +203,7 @@ def _load() -> str | None:
     return f'{OPT_OUT_ENV} is set'
   if jax.default_backend() != 'cpu':
     return f'the default backend is {jax.default_backend()}, not cpu'
-  isa = cpu_isa()
+  isa = build_isa()
   if isa not in _ISA_FLAGS:
     return f'this CPU ({platform.machine()}) has neither AVX2+FMA, AVX-512 nor NEON'
   compiler = os.environ.get('CXX') or shutil.which('c++') or shutil.which('g++')
@@ -165,7 +212,8 @@ def _load() -> str | None:
   try:
     path = _compile(compiler, isa)
     library = ctypes.cdll.LoadLibrary(str(path))
-    for target, symbol in _SYMBOLS.items():
+    symbols = {**_SYMBOLS, **(_BF16_DOT_SYMBOLS if isa == 'avx512_bf16' else {})}
+    for target, symbol in symbols.items():
       jax.ffi.register_ffi_target(
           target, jax.ffi.pycapsule(getattr(library, symbol)), platform='cpu'
       )
@@ -190,6 +238,11 @@ def available() -> bool:
   return reason is None
 
 
+def bf16_kernels() -> bool:
+  """True when the bfloat16 factorised convolution (bf16 dot products) is registered."""
+  return available() and bf16_dot()
+
+
 def library_path() -> Path | None:
   """The loaded kernel library, or None when `available()` is False."""
   return _library if available() else None
@@ -209,9 +262,9 @@ def main() -> int:
   reason = unavailable_reason()
   took = time.perf_counter() - start
   if reason is not None:
-    print(f'esnet_jax kernels unavailable (CPU ISA {cpu_isa()}): {reason}', file=sys.stderr)
+    print(f'esnet_jax kernels unavailable (CPU ISA {build_isa()}): {reason}', file=sys.stderr)
     return 1
-  print(f'esnet_jax kernels: ISA {cpu_isa()}, library {_library}, ready in {took:.1f} s')
+  print(f'esnet_jax kernels: ISA {build_isa()}, library {_library}, ready in {took:.1f} s')
   return 0
 
 

@@ -3,7 +3,8 @@
 Each has the variables (names, shapes, initialisers) and the function of the
 pure block it replaces in `esnet_jax.models`, so weights, checkpoints and
 converted PyTorch state dicts load unchanged; `esnet_jax.implementations`
-injects them. float32 only; shapes the kernels do not cover use XLA's
+injects them. They compute in their `dtype` (float32, or bfloat16 where the CPU has
+bf16 dot products) with float32 parameters; shapes the kernels do not cover use XLA's
 operations.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from esnet_jax import models
 from esnet_jax.kernels import build, ops
@@ -40,6 +42,7 @@ class KernelConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype or x.dtype)
     kh, kw = self.kernel_size
     kernel = self.param(
         'kernel', nn.initializers.lecun_normal(), (kh, kw, x.shape[-1], self.features), jnp.float32
@@ -59,18 +62,15 @@ class KernelConv(nn.Module):
       dilation = self.kernel_dilation[0 if vertical else 1]
       return ops.factorized_conv(x, kernel, bias, vertical, dilation)
     elif tuple(self.kernel_dilation) == (1, 1):
-      return ops.conv(x, kernel, padding, tuple(self.strides)) + bias
-    return (
-        jax.lax.conv_general_dilated(
-            x,
-            kernel,
-            tuple(self.strides),
-            padding,
-            rhs_dilation=tuple(self.kernel_dilation),
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-        )
-        + bias
-    )
+      return ops.conv(x, kernel, padding, tuple(self.strides)) + bias.astype(x.dtype)
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel.astype(x.dtype),
+        tuple(self.strides),
+        padding,
+        rhs_dilation=tuple(self.kernel_dilation),
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+    ) + bias.astype(x.dtype)
 
 
 class KernelBatchNorm(nn.Module):
@@ -90,11 +90,13 @@ class KernelBatchNorm(nn.Module):
     ra_var = self.variable('batch_stats', 'var', lambda s: jnp.ones(s, jnp.float32), (c,))
     scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    dtype = self.dtype or x.dtype
     if self.use_running_average or self.is_initializing():
-      return (x - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+      y = (x - ra_mean.value) * (jax.lax.rsqrt(ra_var.value + self.epsilon) * scale) + bias
+      return y.astype(dtype)
     if c % 16:
       raise ValueError(f'KernelBatchNorm needs a multiple of 16 channels; got {c}.')
-    y, mean, var = ops.batch_norm_train(x, scale, bias, self.epsilon, self.axis_name)
+    y, mean, var = ops.batch_norm_train(x.astype(dtype), scale, bias, self.epsilon, self.axis_name)
     ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
     ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
     return y
@@ -102,7 +104,7 @@ class KernelBatchNorm(nn.Module):
 
 class KernelConvTranspose2x(models.ConvTranspose2x):
   """`ConvTranspose2x`: the 2x2 16-channel case (ESNet's output layer) by
-  `ops.upsample16`, the phases of the others with kernel gradients from `ops.conv`."""
+  `ops.upsample16`, the others (a multiple of 16 outputs) by `ops.conv_phases`."""
 
   def transpose(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     if (
@@ -111,14 +113,22 @@ class KernelConvTranspose2x(models.ConvTranspose2x):
         and not self.is_initializing()
     ):
       return ops.upsample16(x, kernel, bias)
+    x = x.astype(self.dtype or x.dtype)
+    even = x.dtype != jnp.bfloat16 or x.shape[-1] % 2 == 0  # bf16 products pair channels
+    if self.features % 16 == 0 and even and not self.is_initializing():
+      return self._phases(x, kernel, bias)
     return super().transpose(x, kernel, bias)
 
-  def phase_conv(
-      self, x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]
-  ) -> jax.Array:
-    if self.features % 16 or self.is_initializing():
-      return super().phase_conv(x, kernel, padding)
-    return ops.conv(x, kernel, padding)
+  def _phases(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """The four phases by `ops.conv_phases`, each written into its pixels of the output."""
+    kernels, paddings = [], []
+    for a in (0, 1):
+      d_y, taps_y = models.phase_taps(self.kernel_size, self.padding, a)
+      for b in (0, 1):
+        d_x, taps_x = models.phase_taps(self.kernel_size, self.padding, b)
+        kernels.append(kernel[np.asarray(taps_y)[:, None], np.asarray(taps_x)[None, :]])
+        paddings.append(((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)))
+    return ops.conv_phases(x, tuple(kernels), tuple(paddings), bias)
 
 
 class _FactorizedParams(nn.Module):

@@ -7,6 +7,12 @@ model built with these parts and exported or run for a GPU holds no custom
 call of this package. The differentiable ones (`factorized_conv`, `conv`,
 `upsample16`, `batch_norm_train`) carry `jax.custom_vjp`s whose gradients use
 the kernels too. Callers make sure `build.available()` before using them.
+
+Activations are float32 or bfloat16; parameters stay float32 (the master weights) and
+their gradients come back float32. In bfloat16 the factorised convolution multiplies
+with the CPU's bf16 dot products (`build.bf16_kernels()`, needed for bf16 here),
+accumulating in float32 and rounding once per output; the weight gradient, BatchNorm's
+sums and the output layer read bfloat16 and compute in float32.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ from esnet_jax.kernels import build
 Padding = tuple[tuple[int, int], tuple[int, int]]
 
 
+def _bf16(x: jax.Array) -> bool:
+  return x.dtype == jnp.bfloat16
+
+
 def _on_cpu(native, reference, *args):
   """`native(*args)` in programs lowered for the CPU, `reference(*args)` elsewhere."""
   return jax.lax.platform_dependent(*args, cpu=native, default=reference)
@@ -35,7 +45,12 @@ def _xla_conv(
     strides: tuple[int, int] = (1, 1),
 ) -> jax.Array:
   return jax.lax.conv_general_dilated(
-      x, kernel, strides, padding, rhs_dilation=dilation, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      x,
+      kernel.astype(x.dtype),
+      strides,
+      padding,
+      rhs_dilation=dilation,
+      dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
   )
 
 
@@ -62,15 +77,12 @@ def conv_kx1_reference(
     residual: jax.Array | None = None,
 ) -> jax.Array:
   """relu?(conv(x, kernel) + bias (+ residual)) with XLA's convolution."""
-  y = (
-      _xla_conv(
-          x,
-          kernel,
-          _factorized_padding(kernel, vertical, dilation),
-          _factorized_dilation(vertical, dilation),
-      )
-      + bias
-  )
+  y = _xla_conv(
+      x,
+      kernel,
+      _factorized_padding(kernel, vertical, dilation),
+      _factorized_dilation(vertical, dilation),
+  ) + bias.astype(x.dtype)
   if residual is not None:
     y = y + residual
   return jax.nn.relu(y) if relu else y
@@ -79,12 +91,13 @@ def conv_kx1_reference(
 def _conv_kx1_native(x, kernel, bias, residual, *, vertical, dilation, relu):
   taps = kernel.shape[0] if vertical else kernel.shape[1]
   cin, cout = kernel.shape[-2:]
-  call = jax.ffi.ffi_call(build.CONV_KX1, jax.ShapeDtypeStruct((*x.shape[:-1], cout), x.dtype))
+  target = build.CONV_KX1_BF16 if _bf16(x) else build.CONV_KX1
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((*x.shape[:-1], cout), x.dtype))
   return call(
       x,
-      kernel.reshape(taps, cin, cout),
-      bias,
-      x if residual is None else residual,
+      kernel.reshape(taps, cin, cout).astype(jnp.float32),
+      bias.astype(jnp.float32),
+      x if residual is None else residual.astype(x.dtype),
       vertical=np.int64(vertical),
       dilation=np.int64(dilation),
       relu=np.int64(relu),
@@ -103,7 +116,7 @@ def conv_kx1(
     relu: bool = False,
     residual: jax.Array | None = None,
 ) -> jax.Array:
-  """relu?(conv(x, kernel) + bias (+ residual)) for NHWC float32 x and a factorised kernel.
+  """relu?(conv(x, kernel) + bias (+ residual)) for NHWC x and a factorised kernel.
 
   `kernel` is a flax conv kernel of shape (k, 1, Cin, Cout) (`vertical`) or (1, k,
   Cin, Cout), Cout a multiple of 16; 'same' padding, like the original's. Not
@@ -147,7 +160,7 @@ def _factorized_conv_bwd(vertical, dilation, saved, dy):
     dx = _conv_kx1_native(
         dy,
         mirrored.reshape(*kernel.shape[:2], cout, cin),
-        jnp.zeros((cin,), dy.dtype),
+        jnp.zeros((cin,), jnp.float32),
         None,
         vertical=vertical,
         dilation=dilation,
@@ -170,7 +183,7 @@ def factorized_conv(
 ) -> jax.Array:
   """conv(x, kernel) + bias, kx1 or 1xk with 'same' padding; differentiable.
 
-  For NHWC float32 x; `kernel` is a flax conv kernel, (k, 1, Cin, Cout)
+  For NHWC x (float32 or bfloat16); `kernel` is a flax conv kernel, (k, 1, Cin, Cout)
   (`vertical`) or (1, k, Cin, Cout). On the CPU the value and the input gradient
   (the kernel mirrored and transposed) come from the `conv_kx1` kernel where
   both channel counts are multiples of 16, the kernel and bias gradients from
@@ -185,13 +198,36 @@ def factorized_conv(
 # --- conv: any convolution, native kernel gradient (strided and per-phase convolutions) ----
 
 
+def _conv2d_native(x, kernel, padding, strides):
+  """The `conv2d` kernel where it applies (Cout a multiple of 16; Cin even in bfloat16),
+  else XLA's convolution."""
+  (ky, kx, cin, cout), (sy, sx) = kernel.shape, strides
+  if cout % 16 or (_bf16(x) and cin % 2):
+    return _xla_conv(x, kernel, padding, strides=strides)
+  n, hi, wi, _ = x.shape
+  ho = (hi + sum(padding[0]) - ky) // sy + 1
+  wo = (wi + sum(padding[1]) - kx) // sx + 1
+  target = build.CONV2D_BF16 if _bf16(x) else build.CONV2D
+  call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((n, ho, wo, cout), x.dtype))
+  return call(
+      x,
+      kernel.astype(jnp.float32),
+      jnp.zeros((cout,), jnp.float32),
+      stride_y=np.int64(sy),
+      stride_x=np.int64(sx),
+      off_y=np.int64(-padding[0][0]),
+      off_x=np.int64(-padding[1][0]),
+      threads=np.int64(build.threads()),
+  )
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_native(x, kernel, padding, strides):
-  return _xla_conv(x, kernel, padding, strides=strides)
+  return _conv2d_native(x, kernel, padding, strides)
 
 
 def _conv_fwd(x, kernel, padding, strides):
-  return _xla_conv(x, kernel, padding, strides=strides), (x, kernel)
+  return _conv2d_native(x, kernel, padding, strides), (x, kernel)
 
 
 def _conv_bwd(padding, strides, saved, dy):
@@ -201,7 +237,7 @@ def _conv_bwd(padding, strides, saved, dy):
   dw, _ = _conv_wgrad_native(
       x, dy, kernel.shape[:2], strides=strides, offset=(-padding[0][0], -padding[1][0])
   )
-  return dx, dw
+  return dx, dw.astype(kernel.dtype)
 
 
 _conv_native.defvjp(_conv_fwd, _conv_bwd)
@@ -212,23 +248,115 @@ def conv(
 ) -> jax.Array:
   """NHWC convolution (HWIO kernel, explicit padding, strides) without bias.
 
-  XLA computes the value and the input gradient; on the CPU the kernel gradient
-  comes from `conv_wgrad` (output channels a multiple of 16).
+  On the CPU the value comes from the `conv2d` kernel and the kernel gradient from
+  `conv_wgrad` (output channels a multiple of 16); XLA computes the input gradient.
   """
   reference = lambda x, k: _xla_conv(x, k, padding, strides=strides)
   native = lambda x, k: _conv_native(x, k, padding, strides)
   return _on_cpu(native, reference, x, kernel)
 
 
+# --- conv_phases: a stride-2 transposed convolution's four phases, written interleaved ----
+
+
+def conv_phases_reference(
+    x: jax.Array, kernels: tuple[jax.Array, ...], paddings: tuple[Padding, ...], bias: jax.Array
+) -> jax.Array:
+  """y[:, a::2, b::2] = conv(x, kernels[2a + b], paddings[2a + b]) + bias, with XLA's ops."""
+  phases = [_xla_conv(x, k, p) for k, p in zip(kernels, paddings)]
+  rows = [jnp.stack(phases[2 * a : 2 * a + 2], axis=3) for a in (0, 1)]  # (n, h, w, b, c)
+  y = jnp.stack(rows, axis=2)  # (n, h, a, w, b, c)
+  n, h, _, w, _, c = y.shape
+  return y.reshape(n, 2 * h, 2 * w, c) + bias.astype(x.dtype)
+
+
+def _conv_phases_value(x, kernels, paddings, bias):
+  n, h, w, _ = x.shape
+  cout = kernels[0].shape[-1]
+  target = build.CONV2D_PHASE_BF16 if _bf16(x) else build.CONV2D_PHASE
+  call = jax.ffi.ffi_call(
+      target,
+      jax.ShapeDtypeStruct((n, 2 * h, 2 * w, cout), x.dtype),
+      input_output_aliases={3: 0},
+  )
+  y = jnp.zeros((n, 2 * h, 2 * w, cout), x.dtype)
+  for i, (kernel, padding) in enumerate(zip(kernels, paddings)):
+    y = call(
+        x,
+        kernel.astype(jnp.float32),
+        bias.astype(jnp.float32),
+        y,
+        off_y=np.int64(-padding[0][0]),
+        off_x=np.int64(-padding[1][0]),
+        phase_y=np.int64(i // 2),
+        phase_x=np.int64(i % 2),
+        threads=np.int64(build.threads()),
+    )
+  return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_phases_native(x, kernels, paddings, bias):
+  return _conv_phases_value(x, kernels, paddings, bias)
+
+
+def _conv_phases_fwd(x, kernels, paddings, bias):
+  return _conv_phases_value(x, kernels, paddings, bias), (x, kernels)
+
+
+def _conv_phases_bwd(paddings, saved, dy):
+  x, kernels = saved
+  dx = jnp.zeros(x.shape, jnp.float32)
+  dws = []
+  for i, (kernel, padding) in enumerate(zip(kernels, paddings)):
+    dy_phase = dy[:, i // 2 :: 2, i % 2 :: 2]
+    _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding), x)
+    dx = dx + transpose(dy_phase)[0].astype(jnp.float32)
+    dw, _ = _conv_wgrad_native(
+        x, dy_phase, kernel.shape[:2], offset=(-padding[0][0], -padding[1][0])
+    )
+    dws.append(dw.astype(kernel.dtype))
+  db = jnp.sum(dy.astype(jnp.float32), axis=(0, 1, 2))
+  return dx.astype(x.dtype), tuple(dws), db
+
+
+_conv_phases_native.defvjp(_conv_phases_fwd, _conv_phases_bwd)
+
+
+def conv_phases(
+    x: jax.Array, kernels: tuple[jax.Array, ...], paddings: tuple[Padding, ...], bias: jax.Array
+) -> jax.Array:
+  """The four output phases of a stride-2 transposed convolution, interleaved:
+  y[:, a::2, b::2] = conv(x, kernels[2a + b], paddings[2a + b]) + bias, y (N, 2H, 2W, Cout).
+
+  Each phase is a stride-1 convolution whose output is x's size (`ConvTranspose2x`'s
+  sub-pixel form). On the CPU the `conv2d` kernel writes each phase straight into its
+  pixels of y, bias added (Cout a multiple of 16; Cin even in bfloat16): no interleave
+  pass, which XLA:CPU runs slowly in bfloat16. Differentiable: the input gradient is
+  XLA's, the kernel gradients `conv_wgrad`'s.
+  """
+  kernels, paddings = tuple(kernels), tuple(paddings)
+  return _on_cpu(
+      lambda x, k, b: _conv_phases_native(x, k, paddings, b),
+      lambda x, k, b: conv_phases_reference(x, k, paddings, b),
+      x,
+      kernels,
+      bias,
+  )
+
+
 def _conv_wgrad_native(x, dy, taps, *, strides=(1, 1), dilation=(1, 1), offset=(0, 0)):
   cin, cout = x.shape[-1], dy.shape[-1]
   call = jax.ffi.ffi_call(
-      build.CONV_WGRAD,
-      (jax.ShapeDtypeStruct((*taps, cin, cout), x.dtype), jax.ShapeDtypeStruct((cout,), x.dtype)),
+      build.CONV_WGRAD_BF16 if _bf16(x) else build.CONV_WGRAD,
+      (
+          jax.ShapeDtypeStruct((*taps, cin, cout), jnp.float32),
+          jax.ShapeDtypeStruct((cout,), jnp.float32),
+      ),
   )
   return call(
       x,
-      dy,
+      dy.astype(x.dtype),
       stride_y=np.int64(strides[0]),
       stride_x=np.int64(strides[1]),
       dil_y=np.int64(dilation[0]),
@@ -255,7 +383,8 @@ def conv_wgrad_reference(
       (-o, (t - 1) * d + (n - 1) * s + o - (size - 1))
       for o, t, d, n, s, size in zip(offset, taps, dilation, (out_h, out_w), strides, x.shape[1:3])
   )
-  kernel = jnp.zeros((*taps, cin, cout), x.dtype)
+  kernel = jnp.zeros((*taps, cin, cout), jnp.float32)
+  x, dy = x.astype(jnp.float32), dy.astype(jnp.float32)
   _, vjp = jax.vjp(lambda k: _xla_conv(x, k, padding, dilation, strides), kernel)
   return vjp(dy)[0], jnp.sum(dy, axis=(0, 1, 2))
 
@@ -272,7 +401,7 @@ def conv_wgrad(
   """Kernel gradient, (*taps, Cin, Cout), and bias gradient of a convolution.
 
   x is its input (N, HI, WI, Cin), dy its output's gradient (N, H, W, Cout),
-  Cout a multiple of 16. Kernel tap (0, 0) reads input pixel
+  Cout a multiple of 16; float32 or bfloat16 in, float32 out. Kernel tap (0, 0) reads input pixel
   (h * strides[0] + offset[0], w * strides[1] + offset[1]) for output pixel
   (h, w) (so offset is minus the leading padding), tap (i, j) that plus
   (i * dilation[0], j * dilation[1]); pixels outside x read zeros.
@@ -293,8 +422,13 @@ def _channel_sums(
     target: str, a: jax.Array, x: jax.Array, mean: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
   c = a.shape[-1]
-  call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct((c,), a.dtype),) * 2)
-  return call(a, x, mean, threads=np.int64(build.threads()))
+  if _bf16(a):
+    target = {
+        build.CHANNEL_MOMENTS: build.CHANNEL_MOMENTS_BF16,
+        build.CHANNEL_GRAD_SUMS: build.CHANNEL_GRAD_SUMS_BF16,
+    }[target]
+  call = jax.ffi.ffi_call(target, (jax.ShapeDtypeStruct((c,), jnp.float32),) * 2)
+  return call(a, x.astype(a.dtype), mean, threads=np.int64(build.threads()))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -304,14 +438,16 @@ def _batch_norm_native(x, scale, bias, epsilon, axis_name):
 
 def _batch_norm_fwd(x, scale, bias, epsilon, axis_name):
   count = x.size // x.shape[-1]
-  total, total_sq = _channel_sums(build.CHANNEL_MOMENTS, x, x, jnp.zeros((x.shape[-1],), x.dtype))
+  total, total_sq = _channel_sums(
+      build.CHANNEL_MOMENTS, x, x, jnp.zeros((x.shape[-1],), jnp.float32)
+  )
   moments = jnp.stack([total, total_sq]) / count
   if axis_name is not None:
     moments = jax.lax.pmean(moments, axis_name)
   mean, mean_sq = moments[0], moments[1]
   var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
   inv = jax.lax.rsqrt(var + epsilon)
-  y = (x - mean) * (inv * scale) + bias
+  y = ((x - mean) * (inv * scale) + bias).astype(x.dtype)
   return (y, mean, var), (x, scale, mean, inv)
 
 
@@ -325,7 +461,7 @@ def _batch_norm_bwd(epsilon, axis_name, saved, cotangents):
   if axis_name is not None:  # The statistics came from every replica's pixels.
     means = jax.lax.pmean(means, axis_name)
   dx = (inv * scale) * (dy - means[0] - (x - mean) * (jnp.square(inv) * means[1]))
-  return dx, sum_dy_xc * inv, sum_dy
+  return dx.astype(x.dtype), sum_dy_xc * inv, sum_dy
 
 
 _batch_norm_native.defvjp(_batch_norm_fwd, _batch_norm_bwd)
@@ -334,7 +470,9 @@ _batch_norm_native.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 def batch_norm_train_reference(
     x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float, axis_name: str | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """flax `nn.BatchNorm`'s training-mode function: (y, batch mean, batch variance)."""
+  """flax `nn.BatchNorm`'s training-mode function: (y, batch mean, batch variance), the
+  statistics in float32 and y in x's dtype."""
+  dtype, x = x.dtype, x.astype(jnp.float32)
   axes = tuple(range(x.ndim - 1))
   moments = jnp.stack([jnp.mean(x, axes), jnp.mean(jnp.square(x), axes)])
   if axis_name is not None:
@@ -342,7 +480,7 @@ def batch_norm_train_reference(
   mean, mean_sq = moments[0], moments[1]
   var = jnp.maximum(0.0, mean_sq - jnp.square(mean))
   y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
-  return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+  return y.astype(dtype), jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
 
 
 def batch_norm_train(
@@ -353,8 +491,9 @@ def batch_norm_train(
   flax `nn.BatchNorm`'s function (fast variance E[x^2] - E[x]^2 clipped at 0,
   statistics averaged over `axis_name` under pmap). On the CPU the per-channel
   sums of the statistics and of the gradient take one kernel pass each instead
-  of XLA:CPU's reduce-window trees. For float32 x with a multiple of 16
-  channels. The mean and variance carry no gradient.
+  of XLA:CPU's reduce-window trees. For x with a multiple of 16 channels, float32 or
+  bfloat16 (statistics in float32, y in x's dtype). The mean and variance carry no
+  gradient.
   """
   return _on_cpu(
       lambda x, s, b: _batch_norm_native(x, s, b, epsilon, axis_name),
@@ -408,4 +547,6 @@ def upsample16(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
   Differentiable: the input gradient is XLA's stride-2 convolution of the
   output gradient, the kernel gradient `conv_wgrad`'s.
   """
+  if _bf16(x):  # 16 channels at half the output size: float32 costs little here.
+    return upsample16(x.astype(jnp.float32), kernel, bias).astype(x.dtype)
   return _on_cpu(_upsample16_native, upsample16_reference, x, kernel, bias)
