@@ -396,3 +396,32 @@ def test_resuming_a_weight_ema_run_without_it_says_so(ema_run, tmp_path):
   )
   assert out.returncode != 0 and 'Traceback' not in out.stderr
   assert 'the weight average (config.ema_decay is 0 in one of the two runs)' in out.stderr
+
+
+BF16_RUN = (*RUN, '--config.model.dtype=bfloat16', '--config.ema_decay=0.9')
+
+
+@pytest.fixture(scope='module')
+def bf16_run(tmp_path_factory) -> tuple[Path, str]:
+  """One uninterrupted smoke run in bfloat16 with weight EMA: (workdir, its stdout)."""
+  return finished_run(tmp_path_factory.mktemp('bf16'), *BF16_RUN)
+
+
+def test_a_bfloat16_run_resumes_bitwise_and_its_weights_serve_every_surface(bf16_run, tmp_path):
+  """bfloat16 training (issue #41): float32 master weights in the checkpoint, SIGKILL then
+  resume bitwise equal, and the weights export to ONNX and run in Segmenter."""
+  from esnet_jax import export
+  from esnet_jax.inference import Segmenter
+
+  workdir, out = bf16_run
+  assert 'weight average sha256' in out
+  variables = checkpointing.restore_variables(workdir)
+  assert {a.dtype for a in jax.tree.leaves(variables)} == {np.dtype(np.float32)}
+  _killed_at_step_2_then_resumed(tmp_path / 'resumed', *BF16_RUN)
+  chex.assert_trees_all_equal(checkpointing.restore_variables(tmp_path / 'resumed'), variables)
+  onnx = tmp_path / 'model.onnx'
+  assert export.main(['--checkpoint', str(workdir), '--format', 'onnx', '--out', str(onnx)]) == 0
+  assert onnx.stat().st_size > 1_000_000
+  image = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+  classes = Segmenter(variables, dtype=jnp.bfloat16).predict(image)
+  assert classes.shape == (64, 96) and classes.max() < 8

@@ -73,8 +73,11 @@ def torch_calls(
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], np.ndarray]:
   """Eager PyTorch ESNet with the same weights, NCHW and channels_last, ready to time.
 
-  Returns the two calls, version facts, and the NCHW model's logits as NHWC
-  float32 (to check that both frameworks compute the same function).
+  In `dtype` (the models and inputs cast to it); with bfloat16 also
+  `torch_channels_last_autocast`: the float32 channels_last model under CPU bf16
+  autocast, how PyTorch users run bf16 (issue #41's anchor). Returns the calls,
+  version facts, and the NCHW model's logits as NHWC float32 (to check that both
+  frameworks compute the same function).
   """
   torch = import_torch()
   from esnet_jax import torch_reference
@@ -86,9 +89,9 @@ def torch_calls(
   model_cl = torch_reference.from_variables(variables, torch.channels_last).to(torch_dtype)
   x_cl = x.contiguous(memory_format=torch.channels_last)
 
-  def run(m: Any, inputs: Any) -> Callable[[], Any]:
+  def run(m: Any, inputs: Any, autocast: bool = False) -> Callable[[], Any]:
     def call() -> Any:
-      with torch.inference_mode():
+      with torch.inference_mode(), torch.autocast('cpu', torch.bfloat16, enabled=autocast):
         return m(inputs)
 
     return call
@@ -96,7 +99,13 @@ def torch_calls(
   with torch.inference_mode():
     logits = model(x).float().numpy().transpose(0, 2, 3, 1)
   info = {'torch_version': torch.__version__, 'torch_threads': torch.get_num_threads()}
-  return {'torch_nchw': run(model, x), 'torch_channels_last': run(model_cl, x_cl)}, info, logits
+  calls = {'torch_nchw': run(model, x), 'torch_channels_last': run(model_cl, x_cl)}
+  if dtype == 'bfloat16':
+    model_f32 = torch_reference.from_variables(variables, torch.channels_last)
+    x_f32 = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+    x_f32 = x_f32.contiguous(memory_format=torch.channels_last)
+    calls['torch_channels_last_autocast'] = run(model_f32, x_f32, autocast=True)
+  return calls, info, logits
 
 
 # What `--compare-onnxruntime` imports: onnx to write the export, onnxruntime to run it.
@@ -186,9 +195,12 @@ def onnxruntime_calls(
 
 
 def torch_train_calls(
-    images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int
+    images: np.ndarray, labels: np.ndarray, num_classes: int, threads: int, dtype: str = 'float32'
 ) -> dict[str, Callable[[], Any]]:
-  """Eager PyTorch train steps (NCHW and channels_last) on the same batch."""
+  """Eager PyTorch train steps (NCHW and channels_last, float32) on the same batch; with
+  `dtype` bfloat16 also `torch_channels_last_autocast`: channels_last with the forward
+  and the loss under CPU bf16 autocast (float32 weights and Adam), PyTorch's mixed
+  precision recipe."""
   torch = import_torch()
   from esnet_jax.torch_reference import ESNet as TorchESNet
 
@@ -196,18 +208,24 @@ def torch_train_calls(
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
   y = torch.from_numpy(labels.astype(np.int64))
   calls = {}
-  for name, memory_format in (
-      ('torch_nchw', torch.contiguous_format),
-      ('torch_channels_last', torch.channels_last),
-  ):
+  variants = [
+      ('torch_nchw', torch.contiguous_format, False),
+      ('torch_channels_last', torch.channels_last, False),
+  ]
+  if dtype == 'bfloat16':
+    variants.append(('torch_channels_last_autocast', torch.channels_last, True))
+  for name, memory_format, autocast in variants:
     model = TorchESNet(num_classes).train().to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, weight_decay=1e-4)
     criterion = torch.nn.CrossEntropyLoss(ignore_index=255)
     inputs = x.contiguous(memory_format=memory_format)
 
-    def step(model=model, optimizer=optimizer, criterion=criterion, inputs=inputs) -> Any:
+    def step(
+        model=model, optimizer=optimizer, criterion=criterion, inputs=inputs, autocast=autocast
+    ) -> Any:
       optimizer.zero_grad(set_to_none=True)
-      loss = criterion(model(inputs), y)
+      with torch.autocast('cpu', torch.bfloat16, enabled=autocast):
+        loss = criterion(model(inputs), y)
       loss.backward()
       optimizer.step()
       return loss

@@ -60,6 +60,14 @@ def format_report(result: Mapping[str, Any]) -> str:
         ),
         ('max |jax - torch| logits', f"{result['torch_max_abs_diff']:.2e}"),
     ]
+  if 'torch_channels_last_autocast_ms_p50' in result:
+    rows.append(
+        (
+            'torch channels_last bf16 autocast p50',
+            f"{result['torch_channels_last_autocast_ms_p50']:.1f} ms "
+            f"(jax/torch {result['ratio_jax_torch_channels_last_autocast']:.2f})",
+        )
+    )
   if 'onnxruntime_ms_p50' in result:
     rows += [
         (

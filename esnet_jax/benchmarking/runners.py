@@ -158,7 +158,7 @@ def run_inference_benchmark(
   images = rng.integers(0, 256, x_host.shape, dtype=np.uint8)
   result.update(timing.io_timings(images, logits, min(o.runs, MIN_RUNS)))
   if o.compare_torch:
-    for name in ('torch_nchw', 'torch_channels_last'):
+    for name in (n for n in times if n.startswith('torch_')):
       result.update(timing.summary(times[name], f'{name}_ms'))
       result[f'ratio_jax_{name}'] = result['latency_ms_p50'] / result[f'{name}_ms_p50']
     result['torch_max_abs_diff'] = float(np.abs(np.asarray(logits) - torch_logits).max())
@@ -262,14 +262,14 @@ def run_train_benchmark(options: BenchmarkOptions | None = None, **fields: Any) 
     result['jax_jit_compile_s'] = compile_s['jax_jit']
   threads = kernel_build.threads()
   if o.compare_torch:
-    calls.update(contenders.torch_train_calls(images, labels, num_classes, threads))
+    calls.update(contenders.torch_train_calls(images, labels, num_classes, threads, o.dtype))
   times = timing.time_alternating(calls, runs=o.runs, warmup=o.warmup, seed=o.seed)
   for name, seconds in times.items():
     median = float(np.median(seconds))
     result[f'{name}_step_ms_p50'] = median * 1e3
     result[f'{name}_step_ms_min'] = float(np.min(seconds)) * 1e3
     result[f'{name}_images_per_sec'] = devices * batch / median
-  for name in ('torch_nchw', 'torch_channels_last'):
+  for name in ('torch_nchw', 'torch_channels_last', 'torch_channels_last_autocast'):
     if name in times:
       result[f'ratio_jax_to_{name}'] = result['jax_step_ms_p50'] / result[f'{name}_step_ms_p50']
   if o.compare_jit:
