@@ -104,7 +104,8 @@ class KernelBatchNorm(nn.Module):
 
 class KernelConvTranspose2x(models.ConvTranspose2x):
   """`ConvTranspose2x`: the 2x2 16-channel case (ESNet's output layer) by
-  `ops.upsample16`, the others (a multiple of 16 outputs) by `ops.conv_phases`."""
+  `ops.upsample16`; the others (a multiple of 16 outputs) by `ops.conv_phases` in
+  bfloat16, in float32 as phases with kernel gradients from `ops.conv`."""
 
   def transpose(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     if (
@@ -114,10 +115,19 @@ class KernelConvTranspose2x(models.ConvTranspose2x):
     ):
       return ops.upsample16(x, kernel, bias)
     x = x.astype(self.dtype or x.dtype)
-    even = x.dtype != jnp.bfloat16 or x.shape[-1] % 2 == 0  # bf16 products pair channels
-    if self.features % 16 == 0 and even and not self.is_initializing():
+    # In bfloat16 the phases go to the kernel, written interleaved: XLA:CPU's bf16
+    # interleave is slow. Its float32 one is not; there XLA keeps it (`phase_conv`).
+    bf16_pairs = x.dtype == jnp.bfloat16 and x.shape[-1] % 2 == 0
+    if self.features % 16 == 0 and bf16_pairs and not self.is_initializing():
       return self._phases(x, kernel, bias)
     return super().transpose(x, kernel, bias)
+
+  def phase_conv(
+      self, x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]
+  ) -> jax.Array:
+    if self.features % 16 or self.is_initializing():
+      return super().phase_conv(x, kernel, padding)
+    return ops.conv(x, kernel, padding)
 
   def _phases(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     """The four phases by `ops.conv_phases`, each written into its pixels of the output."""
