@@ -315,6 +315,9 @@ def test_stopping_the_server_removes_its_temporary_site(tmp_path, packages, expo
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
+      # Ctrl-C as a terminal delivers it: a test run started in the background of a
+      # shell without job control inherits SIGINT ignored, which the server would keep.
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
   )
   try:
     line = process.stdout.readline()
