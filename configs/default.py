@@ -6,7 +6,7 @@ every other config starts from `get_config()` here and changes a few fields.
 
 import ml_collections
 
-from esnet_jax.datasets import default_dataset_config
+from esnet_jax.data.datasets import default_dataset_config
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.dtype = 'float32'  # or 'bfloat16' (compute; parameters stay float32)
   config.model.dropout = True  # the original's spatial dropout (0.03 encoder, 0.3 PFCU)
-  # Who computes the model (esnet_jax.implementations): 'auto' = the compiled CPU kernels
+  # Who computes the model (esnet_jax.model.implementations): 'auto' = the compiled CPU kernels
   # (esnet_jax.kernels) in float32 where they built on a CPU backend, else XLA; 'xla' = XLA
   # everywhere; 'native' = the kernels or an error. Same variables, same function.
   config.model.kernels = 'auto'
@@ -61,13 +61,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.which = 'latest'  # eval mode: 'latest' or 'best' checkpoint of a workdir
   config.eval.flip = False  # test-time augmentation: average with the mirrored image
   config.eval.scales = (1.0,)  # test-time augmentation: e.g. (0.75, 1.0, 1.25)
-  # Eval mode's engine and precision (esnet_jax.engines; periodic evaluation runs in JAX):
+  # Eval mode's engine and precision (esnet_jax.deploy.engines; periodic evaluation runs in JAX):
   config.eval.engine = 'auto'  # 'auto' (fastest installed), 'jax', 'onnxruntime', 'openvino'
   config.eval.precision = ''  # '' = config.model.dtype's; 'float32', 'bfloat16' or 'int8'
   config.eval.threads = 0  # ONNX Runtime's / OpenVINO's threads; 0 = theirs
   config.eval.calibration = ''  # INT8 of weights that ship no INT8 file: config or folder
 
-  # predict mode (esnet_jax.predict); TTA from eval.flip/scales, batch eval_batch_size.
+  # predict mode (esnet_jax.inference.predict); TTA from eval.flip/scales, batch eval_batch_size.
   config.predict = ml_collections.ConfigDict()
   config.predict.input = ''  # image, folder, glob or video
   config.predict.output = ''  # '' = workdir/predictions
@@ -75,13 +75,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.predict.alpha = 0.5  # opacity of the class colours in the overlays
   config.predict.palette = 'checkpoint'  # 'checkpoint' colours, or 'dataset' (config.dataset)
   config.predict.submission = False  # Cityscapes test-server labelIds PNGs only
-  # What runs the network (esnet_jax.engines): auto = the fastest installed for the precision.
+  # What runs the network (esnet_jax.deploy.engines): auto = the fastest installed for the precision.
   config.predict.engine = 'auto'  # 'auto', 'jax', 'onnxruntime' or 'openvino'
   config.predict.precision = ''  # '' = config.model.dtype's; 'float32', 'bfloat16' or 'int8'
   config.predict.threads = 0  # ONNX Runtime's / OpenVINO's threads; 0 = theirs
   config.predict.calibration = ''  # INT8 of weights that ship no INT8 file: config or folder
 
-  # export mode (esnet_jax.export): the same settings as python -m esnet_jax.export.
+  # export mode (esnet_jax.deploy.export): the same settings as python -m esnet_jax.export.
   config.export = ml_collections.ConfigDict()
   config.export.format = 'stablehlo'  # or 'onnx' (needs the export extra)
   config.export.height = 512  # input size, multiples of 8; onnx: 0 = symbolic (any multiple of 8)
@@ -91,7 +91,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.export.which = 'latest'  # 'latest' or 'best' checkpoint of a workdir
   config.export.fold_bn = True  # BatchNorm folded into the convolutions
   config.export.out = ''  # '' = workdir/esnet.<format>
-  config.export.quantize = 'none'  # or 'int8' (ONNX: static QDQ quantization, esnet_jax.quantize)
+  config.export.quantize = (
+      'none'  # or 'int8' (ONNX: static QDQ quantization, esnet_jax.deploy.quantize)
+  )
   config.export.calibration = ''  # int8: a dataset config (e.g. configs/camvid.py) or image folder
   config.export.calibration_images = 32  # int8: images of it to calibrate on, evenly spaced
   return config

@@ -18,7 +18,7 @@ and `native_kernels`, whether the package's compiled kernels are in the timed
 program. Timings are medians; on shared machines repeat a measurement before
 trusting it.
 
-`--engines` times every engine of `esnet_jax.engines` (JAX, ONNX Runtime, OpenVINO) at
+`--engines` times every engine of `esnet_jax.deploy.engines` (JAX, ONNX Runtime, OpenVINO) at
 every precision it runs here (float32, bfloat16, INT8), side by side in one run, on
 `pretrained:camvid` unless `--checkpoint` (`esnet_jax.benchmarking.engine_runs`): the
 engine call alone, at each of `--sizes`, alternating call by call; the table marks the
@@ -28,17 +28,12 @@ fastest, `auto`'s choice per precision and what the tools run by default.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 from typing import Any, Sequence
 
-from esnet_jax import cli, host_memory, implementations, profiling, xla_flags
-from esnet_jax.benchmarking import gpu_report, report
-from esnet_jax.benchmarking.engine_runs import run_engines_benchmark
-from esnet_jax.benchmarking.runners import run_inference_benchmark, run_train_benchmark
-from esnet_jax.errors import EsnetError
-from esnet_jax.options import DEFAULT_WARMUP, DTYPES, MIN_RUNS, BenchmarkOptions
+from esnet_jax.system import runner
+from esnet_jax.model import implementations
+from esnet_jax.benchmarking import suite
+from esnet_jax.config.options import DEFAULT_WARMUP, DTYPES, MIN_RUNS, BenchmarkOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
       '--compare-jit',
       action='store_true',
       help='with --train: also time the same step under jit over a mesh of '
-      'the same devices (esnet_jax.mesh_step), alternating with pmap',
+      'the same devices (esnet_jax.training.mesh_step), alternating with pmap',
   )
   parser.add_argument(
       '--batch', type=int, default=None, help='images per call (default 1; 8 with --train)'
@@ -176,72 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def run(options: BenchmarkOptions) -> dict[str, Any]:
-  """Run what `options` asks for, print its report, write its JSON; the result."""
-  if options.suite:
-    return _gpu_suite(options)
-  if options.train:  # As `esnet_jax.main` does for training, before JAX starts its threads.
-    host_memory.keep_freed_memory()
-  if options.trace_dir:
-    xla_flags.request_flags((profiling.TRACE_FLAG,))
-  if options.train:
-    result = run_train_benchmark(options)
-    print(json.dumps({k: v for k, v in result.items() if k != 'trace_ops'}, indent=2))
-  else:
-    if options.runs < MIN_RUNS:
-      print(
-          f'warning: --runs {options.runs} < {MIN_RUNS}: tail percentiles are unreliable.',
-          file=sys.stderr,
-      )
-    if options.engines:
-      result = run_engines_benchmark(options, progress=_progress)
-      print(report.format_engines_report(result))
-    else:
-      result = run_inference_benchmark(options)
-      print(report.format_report(result))
-  report.print_trace(result)
-  if options.json:
-    report.write_json(options.json, result)
-  return result
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  """CLI entry point; returns the result dict (also printed, and written with --json)."""
-  args = build_parser().parse_args(argv)
-  try:
-    return run(BenchmarkOptions.from_args(args))
-  except (EsnetError, ImportError) as e:  # A missing package, unreadable weights: exit 2.
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(getattr(e, 'exit_status', 2))
-  except ValueError as e:
-    sys.exit(f'error: {e}')
-
-
-def _progress(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
-
-
-def _gpu_suite(options: BenchmarkOptions) -> dict[str, Any]:
-  result = gpu_report.run_gpu_report(smoke=options.smoke, progress=_progress)
-  print(gpu_report.format_report(result))
-  if options.json:
-    report.write_json(options.json, result)
-  if not result['ok']:
-    sys.exit(f"error: GPU programs held CPU kernel calls: {', '.join(result['cpu_kernel_calls'])}")
-  return result
-
-
-def benchmark_from_config(config: Any, workdir: str | os.PathLike[str]) -> dict[str, Any]:
-  """`--config.mode=benchmark` of `esnet_jax.main`: `config.benchmark` -> workdir/benchmark.json."""
-  os.makedirs(workdir, exist_ok=True)
-  return run(BenchmarkOptions.from_config(config, workdir))
+@runner.command(ValueError)
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | int:
+  """CLI entry point; returns the result dict (also printed, and written with --json), or
+  an error's exit status after its one `error:` line."""
+  return suite.run(BenchmarkOptions.from_args(build_parser().parse_args(argv)))
 
 
 def run_main() -> int:
   """`main` as a command: the results are for callers; success is status 0."""
-  main()
-  return 0
+  result = main()
+  return result if isinstance(result, int) else 0
 
 
 if __name__ == '__main__':
-  cli.run(run_main)
+  runner.run(run_main)

@@ -1,209 +1,93 @@
-"""Weights of the original PyTorch ESNet <-> Flax variables of `esnet_jax.models.ESNet`.
+"""`python -m esnet_jax.convert`: ESNet weights between the original PyTorch layout and orbax.
 
-PyTorch names map one-to-one onto the Flax tree (`encoder.layers.3.bn.running_var`
-is `batch_stats/encoder/layers_3/bn/var`); conv weights go OIHW -> HWIO and
-transposed-conv weights (in, out, kH, kW) -> (kH, kW, in, out).
-
-The name and layout mapping only: reading and writing weights files is
-`esnet_jax.weights`' job, and the command `python -m esnet_jax.convert` lives in
-`esnet_jax.convert_cli`.
+`--torch ESNet.pth --out DIR` writes an orbax checkpoint that
+`esnet_jax.inference.segmenter.Segmenter.from_checkpoint(DIR)` restores; `--checkpoint WORKDIR
+--which best --out-torch esnet.npz` goes the other way (how the shipped
+`esnet_jax/weights/pretrained/*.npz` files are made).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import argparse
+import os
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from esnet_jax.weights import checkpoints, pretrained, resolver
 
-from esnet_jax.errors import ConversionError
-from esnet_jax.models import ESNet
-
-Variables = dict[str, Any]
-
-_BN_TORCH_TO_FLAX = {
-    'weight': ('params', 'scale'),
-    'bias': ('params', 'bias'),
-    'running_mean': ('batch_stats', 'mean'),
-    'running_var': ('batch_stats', 'var'),
-}
-_BN_FLAX_TO_TORCH = {v: k for k, v in _BN_TORCH_TO_FLAX.items()}
+from esnet_jax.model.esnet import num_classes_of
+from esnet_jax.system import runner, output_files
+from esnet_jax.errors import OutputError
 
 
-def _is_transposed_conv(module_path: tuple[str, ...]) -> bool:
-  """Upsampler convs and the output conv are ConvTranspose2d in the original."""
-  return module_path[0] == 'decoder' and module_path[-1] in ('conv', 'output_conv')
+def check_outputs(args: argparse.Namespace) -> None:
+  """Refuses, before anything is read, an output that is the input or cannot be written.
 
+  `--out` must be, or be able to become, a folder other than the `--torch` file;
+  `--out-torch` a file other than what `--checkpoint` names (for `pretrained:NAME`,
+  the shipped weights file).
 
-def _is_batch_norm(module_path: tuple[str, ...]) -> bool:
-  return module_path[-1].startswith('bn')
-
-
-def _flax_module_path(torch_key: str) -> tuple[tuple[str, ...], str]:
-  """'encoder.layers.3.bn.weight' -> (('encoder', 'layers_3', 'bn'), 'weight')."""
-  parts = torch_key.split('.')
-  module, leaf = parts[:-1], parts[-1]
-  out: list[str] = []
-  for part in module:
-    if part.isdigit() and out and out[-1] == 'layers':
-      out[-1] = f'layers_{part}'
-    else:
-      out.append(part)
-  return tuple(out), leaf
-
-
-def _torch_module_path(flax_path: tuple[str, ...]) -> str:
-  return '.'.join(
-      p.replace('layers_', 'layers.') if p.startswith('layers_') else p for p in flax_path
-  )
-
-
-def template(num_classes: int) -> Variables:
-  """Shapes of the Flax variables of `ESNet(num_classes)`, including the head."""
-  model = ESNet(num_classes)
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
-
-
-def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-  flat = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      flat.update(_flatten(v, prefix + (k,)))
-    else:
-      flat[prefix + (k,)] = v
-  return flat
-
-
-def _unflatten(flat: Mapping[tuple[str, ...], Any]) -> dict[str, Any]:
-  tree: dict[str, Any] = {}
-  for path, v in flat.items():
-    node = tree
-    for p in path[:-1]:
-      node = node.setdefault(p, {})
-    node[path[-1]] = v
-  return tree
-
-
-def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-  """Drop the `module.` prefix that `nn.DataParallel` adds to every key."""
-  if state_dict and all(k.startswith('module.') for k in state_dict):
-    return {k[len('module.') :]: v for k, v in state_dict.items()}
-  return dict(state_dict)
-
-
-# Where the number of classes can be read, in order: (key, axis of the class dimension).
-_CLASS_COUNT_KEYS = (
-    ('decoder.output_conv.bias', 0),
-    ('decoder.output_conv.weight', 1),
-    ('encoder_output_conv.bias', 0),
-    ('encoder_output_conv.weight', 0),
-)
-
-
-def num_classes_of(variables: Mapping[str, Any]) -> int:
-  """Number of classes of ESNet's Flax variables (from the output conv's bias)."""
-  return int(np.shape(variables['params']['decoder']['output_conv']['bias'])[0])
-
-
-def infer_num_classes(state_dict: Mapping[str, Any]) -> int:
-  """Number of classes of a PyTorch ESNet state dict (from its output convs)."""
-  state_dict = _strip_prefix(state_dict)
-  for key, axis in _CLASS_COUNT_KEYS:
-    shape = np.shape(state_dict[key]) if key in state_dict else ()
-    if len(shape) > axis:
-      return int(shape[axis])
-  raise ConversionError(
-      f'State dict has none of {", ".join(k for k, _ in _CLASS_COUNT_KEYS)}: '
-      f'not an ESNet checkpoint? First keys: {sorted(state_dict)[:5]}'
-  )
-
-
-def torch_to_flax(state_dict: Mapping[str, Any]) -> Variables:
-  """Convert a PyTorch ESNet state dict (name -> array) to Flax variables.
-
-  Returns `{'params': ..., 'batch_stats': ...}` including the encoder-only head.
-  Raises `ConversionError` naming every missing, unexpected or mis-shaped key.
+  Raises:
+    OutputError: naming the option, and the input where it is the input.
   """
-  state_dict = _strip_prefix(state_dict)
-  num_classes = infer_num_classes(state_dict)
-  expected = _flatten(template(num_classes))
-  flat: dict[tuple[str, ...], np.ndarray] = {}
-  unexpected, misshaped = [], []
-  for key, value in state_dict.items():
-    module, leaf = _flax_module_path(key)
-    if leaf == 'num_batches_tracked':
-      continue
-    value = np.asarray(value)
-    if _is_batch_norm(module) and leaf in _BN_TORCH_TO_FLAX:
-      collection, name = _BN_TORCH_TO_FLAX[leaf]
-    elif leaf in ('weight', 'bias'):
-      collection, name = 'params', 'kernel' if leaf == 'weight' else 'bias'
-      if leaf == 'weight' and value.ndim == 4:
-        value = value.transpose((2, 3, 0, 1) if _is_transposed_conv(module) else (2, 3, 1, 0))
-    else:
-      unexpected.append(key)
-      continue
-    path = (collection,) + module + (name,)
-    if path not in expected:
-      unexpected.append(key)
-    elif tuple(expected[path].shape) != value.shape:
-      misshaped.append(
-          f'{key}: got {tuple(np.shape(state_dict[key]))}, expected '
-          f'{_torch_shape(path, expected[path].shape)}'
+  if args.torch:
+    if output_files.resolved(args.out) == output_files.resolved(args.torch):
+      raise OutputError(
+          f'--out {args.out}: is --torch {args.torch}, which this command reads; refusing to '
+          'overwrite it (choose another output folder).'
       )
-    else:
-      flat[path] = value.astype(np.float32)
-  missing = [_torch_key(p) for p in expected if p not in flat and _torch_key(p) not in state_dict]
-  problems = []
-  if missing:
-    problems.append('missing keys: ' + ', '.join(sorted(missing)))
-  if unexpected:
-    problems.append('unexpected keys: ' + ', '.join(sorted(unexpected)))
-  if misshaped:
-    problems.append('mis-shaped keys: ' + '; '.join(misshaped))
-  if problems:
-    raise ConversionError(
-        f'State dict does not match ESNet({num_classes}): ' + ' | '.join(problems)
+    output_files.check_output_folder(args.out, '--out')
+    return
+  source = ('--checkpoint', args.checkpoint)
+  if resolver.is_pretrained(args.checkpoint):
+    name = args.checkpoint[len(resolver.PRETRAINED_PREFIX) :]
+    source = (f"--checkpoint {args.checkpoint}'s file", pretrained.get(name).path)
+  output_files.check_output_file(args.out_torch, '--out-torch', [source])
+  if Path(args.out_torch).suffix.lower() not in resolver.TORCH_OUTPUT_SUFFIXES:
+    raise OutputError(f'--out-torch {args.out_torch}: expected a .npz, .pth or .pt file name.')
+
+
+@runner.command(FileNotFoundError, FileExistsError)
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='python -m esnet_jax.convert',
+      description='Convert ESNet weights between the original PyTorch layout and orbax. '
+      'Either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE.',
+  )
+  parser.add_argument('--torch', help='PyTorch weights to read: .pth, .pt, .npz, .safetensors')
+  parser.add_argument('--out', help='with --torch: output orbax checkpoint directory')
+  parser.add_argument(
+      '--checkpoint',
+      help='weights to write in the PyTorch layout: a '
+      'training workdir, orbax checkpoint, or pretrained:NAME',
+  )
+  parser.add_argument(
+      '--which',
+      default='latest',
+      choices=('latest', 'best'),
+      help="with --checkpoint: a workdir's latest or best checkpoint",
+  )
+  parser.add_argument('--out-torch', help='with --checkpoint: output .npz, .pth or .pt file')
+  args = parser.parse_args(argv)
+  if (
+      bool(args.torch) == bool(args.checkpoint)
+      or bool(args.torch) != bool(args.out)
+      or (bool(args.checkpoint) != bool(args.out_torch))
+  ):
+    parser.error('give either --torch FILE --out DIR, or --checkpoint SRC --out-torch FILE')
+  check_outputs(args)
+  if args.torch:
+    variables = resolver.load_torch_weights(args.torch)
+    num_classes = num_classes_of(variables)
+    out = checkpoints.save_variables(
+        args.out, variables, num_classes=num_classes, meta={'source': os.path.abspath(args.torch)}
     )
-  return _unflatten(flat)
-
-
-def _torch_key(path: tuple[str, ...]) -> str:
-  collection, module, name = path[0], path[1:-1], path[-1]
-  if collection == 'batch_stats' or _is_batch_norm(module):
-    leaf = _BN_FLAX_TO_TORCH[(collection, name)]
+    print(f'Wrote ESNet({num_classes}) variables to {out}')
   else:
-    leaf = 'weight' if name == 'kernel' else 'bias'
-  return f'{_torch_module_path(module)}.{leaf}'
+    loaded = resolver.load(args.checkpoint, args.which)
+    resolver.save_torch_weights(loaded.variables, args.out_torch)
+    print(f'Wrote the PyTorch state dict of {loaded.source} to {args.out_torch}')
+  return 0
 
 
-def _torch_shape(path: tuple[str, ...], flax_shape: tuple[int, ...]) -> tuple[int, ...]:
-  if len(flax_shape) != 4:
-    return tuple(flax_shape)
-  h, w, i, o = flax_shape
-  return (i, o, h, w) if _is_transposed_conv(path[1:-1]) else (o, i, h, w)
-
-
-def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """Inverse of `torch_to_flax`: Flax variables -> PyTorch state dict of numpy arrays.
-
-  `num_batches_tracked` is written as 0 for every BatchNorm so that
-  `torch.nn.Module.load_state_dict(strict=True)` accepts the result.
-  """
-  out: dict[str, np.ndarray] = {}
-  for path, value in _flatten({k: variables[k] for k in ('params', 'batch_stats')}).items():
-    value = np.asarray(value, dtype=np.float32)
-    module = path[1:-1]
-    if value.ndim == 4:
-      value = value.transpose((2, 3, 0, 1) if _is_transposed_conv(module) else (3, 2, 0, 1))
-    out[_torch_key(path)] = np.ascontiguousarray(value)
-    if path[0] == 'batch_stats' and path[-1] == 'mean':
-      out[f'{_torch_module_path(module)}.num_batches_tracked'] = np.array(0, np.int64)
-  return out
-
-
-if __name__ == '__main__':  # `python -m esnet_jax.convert` stays the command's name.
-  from esnet_jax import cli, convert_cli
-
-  cli.run(convert_cli.main)
+if __name__ == '__main__':
+  runner.run(main)

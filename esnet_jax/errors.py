@@ -3,14 +3,14 @@
 Every error the package raises on purpose derives from `EsnetError`; its message
 is one line that names the file or option and what was expected, and its
 `exit_status` is the status a command-line tool exits with after printing it
-(`esnet_jax.cli.run`). Below the base:
+(`esnet_jax.system.runner.run`). Below the base:
 
 - `UserInputError`: what the user gave cannot work (a config value, a dataset
   folder, an input image, a palette, export settings, the compiled kernels asked
   for where they cannot be had, the browser demo without its npm packages) or
   stopped working (a non-finite loss).
 - `WeightsError`: a weights file or checkpoint that cannot be used; every source
-  `esnet_jax.weights.load` accepts fails with one of its kind.
+  `esnet_jax.weights.resolver.load` accepts fails with one of its kind.
 - `OutputError`, `MemoryBudgetError` (under `UserInputError`): an output that would
   replace an input, and work that would not fit in memory, refused before it starts.
 - `CheckpointSaveError`, `WorkdirError`: a training's own files cannot be written.
@@ -54,7 +54,7 @@ class InputError(UserInputError, ValueError):
 
 
 class OptionError(UserInputError, ValueError):
-  """A tool's setting that cannot work (`esnet_jax.options`); `field` names it, `expected` says
+  """A tool's setting that cannot work (`esnet_jax.config.options`); `field` names it, `expected` says
   what would; the command line and the config path re-raise it in their own names."""
 
   def __init__(self, field: str, value: object, expected: str):

@@ -13,7 +13,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from esnet_jax import cli
+from esnet_jax.system import runner
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -80,10 +80,13 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.config.mode == 'train':  # Before JAX starts its threads.
-    from esnet_jax import host_memory
+    from esnet_jax.system import host_memory
 
     host_memory.keep_freed_memory()
-  from esnet_jax import benchmark, export, predict, train
+  from esnet_jax.benchmarking import suite
+  from esnet_jax.deploy import export
+  from esnet_jax.inference import predict
+  from esnet_jax.training import trainer
   from esnet_jax.errors import ConfigError, EsnetError
 
   if not FLAGS['verbosity'].present:
@@ -91,10 +94,10 @@ def main(argv: list[str]) -> None:
   _initialize_distributed()
   config = FLAGS.config
   run = {
-      'train': train.train_and_evaluate,
-      'eval': train.evaluate_checkpoint,
+      'train': trainer.train_and_evaluate,
+      'eval': trainer.evaluate_checkpoint,
       'predict': predict.predict_from_config,
-      'benchmark': benchmark.benchmark_from_config,
+      'benchmark': suite.benchmark_from_config,
       'export': export.export_from_config,
   }
   try:
@@ -102,8 +105,8 @@ def main(argv: list[str]) -> None:
       raise ConfigError(f'config.mode={config.mode!r}: expected one of {", ".join(run)}.')
     run[config.mode](config, FLAGS.workdir)
   except EsnetError as e:  # One line and the error's status, before absl sees it.
-    raise cli.Failure(str(e), e.exit_status) from e
+    raise runner.Failure(str(e), e.exit_status) from e
 
 
 if __name__ == '__main__':
-  cli.run(lambda: app.run(main, flags_parser=_parse_flags))
+  runner.run(lambda: app.run(main, flags_parser=_parse_flags))

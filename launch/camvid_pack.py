@@ -3,7 +3,7 @@
   python launch/camvid_pack.py SRC DST [--quality 95]
 
 SRC is a CamVid folder in the SegNet layout (train.txt / val.txt or the split folders,
-as `esnet_jax.datasets.camvid` reads it); DST becomes one in the list-file layout with
+as `esnet_jax.data.datasets.camvid` reads it); DST becomes one in the list-file layout with
 the images re-encoded as JPEG (4:4:4 chroma, the given quality; the PNG originals are
 about 4x larger: 119 MB for the 468 images against about 28 MiB at quality 95) and the
 label PNGs copied unchanged. Only the training images are lossy: evaluate the weights
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from esnet_jax.datasets.camvid import camvid_source
+from esnet_jax.data.datasets.camvid import camvid_source
 
 SPLITS = ('train', 'val')
 

@@ -56,16 +56,17 @@ def random_variables(num_classes: int, seed: int = 0) -> dict:
 
 
 def write_onnx_export(path: Path, variables: dict, meta: dict | None = None, **size) -> Path:
-  """`esnet_jax.export`'s ONNX file of VARIABLES at PATH with its JSON (META's extra keys),
+  """`esnet_jax.deploy.export`'s ONNX file of VARIABLES at PATH with its JSON (META's extra keys),
   H and W symbolic unless SIZE fixes them."""
-  from esnet_jax import convert, export
+  from esnet_jax.model.esnet import num_classes_of
+  from esnet_jax.deploy import export
 
   path = export.export_onnx(variables, path, **size)
   export.write_metadata(
       path,
       meta or {},
       fmt='onnx',
-      num_classes=convert.num_classes_of(variables),
+      num_classes=num_classes_of(variables),
       height=size.get('height'),
       width=size.get('width'),
       batch=None,
@@ -93,9 +94,9 @@ def camvid_root() -> Path:
 @pytest.fixture(scope='session')
 def reference_variables(torch_fixtures):
   """Flax variables converted from the original PyTorch ESNet(19) state dict."""
-  from esnet_jax import weights
+  from esnet_jax.weights import resolver
 
-  return weights.load_torch_weights(torch_fixtures / 'state_dict_c19.npz')
+  return resolver.load_torch_weights(torch_fixtures / 'state_dict_c19.npz')
 
 
 @pytest.fixture(scope='session')
@@ -125,8 +126,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 def main_command(
     workdir: Path, *overrides: str, config: str = 'configs/smoke.py', fault: str | None = None
 ) -> list[str]:
-  """`python -m esnet_jax.main`, or with `fault` the same through tests/checkpoint_faults.py."""
-  entry = ['tests/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
+  """`python -m esnet_jax.main`, or with `fault` the same through tests/training/checkpoint_faults.py."""
+  entry = ['tests/training/checkpoint_faults.py', fault] if fault else ['-m', 'esnet_jax.main']
   return [sys.executable, *entry, f'--config={config}', f'--workdir={workdir}', *overrides]
 
 
@@ -232,3 +233,15 @@ def check_benchmark_fields(result: dict) -> None:
       <= result['latency_ms_p90']
       <= result['latency_ms_p99']
   )
+
+
+def png_claiming(width: int, height: int) -> bytes:
+  """A 45-byte PNG whose header claims WIDTHxHEIGHT RGB pixels (and holds none)."""
+  import struct
+  import zlib
+
+  def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header) + chunk(b'IEND', b'')

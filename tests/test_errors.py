@@ -12,18 +12,18 @@ from esnet_jax import errors
 
 # Where each error is raised, and so where callers have imported it from.
 _RAISED_IN = {
-    'ConfigError': 'esnet_jax.config_validation',
-    'DatasetError': 'esnet_jax.datasets',
-    'InputError': 'esnet_jax.predict',
-    'PaletteError': 'esnet_jax.visualize',
-    'VideoError': 'esnet_jax.video',
-    'ExportError': 'esnet_jax.export',
-    'KernelsUnavailableError': 'esnet_jax.implementations',
-    'NonFiniteLossError': 'esnet_jax.train',
-    'CheckpointNotFoundError': 'esnet_jax.checkpointing',
-    'ConversionError': 'esnet_jax.convert',
-    'PretrainedError': 'esnet_jax.pretrained',
-    'DemoError': 'esnet_jax.demo_site',
+    'ConfigError': 'esnet_jax.config.validation',
+    'DatasetError': 'esnet_jax.data.datasets',
+    'InputError': 'esnet_jax.inference.predict',
+    'PaletteError': 'esnet_jax.inference.visualize',
+    'VideoError': 'esnet_jax.data.video',
+    'ExportError': 'esnet_jax.deploy.export',
+    'KernelsUnavailableError': 'esnet_jax.model.implementations',
+    'NonFiniteLossError': 'esnet_jax.training.trainer',
+    'CheckpointNotFoundError': 'esnet_jax.weights.checkpoints',
+    'ConversionError': 'esnet_jax.weights.convert',
+    'PretrainedError': 'esnet_jax.weights.pretrained',
+    'DemoError': 'esnet_jax.browser_demo.static_site',
 }
 
 

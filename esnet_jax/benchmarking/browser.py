@@ -3,8 +3,8 @@
   python -m esnet_jax.benchmarking.browser [--checkpoint pretrained:camvid | --model FILE.onnx] \
       [--image PHOTO] [--sizes 360x480,240x320] [--runs 20] [--threads N] [--json PATH]
 
-Builds the demo site (`esnet_jax.demo_site`), serves it on localhost and has headless
-Chromium (`esnet_jax.demo_driver`) show an image, then times the page's own
+Builds the demo site (`esnet_jax.browser_demo.static_site`), serves it on localhost and has headless
+Chromium (`esnet_jax.browser_demo.driver`) show an image, then times the page's own
 `session.run` calls at each size (`window.esnet.benchmark`: the network only, after 3
 untimed calls; the page's per-frame latency adds normalising, argmax and drawing). Headless
 Chromium runs with `--disable-gpu`, so this is the WebAssembly backend (SIMD, threads as
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from esnet_jax import cli, demo_driver, demo_site
+from esnet_jax.system import runner
+from esnet_jax.browser_demo import driver, static_site
 from esnet_jax.benchmarking import machine
-from esnet_jax.errors import EsnetError, OptionError
+from esnet_jax.errors import OptionError
 from esnet_jax.kernels import build as kernel_build
 
 
@@ -45,7 +45,7 @@ def _sizes(text: str) -> list[str]:
 def _scene(path: Path) -> Path:
   from PIL import Image  # pylint: disable=g-import-not-at-top
 
-  from esnet_jax.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  from esnet_jax.data.datasets import synthetic  # pylint: disable=g-import-not-at-top
 
   image, _ = synthetic.render_scene(np.random.default_rng(0), (360, 480))
   Image.fromarray(image).save(path)
@@ -66,14 +66,14 @@ def measure(
   The site is CHECKPOINT's float32 export, or MODEL (an export, e.g. an INT8 one).
   """
   with tempfile.TemporaryDirectory(prefix='esnet_browser_bench_') as tmp:
-    site = demo_site.build_site(Path(tmp) / 'site', checkpoint=checkpoint, model=model)
+    site = static_site.build_site(Path(tmp) / 'site', checkpoint=checkpoint, model=model)
     # Absolute: the driver runs in the demo's folder, not in the caller's.
     picture = str(Path(image).resolve()) if image else str(_scene(Path(tmp) / 'scene.png'))
-    server = demo_site.serve(site, port=0)
+    server = static_site.serve(site, port=0)
     server.start()
     try:
       url = server.url + f'?sizes={",".join(sizes)}' + (f'&threads={threads}' if threads else '')
-      found = demo_driver.drive('fps', url, image=picture, sizes=list(sizes), runs=runs, warmup=3)
+      found = driver.drive('fps', url, image=picture, sizes=list(sizes), runs=runs, warmup=3)
     finally:
       server.shutdown()
       server.server_close()
@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
   )
   weights = parser.add_mutually_exclusive_group()
   weights.add_argument('--checkpoint', default=None, help='weights to export (pretrained:camvid)')
-  weights.add_argument('--model', default=None, help='an ONNX file of esnet_jax.export instead')
+  weights.add_argument(
+      '--model', default=None, help='an ONNX file of esnet_jax.deploy.export instead'
+  )
   parser.add_argument('--image', default=None, help='the picture shown (default: generated)')
   parser.add_argument(
       '--sizes', default='360x480,240x320', help='input sizes, HxW, comma-separated'
@@ -126,25 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+@runner.command()
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  try:
-    if args.runs < 1:
-      raise OptionError('runs', args.runs, 'a positive integer')
-    if args.image is not None and not Path(args.image).is_file():
-      raise OptionError('image', args.image, 'an image file')
-    checkpoint = None if args.model else args.checkpoint or 'pretrained:camvid'
-    result = measure(
-        checkpoint,
-        _sizes(args.sizes),
-        model=args.model,
-        image=args.image,
-        runs=args.runs,
-        threads=args.threads,
-    )
-  except (EsnetError, ImportError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return getattr(e, 'exit_status', 2)
+  if args.runs < 1:
+    raise OptionError('runs', args.runs, 'a positive integer')
+  if args.image is not None and not Path(args.image).is_file():
+    raise OptionError('image', args.image, 'an image file')
+  checkpoint = None if args.model else args.checkpoint or 'pretrained:camvid'
+  result = measure(
+      checkpoint,
+      _sizes(args.sizes),
+      model=args.model,
+      image=args.image,
+      runs=args.runs,
+      threads=args.threads,
+  )
   print(f"{result['browser']}; {result['cpu_model']}, {result['cpu_isa']}")
   for row in result['rows']:
     print(
@@ -158,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  runner.run(main)

@@ -3,7 +3,7 @@
 - `random_variables`: ESNet variables drawn with numpy (speed does not depend on
   the values);
 - `torch_calls` / `torch_train_calls`: the original PyTorch ESNet
-  (`esnet_jax.torch_reference`), eager, NCHW and channels_last;
+  (`esnet_jax.weights.torch_reference`), eager, NCHW and channels_last;
 - `onnxruntime_calls`: ONNX Runtime on this package's float32 and INT8 ONNX exports.
 
 Each returns zero-argument calls that block until their result is ready, for
@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from esnet_jax import convert
+from esnet_jax.weights import convert
 
 # Trained only for encoder pre-training; not part of the deployed network.
 _ENCODER_ONLY_HEAD = 'encoder_output_conv'
@@ -80,7 +80,7 @@ def torch_calls(
   frameworks compute the same function).
   """
   torch = import_torch()
-  from esnet_jax import torch_reference
+  from esnet_jax.weights import torch_reference
 
   torch.set_num_threads(threads)
   torch_dtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16}[dtype]
@@ -129,14 +129,14 @@ def onnxruntime_calls(
 ) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], dict[str, np.ndarray]]:
   """ONNX Runtime on this package's float32 and INT8 ONNX exports of the same weights.
 
-  The float32 graph is `esnet_jax.export.export_onnx`'s (BN folded when
+  The float32 graph is `esnet_jax.deploy.export.export_onnx`'s (BN folded when
   `fold_bn`) with batch, height and width fixed to the input's, as for a
   deployment at one size (ONNX Runtime's CPU memory planner cannot share or
   reuse buffers in place when height and width are symbolic, which costs the
-  symbolic file a few per cent). The INT8 graph is `esnet_jax.quantize`'s
+  symbolic file a few per cent). The INT8 graph is `esnet_jax.deploy.quantize`'s
   static quantization of it, calibrated on the timed input itself: its speed is
   what this measures (the INT8 accuracy is measured on CamVid val by
-  tests/test_quantize.py). Both run on the CPU provider with every graph
+  tests/deploy/test_quantize.py). Both run on the CPU provider with every graph
   optimisation, `threads` intra-op threads and one inter-op thread. Returns the
   calls (`onnxruntime`, `onnxruntime_int8`), version facts and each one's logits
   (NHWC float32, as JAX's).
@@ -146,7 +146,7 @@ def onnxruntime_calls(
 
   import onnxruntime as ort
 
-  from esnet_jax import export, quantize
+  from esnet_jax.deploy import export, quantize
 
   batch, height, width, _ = x_nhwc.shape
   x = np.ascontiguousarray(x_nhwc, dtype=np.float32)
@@ -202,7 +202,7 @@ def torch_train_calls(
   and the loss under CPU bf16 autocast (float32 weights and Adam), PyTorch's mixed
   precision recipe."""
   torch = import_torch()
-  from esnet_jax.torch_reference import ESNet as TorchESNet
+  from esnet_jax.weights.torch_reference import ESNet as TorchESNet
 
   torch.set_num_threads(threads)
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))

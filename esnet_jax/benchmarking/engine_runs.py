@@ -1,6 +1,6 @@
 """Every inference engine side by side: `python -m esnet_jax.benchmark --engines`.
 
-Each engine of `esnet_jax.engines.ENGINES` is built once per precision it runs here
+Each engine of `esnet_jax.deploy.engines.ENGINES` is built once per precision it runs here
 (`engines.unavailable` is None) on the same weights, and its call is timed at each input
 size: a batch of normalised float32 images (standard normal: speed does not depend on the
 values) in, float32 logits out, as `inference.Segmenter` calls it. Normalisation, padding
@@ -22,11 +22,13 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from esnet_jax import engines, implementations, weights
+from esnet_jax.deploy import engines
+from esnet_jax.model import implementations
+from esnet_jax.weights import resolver
 from esnet_jax.benchmarking import machine, timing
-from esnet_jax.convert import num_classes_of
+from esnet_jax.model.esnet import num_classes_of
 from esnet_jax.errors import OptionError
-from esnet_jax.options import BenchmarkOptions
+from esnet_jax.config.options import BenchmarkOptions
 
 # The tools run `auto`'s engine at this precision unless told otherwise (`PredictOptions`).
 DEFAULT_PRECISION = 'float32'
@@ -99,7 +101,7 @@ def run_engines_benchmark(
   (`machine.describe`, `machine.engine_facts`). `progress` receives a line per step.
   """
   checkpoint = options.checkpoint or options.ENGINE_CHECKPOINT
-  loaded = weights.load(checkpoint)
+  loaded = resolver.load(checkpoint)
   auto = auto_choices()
   default_engine = auto[DEFAULT_PRECISION]
   built, info, skipped = _build_all(loaded.variables, loaded.meta, options, progress)

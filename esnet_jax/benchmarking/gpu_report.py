@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import jax
 
 from esnet_jax.benchmarking import machine, runners
-from esnet_jax.options import DTYPES
+from esnet_jax.config.options import DTYPES
 
 # (height, width, batch) of the inference cases and of the train step (batch per device).
 INFERENCE_CASES = ((512, 1024, 1), (512, 1024, 8), (1024, 2048, 1))
@@ -89,6 +89,116 @@ def environment() -> dict[str, Any]:
   }
 
 
+def _check_platform(smoke: bool) -> str:
+  """The platform JAX runs on, refused unless it is a GPU or `smoke` allows any."""
+  platform = jax.devices()[0].platform
+  if not smoke and platform != 'gpu':
+    raise ValueError(
+        f'--suite gpu times a GPU, but JAX runs on {platform!r} here '
+        f'({jax.devices()[0].device_kind}); install the `cuda12` or `cuda13` '
+        'extra, or add --smoke for the tiny sizes any backend runs.'
+    )
+  return platform
+
+
+def _inference_entry(
+    height: int, width: int, batch: int, dtype: str, r: dict[str, Any]
+) -> dict[str, Any]:
+  """The report's fields of one inference case, picked from its benchmark result."""
+  return {
+      'height': height,
+      'width': width,
+      'batch': batch,
+      'dtype': dtype,
+      'fps': r['fps'],
+      'latency_ms_p50': r['latency_ms_p50'],
+      'latency_ms_p90': r['latency_ms_p90'],
+      'latency_ms_min': r['latency_ms_min'],
+      'compile_s': r['compile_s'],
+      'flops': r['flops'],
+      'peak_memory_bytes': r['peak_memory_bytes'],
+      'peak_memory_source': r['peak_memory_source'],
+      'custom_call_targets': r['custom_call_targets'],
+  }
+
+
+def _train_entry(
+    height: int, width: int, batch: int, dtype: str, r: dict[str, Any]
+) -> dict[str, Any]:
+  """The report's fields of one train-step case, picked from its benchmark result."""
+  return {
+      'height': height,
+      'width': width,
+      'batch_per_device': batch,
+      'dtype': dtype,
+      'devices': r['devices'],
+      'images_per_sec': r['jax_images_per_sec'],
+      'step_ms_p50': r['jax_step_ms_p50'],
+      'step_ms_min': r['jax_step_ms_min'],
+      'compile_s': r['compile_s'],
+      'peak_memory_bytes': r['peak_memory_bytes'],
+      'peak_memory_source': r['peak_memory_source'],
+      'custom_call_targets': r['custom_call_targets'],
+  }
+
+
+def _measure_inference(
+    cases: Sequence[tuple[int, int, int]],
+    dtypes: Sequence[str],
+    runs: int,
+    warmup: int,
+    progress: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+  """Every inference case in every dtype, each reported to `progress` as it finishes."""
+  entries = []
+  for dtype in dtypes:
+    for height, width, batch in cases:
+      r = runners.run_inference_benchmark(
+          height=height, width=width, batch=batch, dtype=dtype, runs=runs, warmup=warmup
+      )
+      entries.append(_inference_entry(height, width, batch, dtype, r))
+      if progress:
+        progress(_inference_line(entries[-1]))
+  return entries
+
+
+def _measure_train(
+    case: tuple[int, int, int],
+    dtypes: Sequence[str],
+    train_runs: int,
+    progress: Callable[[str], None] | None,
+) -> list[dict[str, Any]]:
+  """The train step on every local device in every dtype, each reported as it finishes."""
+  height, width, batch = case
+  entries = []
+  for dtype in dtypes:
+    r = runners.run_train_benchmark(
+        height=height,
+        width=width,
+        batch=batch,
+        dtype=dtype,
+        devices=jax.local_device_count(),
+        runs=train_runs,
+        warmup=min(2, train_runs),
+    )
+    entries.append(_train_entry(height, width, batch, dtype, r))
+    if progress:
+      progress(_train_line(entries[-1]))
+  return entries
+
+
+def _cpu_kernel_calls(entries: Sequence[dict[str, Any]]) -> list[str]:
+  """The custom-call targets of this package's CPU kernels in any entry, sorted and unique."""
+  return sorted(
+      {
+          t
+          for entry in entries
+          for t in entry['custom_call_targets']
+          if t.startswith(machine.KERNEL_TARGET_PREFIX)
+      }
+  )
+
+
 def run_gpu_report(
     *,
     smoke: bool = False,
@@ -107,13 +217,7 @@ def run_gpu_report(
   any backend). `ok` is false if any program held one of this package's CPU
   kernels, which a GPU program must never do.
   """
-  platform = jax.devices()[0].platform
-  if not smoke and platform != 'gpu':
-    raise ValueError(
-        f'--suite gpu times a GPU, but JAX runs on {platform!r} here '
-        f'({jax.devices()[0].device_kind}); install the `cuda12` or `cuda13` '
-        'extra, or add --smoke for the tiny sizes any backend runs.'
-    )
+  platform = _check_platform(smoke)
   start = time.perf_counter()
   report: dict[str, Any] = {
       'suite': 'gpu',
@@ -122,68 +226,13 @@ def run_gpu_report(
       'inference': [],
       'train': [],
   }
-  cases = SMOKE_INFERENCE_CASES if smoke else INFERENCE_CASES
-  for dtype in dtypes:
-    for height, width, batch in cases:
-      r = runners.run_inference_benchmark(
-          height=height, width=width, batch=batch, dtype=dtype, runs=runs, warmup=warmup
-      )
-      report['inference'].append(
-          {
-              'height': height,
-              'width': width,
-              'batch': batch,
-              'dtype': dtype,
-              'fps': r['fps'],
-              'latency_ms_p50': r['latency_ms_p50'],
-              'latency_ms_p90': r['latency_ms_p90'],
-              'latency_ms_min': r['latency_ms_min'],
-              'compile_s': r['compile_s'],
-              'flops': r['flops'],
-              'peak_memory_bytes': r['peak_memory_bytes'],
-              'peak_memory_source': r['peak_memory_source'],
-              'custom_call_targets': r['custom_call_targets'],
-          }
-      )
-      if progress:
-        progress(_inference_line(report['inference'][-1]))
-  height, width, batch = SMOKE_TRAIN_CASE if smoke else TRAIN_CASE
-  for dtype in dtypes:
-    r = runners.run_train_benchmark(
-        height=height,
-        width=width,
-        batch=batch,
-        dtype=dtype,
-        devices=jax.local_device_count(),
-        runs=train_runs,
-        warmup=min(2, train_runs),
-    )
-    report['train'].append(
-        {
-            'height': height,
-            'width': width,
-            'batch_per_device': batch,
-            'dtype': dtype,
-            'devices': r['devices'],
-            'images_per_sec': r['jax_images_per_sec'],
-            'step_ms_p50': r['jax_step_ms_p50'],
-            'step_ms_min': r['jax_step_ms_min'],
-            'compile_s': r['compile_s'],
-            'peak_memory_bytes': r['peak_memory_bytes'],
-            'peak_memory_source': r['peak_memory_source'],
-            'custom_call_targets': r['custom_call_targets'],
-        }
-    )
-    if progress:
-      progress(_train_line(report['train'][-1]))
-  kernel_calls = sorted(
-      {
-          t
-          for entry in report['inference'] + report['train']
-          for t in entry['custom_call_targets']
-          if t.startswith(machine.KERNEL_TARGET_PREFIX)
-      }
+  report['inference'] = _measure_inference(
+      SMOKE_INFERENCE_CASES if smoke else INFERENCE_CASES, dtypes, runs, warmup, progress
   )
+  report['train'] = _measure_train(
+      SMOKE_TRAIN_CASE if smoke else TRAIN_CASE, dtypes, train_runs, progress
+  )
+  kernel_calls = _cpu_kernel_calls(report['inference'] + report['train'])
   report.update(
       {
           'cpu_kernel_calls': kernel_calls,

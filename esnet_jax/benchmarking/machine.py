@@ -48,7 +48,7 @@ ENGINE_CPU_FLAGS = (
     'i8mm',
     'bf16',
 )
-# The runtimes of `esnet_jax.engines` beside JAX, whose versions a timing names.
+# The runtimes of `esnet_jax.deploy.engines` beside JAX, whose versions a timing names.
 ENGINE_PACKAGES = ('onnx', 'onnxruntime', 'openvino')
 
 
@@ -81,7 +81,7 @@ def engine_facts() -> dict[str, Any]:
   facts.update({f'{name}_version': package_version(name) for name in ENGINE_PACKAGES})
   capabilities = None
   if importlib.util.find_spec('openvino') is not None:
-    from esnet_jax.engines import openvino_engine  # pylint: disable=g-import-not-at-top
+    from esnet_jax.deploy.engines import openvino_engine  # pylint: disable=g-import-not-at-top
 
     capabilities = list(openvino_engine.cpu_capabilities())
   facts['openvino_cpu_capabilities'] = capabilities

@@ -6,13 +6,15 @@ import json
 import os
 from typing import Any, Mapping
 
-from esnet_jax import profiling
+from esnet_jax.benchmarking import profiling
+
+_Row = tuple[str, str]
 
 
-def format_report(result: Mapping[str, Any]) -> str:
-  """A two-column table of a `run_inference_benchmark` result."""
+def _run_rows(result: Mapping[str, Any]) -> list[_Row]:
+  """The rows every result has: the network, the machine and the JAX timings."""
   h, w = result['height'], result['width']
-  rows = [
+  return [
       (
           'network',
           f"ESNet({result['num_classes']}) {w}x{h} batch {result['batch']} "
@@ -45,6 +47,11 @@ def format_report(result: Mapping[str, Any]) -> str:
           f"{result['peak_memory_bytes'] / 2**20:.0f} MiB " f"({result['peak_memory_source']})",
       ),
   ]
+
+
+def _torch_rows(result: Mapping[str, Any]) -> list[_Row]:
+  """The PyTorch rows, present only where the result compared PyTorch."""
+  rows: list[_Row] = []
   if 'torch_nchw_ms_p50' in result:
     rows += [
         ('torch', f"{result['torch_version']}, {result['torch_threads']} threads, eager"),
@@ -68,31 +75,42 @@ def format_report(result: Mapping[str, Any]) -> str:
             f"(jax/torch {result['ratio_jax_torch_channels_last_autocast']:.2f})",
         )
     )
-  if 'onnxruntime_ms_p50' in result:
-    rows += [
-        (
-            'onnxruntime',
-            f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
-            f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.export's "
-            'ONNX',
-        ),
-        (
-            'onnxruntime p50',
-            f"{result['onnxruntime_ms_p50']:.1f} ms "
-            f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})",
-        ),
-        ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
-        (
-            'onnxruntime INT8 p50',
-            f"{result['onnxruntime_int8_ms_p50']:.1f} ms "
-            f"(jax/onnxruntime INT8 {result['ratio_jax_onnxruntime_int8']:.2f}; "
-            'calibrated on the timed input: speed only)',
-        ),
-        (
-            'max |jax - onnxruntime INT8| logits',
-            f"{result['onnxruntime_int8_max_abs_diff']:.2e}",
-        ),
-    ]
+  return rows
+
+
+def _onnxruntime_rows(result: Mapping[str, Any]) -> list[_Row]:
+  """The ONNX Runtime rows (float32 and INT8), present only where the result compared it."""
+  if 'onnxruntime_ms_p50' not in result:
+    return []
+  return [
+      (
+          'onnxruntime',
+          f"{result['onnxruntime_version']}, {result['onnxruntime_threads']} "
+          f"threads, {result['onnxruntime_providers'][0]}, on esnet_jax.deploy.export's "
+          'ONNX',
+      ),
+      (
+          'onnxruntime p50',
+          f"{result['onnxruntime_ms_p50']:.1f} ms "
+          f"(jax/onnxruntime {result['ratio_jax_onnxruntime']:.2f})",
+      ),
+      ('max |jax - onnxruntime| logits', f"{result['onnxruntime_max_abs_diff']:.2e}"),
+      (
+          'onnxruntime INT8 p50',
+          f"{result['onnxruntime_int8_ms_p50']:.1f} ms "
+          f"(jax/onnxruntime INT8 {result['ratio_jax_onnxruntime_int8']:.2f}; "
+          'calibrated on the timed input: speed only)',
+      ),
+      (
+          'max |jax - onnxruntime INT8| logits',
+          f"{result['onnxruntime_int8_max_abs_diff']:.2e}",
+      ),
+  ]
+
+
+def format_report(result: Mapping[str, Any]) -> str:
+  """A two-column table of a `run_inference_benchmark` result."""
+  rows = _run_rows(result) + _torch_rows(result) + _onnxruntime_rows(result)
   width_ = max(len(name) for name, _ in rows)
   return '\n'.join(f'{name:<{width_}}  {value}' for name, value in rows)
 

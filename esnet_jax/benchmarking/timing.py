@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from esnet_jax import profiling
-from esnet_jax.transforms import MEAN_RGB, STD_RGB
+from esnet_jax.benchmarking import profiling
+from esnet_jax.data.transforms import MEAN_RGB, STD_RGB
 
 
 def summary(seconds: Sequence[float], prefix: str) -> dict[str, float]:

@@ -23,9 +23,9 @@ with `python -m esnet_jax.kernels.build`; other CPUs use XLA's operations.
 bfloat16 (`dtype=bfloat16`): on CPUs with AVX512_BF16 (AMD Zen 4 and later, Intel
 Sapphire Rapids and later) the build adds `-mavx512bf16` and the convolutions multiply
 with bf16 dot products, accumulating in float32, parameters float32; elsewhere
-`esnet_jax.implementations` computes bfloat16 requests in float32, which is faster there
+`esnet_jax.model.implementations` computes bfloat16 requests in float32, which is faster there
 than XLA's bfloat16.
 
-The model never imports this package: `esnet_jax.implementations` builds the
+The model never imports this package: `esnet_jax.model.implementations` builds the
 model's parts from one setting ('auto' | 'xla' | 'native').
 """

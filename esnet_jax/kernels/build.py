@@ -47,7 +47,7 @@ from pathlib import Path
 
 import jax
 
-from esnet_jax import cli
+from esnet_jax.system import runner
 
 OPT_OUT_ENV = 'ESNET_JAX_NO_NATIVE_KERNELS'
 CACHE_ENV = 'ESNET_JAX_CACHE_DIR'
@@ -269,4 +269,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  runner.run(main)
