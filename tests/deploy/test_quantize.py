@@ -51,7 +51,7 @@ def test_config_images_come_from_its_train_split(tmp_path):
   config = tmp_path / 'calib.py'
   config.write_text(
       'import ml_collections\n'
-      'from esnet_jax import datasets\n'
+      'from esnet_jax.data import datasets\n'
       'def get_config():\n'
       '  c = ml_collections.ConfigDict()\n'
       '  c.dataset = datasets.default_dataset_config()\n'
