@@ -25,6 +25,7 @@ from esnet_jax.system import runner
 from esnet_jax.data import dataset_configs, datasets
 from esnet_jax.evaluation.evaluator import Evaluator
 from esnet_jax.deploy import onnx_contract
+from esnet_jax.deploy.engines import views
 from esnet_jax.data import transforms
 from esnet_jax.errors import OptionError
 
@@ -59,30 +60,25 @@ def _check_size(export: onnx_contract.Export, size: Sequence[int], name: str) ->
 
 
 class _FilePredict:
-  """An exported file as `Evaluator.run`'s predict: normalised with its JSON's mean and std,
-  padded at the bottom and right to multiples of 8 with the mean pixel as inference does,
-  run at full size, the logits cropped back and their argmax taken."""
+  """An exported file as `Evaluator.run`'s predict, through the same steps every engine
+  runs between uint8 images and logits (`engines.views.predict`: normalised with its JSON's
+  mean and std, padded at the bottom and right to multiples of 8, cropped back, argmax)."""
 
   def __init__(self, export: onnx_contract.Export, session: Any, described: str):
     self.export, self.session, self.described = export, session, described
     self.input_name = session.get_inputs()[0].name
+    self.mean = np.asarray(export.meta['mean'], np.float32)
+    self.std = np.asarray(export.meta['std'], np.float32)
     self.count = 0
 
+  def _logits(self, x: np.ndarray) -> np.ndarray:
+    _check_size(self.export, x.shape[1:3], f'{self.described} (image {self.count})')
+    return self.session.run(None, {self.input_name: x})[0]
+
   def __call__(self, image: np.ndarray) -> np.ndarray:
-    meta = self.export.meta
-    height, width = image.shape[:2]
-    padded, _ = transforms.pad_to_multiple(
-        image,
-        np.zeros((height, width), np.uint8),
-        8,
-        ignore_label=0,
-        image_pad_value=np.round(meta['mean']),
-    )
-    _check_size(self.export, padded.shape[:2], f'{self.described} (image {self.count})')
+    classes, _ = views.predict(self._logits, image[None], mean=self.mean, std=self.std)
     self.count += 1
-    x = transforms.normalize(padded, meta['mean'], meta['std'])[None]
-    logits = self.session.run(None, {self.input_name: x})[0][0]
-    return logits[:height, :width].argmax(-1)
+    return classes[0]
 
 
 def evaluate(
