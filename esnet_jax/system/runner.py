@@ -7,8 +7,8 @@ wraps a command's `main`: on success the process exits normally; on an error
 exit it flushes what was printed, points the process's stdout and stderr at
 /dev/null so that no other thread can print after it, writes the error line
 to the terminal's stderr (again, if the command printed it and something came
-after), and ends
-the process at once, skipping the interpreter's exit-time work, where the noise
+after or another thread's partial line came before it), on a line of its own,
+and ends the process at once, skipping the interpreter's exit-time work, where the noise
 comes from. An exception no command expected is a bug: its traceback is printed,
 then one `error:` line that says so.
 """
@@ -85,31 +85,44 @@ def command(*also: type[BaseException]) -> Callable[[Callable[..., Any]], Callab
 
 
 class _LastErrorLine:
-  """What a command printed: its last `error:` line, and whether anything came after it."""
+  """What a command printed: its last `error:` line, whether anything came after it,
+  and whether stderr ends mid-line (another thread's partial line, which an error line
+  written then would be glued to)."""
 
   def __init__(self):
     self.line: str | None = None
     self.followed = False
-    self._lock = threading.Lock()
+    self._at_line_start = {'stdout': True, 'stderr': True}
+    self.lock = threading.Lock()
 
-  def saw(self, text: str) -> None:
-    with self._lock:
-      for line in text.splitlines():
-        if line.startswith('error:'):
-          self.line, self.followed = line, False
-        elif line.strip() and self.line is not None:
-          self.followed = True
+  def saw(self, text: str, stream: str) -> None:
+    """Called, under `lock`, with each write before it reaches `stream`."""
+    for piece in text.splitlines(keepends=True):
+      content = piece.rstrip('\r\n')
+      if content.startswith('error:'):
+        # An error line glued to another thread's partial line must be written again.
+        self.line, self.followed = content, not self._at_line_start[stream]
+      elif content.strip() and self.line is not None:
+        self.followed = True
+      self._at_line_start[stream] = piece.endswith('\n')
+
+  def last(self, line: str | None) -> str | None:
+    """`line` as the last output: on a fresh line of stderr."""
+    if line is None or self._at_line_start['stderr']:
+      return line
+    return '\n' + line
 
 
 class _Watched:
-  """A text stream whose writes `_LastErrorLine` sees."""
+  """A text stream whose writes `_LastErrorLine` sees, in the order they reach it."""
 
-  def __init__(self, stream: Any, watch: _LastErrorLine):
-    self._stream, self._watch = stream, watch
+  def __init__(self, stream: Any, name: str, watch: _LastErrorLine):
+    self._stream, self._name, self._watch = stream, name, watch
 
   def write(self, text: str) -> int:
-    self._watch.saw(text)  # First: what reaches the terminal has always been seen.
-    return self._stream.write(text)
+    with self._watch.lock:  # What reaches the stream has been seen, in the same order.
+      self._watch.saw(text, self._name)
+      return self._stream.write(text)
 
   def __getattr__(self, name: str) -> Any:
     return getattr(self._stream, name)
@@ -122,27 +135,34 @@ def run(main: Callable[[], int | None]) -> NoReturn:
   has that line written again last if anything (another thread) printed after it.
   """
   watch = _LastErrorLine()
-  sys.stdout, sys.stderr = _Watched(sys.stdout, watch), _Watched(sys.stderr, watch)
+  sys.stdout = _Watched(sys.stdout, 'stdout', watch)
+  sys.stderr = _Watched(sys.stderr, 'stderr', watch)
+
+  def last(line: str | None) -> Callable[[], str | None]:
+    return lambda: watch.last(line)
+
   try:
     status = main()
   except Failure as e:
-    exit_now(int(e.code), f'error: {one_line(e.message)}')
+    exit_now(int(e.code), last(f'error: {one_line(e.message)}'))
   except errors.EsnetError as e:  # The package's own errors: one line, their status.
-    exit_now(e.exit_status, f'error: {one_line(e)}')
+    exit_now(e.exit_status, last(f'error: {one_line(e)}'))
   except SystemExit as e:
     if isinstance(e.code, str):  # sys.exit('error: ...') prints its message: the last line.
-      exit_now(1, one_line(e.code))
+      exit_now(1, last(one_line(e.code)))
     status = e.code
   except KeyboardInterrupt:
-    exit_now(130, 'error: interrupted (Ctrl-C).')
+    exit_now(130, last('error: interrupted (Ctrl-C).'))
   except Exception as e:  # pylint: disable=broad-except
     traceback.print_exc()
     exit_now(
         1,
-        f'error: unexpected {type(e).__name__}: {one_line(e, 300)} (a bug in '
-        'esnet-jax: please report it with the traceback above).',
+        last(
+            f'error: unexpected {type(e).__name__}: {one_line(e, 300)} (a bug in '
+            'esnet-jax: please report it with the traceback above).'
+        ),
     )
   status = 0 if status is None else int(status)
   if status:
-    exit_now(status, lambda: watch.line if watch.followed else None)
+    exit_now(status, lambda: watch.last(watch.line) if watch.followed else None)
   sys.exit(0)

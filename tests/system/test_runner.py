@@ -9,6 +9,7 @@ import textwrap
 import pytest
 
 from conftest import REPO
+from esnet_jax.system import runner
 
 # A command whose library threads keep printing and whose exit-time handlers print too,
 # as orbax's and asyncio's do after a failure.
@@ -82,3 +83,24 @@ def test_an_error_exit_ends_with_its_error_line(how, code, last):
 def test_a_successful_exit_runs_the_exit_handlers():
   out = _run('ok')
   assert out.returncode == 0 and 'noise at exit' in out.stderr
+
+
+def test_an_error_line_glued_to_another_threads_partial_line_is_written_again():
+  # The interleaving CI once met: a thread's line without its newline yet, then the
+  # command's `error:` text, then the newlines.
+  watch = runner._LastErrorLine()  # pylint: disable=protected-access
+  for text in ('noise from a thread', 'error: printed by the command itself', '\n', '\n'):
+    watch.saw(text, 'stderr')
+  assert watch.followed and watch.line == 'error: printed by the command itself'
+  assert watch.last(watch.line) == 'error: printed by the command itself'
+  watch.saw('noise from a thread', 'stderr')  # Cut off mid-line by the exit.
+  assert watch.last(watch.line) == '\nerror: printed by the command itself'
+
+
+def test_an_error_line_on_its_own_line_and_last_is_not_written_again():
+  watch = runner._LastErrorLine()  # pylint: disable=protected-access
+  for text in ('noise\n', 'error: printed by the command itself', '\n', '\n'):
+    watch.saw(text, 'stderr')
+  assert not watch.followed
+  watch.saw('more work\n', 'stdout')  # Output after it, on either stream, follows it.
+  assert watch.followed
