@@ -31,4 +31,7 @@ def get_config():
   config.checkpoint_every_steps = 1000
   config.log_every_steps = 100
   config.dataset.num_workers = 6  # loader processes: a GPU step outruns one CPU loader
+  # On a GPU bfloat16 is XLA's, rounded per operation: 6 points below float32 at the quick
+  # start (docs/records/2026-12-07-bfloat16-kernels.md); the CPU kernels' bf16 is not here.
+  config.model.dtype = 'float32'
   return config

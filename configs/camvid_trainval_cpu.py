@@ -19,7 +19,9 @@ Zen 4, AVX-512 with VNNI, code 3992f7a, one segment alone on the machine): 87 mi
 wall time; val mIoU 85.24% at step 5850, not held out. These are the weights shipped as
 `pretrained:camvid` (latest checkpoint, params sha256 c7773dbe...); records in docs/camvid/.
 A step takes about twice as long on 2 AVX2 cores (about 200 minutes for the run there); the
-run is resumable (re-run the same command).
+run is resumable (re-run the same command). Both results were trained in float32; since
+2026-12-08 the recipe trains in bfloat16 where the CPU has bf16 dot products (configs/camvid.py):
+add --config.model.dtype=float32 to rerun them as they were.
 """
 
 from configs import camvid

@@ -172,6 +172,7 @@ class PredictOptions(Checked):
       class_table = datasets.get_class_table(config.dataset)
     else:
       class_table = None
+    precision = cfg.get('precision', None) or None
     fields = dict(
         checkpoint=cfg.checkpoint or os.fspath(workdir),
         inputs=(cfg.input,) if cfg.input else (),
@@ -180,12 +181,14 @@ class PredictOptions(Checked):
         batch_size=config.eval_batch_size,
         scales=_floats(config.eval.scales),
         flip=config.eval.flip,
-        dtype=config.model.dtype,
+        # config.model.dtype is the training's; config.predict.precision, where set,
+        # supersedes it (as --precision does --dtype).
+        dtype='float32' if precision else config.model.dtype,
         kernels=config.model.kernels,
         class_table=class_table,
         submission=cfg.submission,
         engine=cfg.get('engine', 'auto'),
-        precision=cfg.get('precision', None) or None,
+        precision=precision,
         threads=cfg.get('threads', 0) or None,
         calibration=cfg.get('calibration', ''),
     )

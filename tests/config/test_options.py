@@ -49,6 +49,28 @@ def test_predict_settings_are_the_same_both_ways(tmp_path):
   assert from_args.class_table == CAMVID_CLASSES and from_args.scales == (0.75, 1.0, 1.25)
 
 
+def test_predict_precision_in_a_config_supersedes_the_trainings_dtype(tmp_path):
+  config = default.get_config()
+  config.predict.input = 'a.png'
+  config.model.dtype = 'bfloat16'  # How the run trained.
+  assert PredictOptions.from_config(config, tmp_path).effective_precision == 'bfloat16'
+  for precision in ('float32', 'int8'):
+    config.predict.precision = precision
+    assert PredictOptions.from_config(config, tmp_path).effective_precision == precision
+
+
+def test_camvid_configs_train_in_bfloat16_and_evaluate_in_float32(tmp_path):
+  from configs import camvid, camvid_long_cpu, camvid_trainval, camvid_trainval_cpu
+
+  for module in (camvid, camvid_trainval_cpu, camvid_long_cpu):
+    config = module.get_config()
+    config.predict.input = 'a.png'
+    assert config.model.dtype == 'bfloat16', module.__name__
+    assert EvalOptions.from_config(config).precision == 'float32'
+    assert PredictOptions.from_config(config, tmp_path).effective_precision == 'float32'
+  assert camvid_trainval.get_config().model.dtype == 'float32'  # The GPU's: XLA's bf16.
+
+
 def test_predict_defaults_fill_in_the_workdir(tmp_path):
   config = default.get_config()
   config.predict.input = 'a.png'
