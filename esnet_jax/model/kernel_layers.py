@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from esnet_jax.model import esnet
 from esnet_jax.kernels import build, ops
@@ -55,13 +54,15 @@ class KernelConv(nn.Module):
         and tuple(self.strides) == (1, 1)
         and padding == _same_padding(self.kernel_size, self.kernel_dilation)
     )
-    if self.is_initializing() or self.features % 16:
+    # `ops.conv` pads other channel counts in bfloat16 (the first layer's 13 outputs).
+    native_conv = self.features % 16 == 0 or x.dtype == jnp.bfloat16
+    if self.is_initializing():
       pass
-    elif factorized:
+    elif factorized and self.features % 16 == 0:
       vertical = kw == 1
       dilation = self.kernel_dilation[0 if vertical else 1]
       return ops.factorized_conv(x, kernel, bias, vertical, dilation)
-    elif tuple(self.kernel_dilation) == (1, 1):
+    elif tuple(self.kernel_dilation) == (1, 1) and native_conv:
       return ops.conv(x, kernel, padding, tuple(self.strides)) + bias.astype(x.dtype)
     return jax.lax.conv_general_dilated(
         x,
@@ -131,14 +132,8 @@ class KernelConvTranspose2x(esnet.ConvTranspose2x):
 
   def _phases(self, x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     """The four phases by `ops.conv_phases`, each written into its pixels of the output."""
-    kernels, paddings = [], []
-    for a in (0, 1):
-      d_y, taps_y = esnet.phase_taps(self.kernel_size, self.padding, a)
-      for b in (0, 1):
-        d_x, taps_x = esnet.phase_taps(self.kernel_size, self.padding, b)
-        kernels.append(kernel[np.asarray(taps_y)[:, None], np.asarray(taps_x)[None, :]])
-        paddings.append(((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)))
-    return ops.conv_phases(x, tuple(kernels), tuple(paddings), bias)
+    kernels, paddings = ops.transposed_phases(kernel, (self.padding, self.padding))
+    return ops.conv_phases(x, kernels, paddings, bias)
 
 
 class _FactorizedParams(nn.Module):

@@ -121,22 +121,29 @@ def test_conv_and_its_gradients_equal_xla(taps, padding, channels, strides, size
     _assert_close(g, w)
 
 
+@pytest.mark.parametrize('kernel_size, padding', [(3, 1), (2, 0), (4, 1)])
+def test_transposed_phases_are_the_models_transposed_convolution(kernel_size, padding):
+  """`ops.transposed_phases` splits a kernel as the pure model's `ConvTranspose2x` does."""
+  from esnet_jax.model import esnet
+
+  rng = np.random.default_rng(kernel_size)
+  x = _normal(rng, (2, 5, 7, 8))
+  module = esnet.ConvTranspose2x(features=6, kernel_size=kernel_size, padding=padding)
+  variables = module.init(jax.random.PRNGKey(0), x)
+  kernel, bias = variables['params']['kernel'], _normal(rng, (6,))
+  want = module.apply({'params': {'kernel': kernel, 'bias': bias}}, x)
+  kernels, paddings = ops.transposed_phases(kernel, (padding, padding))
+  _assert_close(ops.conv_phases_reference(x, kernels, paddings, bias), want)
+
+
 @needs_kernel
 @pytest.mark.parametrize('kernel_size, padding', [(3, 1), (2, 0), (4, 1)])
 def test_conv_phases_and_their_gradients_equal_xla(kernel_size, padding):
   """A stride-2 transposed convolution's four phases written interleaved by the kernel."""
-  from esnet_jax.model import esnet
-
   rng = np.random.default_rng(kernel_size)
   x = _normal(rng, (2, 5, 7, 32))
-  kernels, paddings = [], []
-  for a in (0, 1):
-    d_y, taps_y = esnet.phase_taps(kernel_size, padding, a)
-    for b in (0, 1):
-      d_x, taps_x = esnet.phase_taps(kernel_size, padding, b)
-      kernels.append(_normal(rng, (len(taps_y), len(taps_x), 32, 48), 0.2))
-      paddings.append(((-d_y, d_y + len(taps_y) - 1), (-d_x, d_x + len(taps_x) - 1)))
-  kernels, paddings = tuple(kernels), tuple(paddings)
+  full = _normal(rng, (kernel_size, kernel_size, 32, 48), 0.2)
+  kernels, paddings = ops.transposed_phases(full, (padding, padding))
   bias = _normal(rng, (48,))
   native = lambda x, k, b: ops.conv_phases(x, k, paddings, b)
   xla = lambda x, k, b: ops.conv_phases_reference(x, k, paddings, b)
