@@ -152,6 +152,39 @@ class ConvTranspose2x(nn.Module):
     )
 
 
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """`nn.max_pool(x, (2, 2), strides=(2, 2))` of NHWC x with even H and W.
+
+  Its gradient goes, as XLA's does, to the first largest pixel of each window in
+  row-major order, bitwise alike, but as one elementwise pass: XLA:CPU's max-pool
+  gradient (a variadic reduce-window over four index arrays, then a scatter) took
+  about 33 ms for one downsampler of a 360x480, batch 4 train step, this 1-5 ms.
+  """
+  n, h, w, c = x.shape
+  return jnp.max(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+
+
+def _max_pool_2x2_fwd(x: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  y = max_pool_2x2(x)
+  return y, (x, y)
+
+
+def _max_pool_2x2_bwd(saved: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array]:
+  x, y = saved
+  n, h, w, c = x.shape
+  windows = x.reshape(n, h // 2, 2, w // 2, 2, c)
+  iota = functools.partial(jax.lax.broadcasted_iota, jnp.int8, windows.shape)
+  position = 2 * iota(2) + iota(4)  # 0..3 in row-major order within each window
+  spread = lambda a: a[:, :, None, :, None, :]
+  first = jnp.min(jnp.where(windows == spread(y), position, jnp.int8(4)), axis=(2, 4))
+  dx = jnp.where(position == spread(first), spread(dy), jnp.zeros((), dy.dtype))
+  return (dx.reshape(n, h, w, c),)
+
+
+max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+
+
 class DownsamplerBlock(nn.Module):
   """3x3 stride-2 conv to (features - in) channels beside a 2x2 max-pool, BN, ReLU."""
 
@@ -171,7 +204,8 @@ class DownsamplerBlock(nn.Module):
         dtype=self.dtype,
         name='conv',
     )(x)
-    pool = nn.max_pool(x, (2, 2), strides=(2, 2))
+    even = x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0
+    pool = max_pool_2x2(x) if even else nn.max_pool(x, (2, 2), strides=(2, 2))
     if self.norm is None:
       # Folded BN: the conv carries its share; the pooled channels keep an affine.
       scale = self.param('pool_scale', nn.initializers.ones, (in_features,), jnp.float32)

@@ -171,3 +171,24 @@ def test_subpixel_transposed_conv_equals_pytorch_semantics(kernel, padding, outp
   want = _naive_conv_transpose(x, w, 2, padding, output_padding) + np.asarray(v['params']['bias'])
   chex.assert_shape(got, (2, 10, 14, 6))
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_max_pool_and_its_gradient_are_xlas_bitwise(dtype):
+  """`max_pool_2x2` equals `nn.max_pool`, and its gradient goes to the same pixel of each
+  window, ties included (ReLU outputs: many windows of zeros, and equal maxima)."""
+  import flax.linen as nn
+  from esnet_jax.model.esnet import max_pool_2x2
+
+  rng = np.random.default_rng(0)
+  x = np.maximum(rng.normal(size=(2, 12, 18, 16)), 0)
+  x[:, ::2, ::2] = x[:, 1::2, 1::2]  # equal maxima at the first and last pixel of a window
+  x = jnp.asarray(np.round(x, 1), dtype)
+  dy = jnp.asarray(rng.normal(size=(2, 6, 9, 16)), dtype)
+  xla = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  got, pull = jax.vjp(max_pool_2x2, x)
+  want, want_pull = jax.vjp(xla, x)
+  np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+  (grad,), (want_grad,) = jax.jit(pull)(dy), want_pull(dy)
+  assert grad.dtype == dtype and int(jnp.sum(grad != 0)) == int(jnp.sum(dy != 0))
+  np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(want_grad, np.float32))
