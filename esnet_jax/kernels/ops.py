@@ -198,13 +198,14 @@ def factorized_conv(
 # --- conv: any convolution, native kernel gradient (strided and per-phase convolutions) ----
 
 
-def _conv2d_native(x, kernel, padding, strides):
+def _conv2d_native(x, kernel, bias, padding, strides):
   """The `conv2d` kernel in bfloat16 where it applies (Cout a multiple of 16, Cin even),
   else XLA's convolution: XLA:CPU's bfloat16 convolutions are slow, its float32 ones
-  measured level with the kernel (and a step ahead of its AVX2 build)."""
+  measured level with the kernel (and a step ahead of its AVX2 build). `bias` may be None."""
   (ky, kx, cin, cout), (sy, sx) = kernel.shape, strides
   if cout % 16 or not _bf16(x) or cin % 2:
-    return _xla_conv(x, kernel, padding, strides=strides)
+    y = _xla_conv(x, kernel, padding, strides=strides)
+    return y if bias is None else y + bias.astype(x.dtype)
   n, hi, wi, _ = x.shape
   ho = (hi + sum(padding[0]) - ky) // sy + 1
   wo = (wi + sum(padding[1]) - kx) // sx + 1
@@ -213,7 +214,7 @@ def _conv2d_native(x, kernel, padding, strides):
   return call(
       x,
       kernel.astype(jnp.float32),
-      jnp.zeros((cout,), jnp.float32),
+      jnp.zeros((cout,), jnp.float32) if bias is None else bias.astype(jnp.float32),
       stride_y=np.int64(sy),
       stride_x=np.int64(sx),
       off_y=np.int64(-padding[0][0]),
@@ -222,13 +223,13 @@ def _conv2d_native(x, kernel, padding, strides):
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_native(x, kernel, padding, strides):
-  return _conv2d_native(x, kernel, padding, strides)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _conv_native(x, kernel, bias, padding, strides):
+  return _conv2d_native(x, kernel, bias, padding, strides)
 
 
-def _conv_fwd(x, kernel, padding, strides):
-  return _conv2d_native(x, kernel, padding, strides), (x, kernel)
+def _conv_fwd(x, kernel, bias, padding, strides):
+  return _conv2d_native(x, kernel, bias, padding, strides), (x, kernel, bias)
 
 
 def _conv_dx(x, kernel, padding, strides, dy):
@@ -255,36 +256,47 @@ def _conv_dx(x, kernel, padding, strides, dy):
 
 
 def _conv_bwd(padding, strides, saved, dy):
-  x, kernel = saved
+  x, kernel, bias = saved
   dx = _conv_dx(x, kernel, padding, strides, dy)
-  dw, _ = _conv_wgrad_native(
+  # The kernel's bias gradient comes with its kernel gradient, summed in float32 (XLA's
+  # reduction trees over dy took 7-8 ms a layer in a 360x480, batch 4 step).
+  dw, db = _conv_wgrad_native(
       x, dy, kernel.shape[:2], strides=strides, offset=(-padding[0][0], -padding[1][0])
   )
-  return dx, dw.astype(kernel.dtype)
+  return dx, dw.astype(kernel.dtype), None if bias is None else db.astype(bias.dtype)
 
 
 _conv_native.defvjp(_conv_fwd, _conv_bwd)
 
 
 def conv(
-    x: jax.Array, kernel: jax.Array, padding: Padding, strides: tuple[int, int] = (1, 1)
+    x: jax.Array,
+    kernel: jax.Array,
+    padding: Padding,
+    strides: tuple[int, int] = (1, 1),
+    bias: jax.Array | None = None,
 ) -> jax.Array:
-  """NHWC convolution (HWIO kernel, explicit padding, strides) without bias.
+  """NHWC convolution (HWIO kernel, explicit padding, strides), plus `bias` if given.
 
-  On the CPU the kernel gradient comes from `conv_wgrad` (output channels a multiple of
-  16), in bfloat16 the value from the `conv2d` kernel too; XLA computes the rest. In
-  bfloat16 other channel counts (ESNet's first layer: 3 in, 13 out) are zero-padded to
-  the kernels' multiples (Cin even, Cout of 16) and sliced back: XLA:CPU's bf16
-  convolution of that layer took 9 ms of a 135 ms inference at 1024x512.
+  On the CPU the kernel and bias gradients come from `conv_wgrad` (output channels a
+  multiple of 16), in bfloat16 the value from the `conv2d` kernel too; XLA computes the
+  rest. In bfloat16 other channel counts (ESNet's first layer: 3 in, 13 out) are
+  zero-padded to the kernels' multiples (Cin even, Cout of 16) and sliced back: XLA:CPU's
+  bf16 convolution of that layer took 9 ms of a 135 ms inference at 1024x512.
   """
   cin, cout = kernel.shape[2:]
   if _bf16(x) and (cin % 2 or cout % 16):
     x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, cin % 2)))
     kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, cin % 2), (0, -cout % 16)))
-    return conv(x, kernel, padding, strides)[..., :cout]
-  reference = lambda x, k: _xla_conv(x, k, padding, strides=strides)
-  native = lambda x, k: _conv_native(x, k, padding, strides)
-  return _on_cpu(native, reference, x, kernel)
+    bias = None if bias is None else jnp.pad(bias, (0, -cout % 16))
+    return conv(x, kernel, padding, strides, bias)[..., :cout]
+
+  def reference(x, k, b):
+    y = _xla_conv(x, k, padding, strides=strides)
+    return y if b is None else y + b.astype(x.dtype)
+
+  native = lambda x, k, b: _conv_native(x, k, b, padding, strides)
+  return _on_cpu(native, reference, x, kernel, bias)
 
 
 # --- conv_phases: a stride-2 transposed convolution's four phases, written interleaved ----
@@ -396,20 +408,20 @@ def _conv_phases_bwd(paddings, saved, dy):
   strided = _bf16(x) and x.shape[-1] % 16 == 0 and dy.shape[-1] % 2 == 0
   if strided:
     kernel, padding = _phases_as_strided_conv(kernels, paddings)
-    dx = _conv2d_native(dy, kernel, padding, (2, 2))
+    dx = _conv2d_native(dy, kernel, None, padding, (2, 2))
   else:
     dx = jnp.zeros(x.shape, jnp.float32)
-  dws = []
+  dws, db = [], 0.0
   for i, (kernel, padding) in enumerate(zip(kernels, paddings)):
     dy_phase = dy[:, i // 2 :: 2, i % 2 :: 2]
     if not strided:
       _, transpose = jax.vjp(lambda v: _xla_conv(v, kernel, padding), x)
       dx = dx + transpose(dy_phase)[0].astype(jnp.float32)
-    dw, _ = _conv_wgrad_native(
+    dw, db_phase = _conv_wgrad_native(
         x, dy_phase, kernel.shape[:2], offset=(-padding[0][0], -padding[1][0])
     )
     dws.append(dw.astype(kernel.dtype))
-  db = jnp.sum(dy.astype(jnp.float32), axis=(0, 1, 2))
+    db = db + db_phase  # The phases' pixels partition dy's.
   return dx.astype(x.dtype), tuple(dws), db
 
 

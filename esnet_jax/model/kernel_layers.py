@@ -63,7 +63,7 @@ class KernelConv(nn.Module):
       dilation = self.kernel_dilation[0 if vertical else 1]
       return ops.factorized_conv(x, kernel, bias, vertical, dilation)
     elif tuple(self.kernel_dilation) == (1, 1) and native_conv:
-      return ops.conv(x, kernel, padding, tuple(self.strides)) + bias.astype(x.dtype)
+      return ops.conv(x, kernel, padding, tuple(self.strides), bias)
     return jax.lax.conv_general_dilated(
         x,
         kernel.astype(x.dtype),

@@ -109,14 +109,19 @@ def test_conv_and_its_gradients_equal_xla(taps, padding, channels, strides, size
   rng = np.random.default_rng(cin + cout)
   x = _normal(rng, (2, *size, cin))
   kernel = _normal(rng, (*taps, cin, cout), 0.2)
-  xla = lambda x, k: jax.lax.conv_general_dilated(
+  bias = _normal(rng, (cout,))
+  xla = lambda x, k, b: b + jax.lax.conv_general_dilated(
       x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
   )
-  native = lambda x, k: ops.conv(x, k, padding, strides)
-  cotangent = _normal(rng, xla(x, kernel).shape)
-  _assert_close(jax.jit(native)(x, kernel), xla(x, kernel))
-  got = jax.jit(jax.grad(lambda x, k: jnp.sum(native(x, k) * cotangent), (0, 1)))(x, kernel)
-  want = jax.grad(lambda x, k: jnp.sum(xla(x, k) * cotangent), (0, 1))(x, kernel)
+  native = lambda x, k, b: ops.conv(x, k, padding, strides, b)
+  cotangent = _normal(rng, xla(x, kernel, bias).shape)
+  _assert_close(jax.jit(native)(x, kernel, bias), xla(x, kernel, bias))
+  _assert_close(
+      jax.jit(lambda x, k: ops.conv(x, k, padding, strides))(x, kernel), xla(x, kernel, 0)
+  )
+  loss = lambda f, *a: jnp.sum(f(*a) * cotangent)
+  got = jax.jit(jax.grad(functools.partial(loss, native), (0, 1, 2)))(x, kernel, bias)
+  want = jax.grad(functools.partial(loss, xla), (0, 1, 2))(x, kernel, bias)
   for g, w in zip(got, want):
     _assert_close(g, w)
 

@@ -112,17 +112,19 @@ def test_conv_and_its_gradients_in_bfloat16(taps, padding, channels, strides):
   rng = np.random.default_rng(cin + cout)
   x = _normal(rng, (2, 10, 14, cin))
   kernel = _normal(rng, (*taps, cin, cout), 0.2)
-  native = lambda x, k: ops.conv(x, k, padding, strides)
-  xla = lambda x, k: jax.lax.conv_general_dilated(
+  bias = _normal(rng, (cout,))
+  native = lambda x, k, b: ops.conv(x, k, padding, strides, b)
+  xla = lambda x, k, b: b + jax.lax.conv_general_dilated(
       x, k, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC')
   )
-  got = jax.jit(native)(x.astype(BF16), kernel)
+  got = jax.jit(native)(x.astype(BF16), kernel, bias)
   assert got.dtype == BF16
-  assert _relative_error(got, xla(_rounded(x), _rounded(kernel))) <= VALUE_BOUND
+  assert _relative_error(got, xla(_rounded(x), _rounded(kernel), bias)) <= VALUE_BOUND
   cotangent = _normal(rng, got.shape)
-  loss = lambda f, x, k: jnp.sum(f(x, k).astype(jnp.float32) * cotangent)
-  got = jax.jit(jax.grad(functools.partial(loss, native), (0, 1)))(x.astype(BF16), kernel)
-  want = jax.grad(functools.partial(loss, xla), (0, 1))(_rounded(x), _rounded(kernel))
+  loss = lambda f, *a: jnp.sum(f(*a).astype(jnp.float32) * cotangent)
+  got = jax.jit(jax.grad(functools.partial(loss, native), (0, 1, 2)))(x.astype(BF16), kernel, bias)
+  want = jax.grad(functools.partial(loss, xla), (0, 1, 2))(_rounded(x), _rounded(kernel), bias)
+  assert got[2].dtype == jnp.float32
   for g, w in zip(got, want):
     assert _relative_error(g, w) <= VALUE_BOUND
 
